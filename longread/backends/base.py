@@ -1,0 +1,107 @@
+"""The one chat interface every agent uses, whatever runs the model.
+
+`acomplete(messages, max_new_tokens, temperature=0) -> Completion` is async-first; `complete` is its sync twin.
+The window check lives here, in the shared base, so no backend can forget it: a call whose prompt tokens plus
+max_new_tokens exceed the window raises WindowExceeded before any model is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence, TypedDict
+
+from ..errors import WindowExceeded
+from ..tokenizers import Tokenizer
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    cost_usd: float = 0.0
+    finish_reason: str = "stop"  # "stop" | "length" | "repetition"
+    cached_prompt_tokens: int = 0  # prompt tokens whose KV was reused instead of computed (local backend)
+
+
+def check_window(prompt_tokens: int, max_new_tokens: int, window: int | None, what: str = "call") -> None:
+    if window is not None and prompt_tokens + max_new_tokens > window:
+        raise WindowExceeded(prompt_tokens, max_new_tokens, window, what)
+
+
+class ChatModel(ABC):
+    """A chat model with a tokenizer that counts its prompts exactly (local) or closely (API, tiktoken).
+
+    Subclasses implement `count_prompt_tokens` and at least one of `_complete` / `_acomplete`.
+    `cache_prefix` marks the first N characters of the last message as question-independent (together with
+    every earlier message): the local backend keeps and reuses their KV; API backends ignore it.
+    """
+
+    name: str
+    tokenizer: Tokenizer
+    context_window: int
+    is_local: bool = False
+
+    @abstractmethod
+    def count_prompt_tokens(self, messages: Sequence[Message], cache_prefix: int | None = None) -> int:
+        """Tokens of the prompt as this backend will send it (cache_prefix may change how a local one splits it)."""
+
+    def price_per_token(self) -> tuple[float, float]:
+        """(input, output) USD per token; 0 where unknown or free."""
+        return (0.0, 0.0)
+
+    async def acomplete(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        *,
+        window: int | None = None,
+        cache_prefix: int | None = None,
+    ) -> Completion:
+        prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
+        return await self._acomplete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix)
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        *,
+        window: int | None = None,
+        cache_prefix: int | None = None,
+    ) -> Completion:
+        prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
+        return self._complete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix)
+
+    def _checked_prompt_tokens(
+        self, messages: Sequence[Message], max_new_tokens: int, window: int | None, cache_prefix: int | None
+    ) -> int:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        prompt_tokens = self.count_prompt_tokens(messages, cache_prefix)
+        limit = min(w for w in (window, self.context_window) if w is not None)
+        check_window(prompt_tokens, max_new_tokens, limit, f"a call to {self.name}")
+        return prompt_tokens
+
+    # Default twins: a backend written sync runs in a worker thread under asyncio; one written async runs in a loop.
+    async def _acomplete(
+        self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int, cache_prefix: int | None
+    ) -> Completion:
+        return await asyncio.to_thread(self._complete, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix)
+
+    def _complete(
+        self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int, cache_prefix: int | None
+    ) -> Completion:
+        return asyncio.run(self._acomplete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
