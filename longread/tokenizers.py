@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
 
 from . import _env  # noqa: F401  (points tiktoken at the encodings litellm ships)
 
@@ -60,6 +62,38 @@ class TiktokenTokenizer:
     def count(self, text: str) -> int:
         return len(self._enc.encode(text, disallowed_special=()))
 
+    @cached_property
+    def _token_bytes(self) -> np.ndarray:
+        """Byte length of every token id (0 for unused ids), to map token ids to offsets without decoding."""
+        lengths = np.zeros(self._enc.n_vocab, dtype=np.int64)
+        for token in range(self._enc.n_vocab):
+            try:
+                lengths[token] = len(self._enc.decode_single_token_bytes(token))
+            except KeyError:
+                pass
+        return lengths
+
+    def token_starts(self, text: str, threads: int = 4) -> np.ndarray:
+        """Char offset where each token of `text` starts (text encoded in a few big pieces in parallel).
+
+        Used to estimate the count of any span in one pass over a book; pieces are cut at paragraph breaks,
+        so the ids are those of encoding each piece, which can differ from the whole text's only at the cuts.
+        """
+        pieces = _split_near(text, max(1, min(threads, len(text) // 200_000)))
+        ids = self._enc.encode_ordinary_batch(pieces, num_threads=len(pieces)) if len(pieces) > 1 else [
+            self._enc.encode_ordinary(text)
+        ]
+        starts = []
+        char_base = 0
+        for piece, piece_ids in zip(pieces, ids):
+            raw = np.frombuffer(piece.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+            char_at_byte = np.cumsum((raw & 0xC0) != 0x80) - 1  # continuation bytes map to their char
+            byte_starts = np.concatenate(([0], np.cumsum(self._token_bytes[np.asarray(piece_ids, dtype=np.int64)])[:-1]))
+            byte_starts = np.minimum(byte_starts, max(len(raw) - 1, 0))
+            starts.append(char_at_byte[byte_starts] + char_base if len(raw) else np.zeros(0, dtype=np.int64))
+            char_base += len(piece)
+        return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+
 
 class HFTokenizer:
     """A Hugging Face tokenizer, for local models: counts are exact for the model that runs."""
@@ -80,6 +114,30 @@ class HFTokenizer:
 
     def count(self, text: str) -> int:
         return len(self.encode(text))
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [list(ids) for ids in self._tok(texts, add_special_tokens=False)["input_ids"]]
+
+    def token_starts(self, text: str) -> np.ndarray:
+        """Char offset where each token of `text` starts (the fast tokenizer's offset mapping)."""
+        encoded = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return np.asarray([start for start, _ in encoded["offset_mapping"]], dtype=np.int64)
+
+
+def _split_near(text: str, parts: int) -> list[str]:
+    """text in `parts` pieces of similar size, cut just after a paragraph break where there is one."""
+    if parts <= 1:
+        return [text]
+    pieces, start = [], 0
+    for k in range(1, parts):
+        target = len(text) * k // parts
+        cut = text.find("\n\n", target)
+        if cut < 0 or cut <= start:
+            continue
+        pieces.append(text[start : cut + 2])
+        start = cut + 2
+    pieces.append(text[start:])
+    return pieces
 
 
 def encoding_for_model(model: str) -> str:
