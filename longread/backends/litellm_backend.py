@@ -1,0 +1,400 @@
+"""Any hosted or self-served chat model through litellm: `openai/...`, `anthropic/...`, `ollama/...`, `hosted_vllm/...`.
+
+What this module adds on top of `litellm.completion`:
+- prompts counted with tiktoken (+ OpenAI's chat framing), so the shared window check runs before any request;
+- retries on transient failures only (rate limits, timeouts, 5xx, dropped connections), with exponential backoff
+  and jitter that honours Retry-After (tenacity); litellm's and the OpenAI SDK's own retries are off so only ours
+  count;
+- window and prices from litellm's bundled table only (never from a provider's server or the Hugging Face hub);
+- a cap on calls in flight (one asyncio semaphore per event loop, one thread semaphore for sync calls);
+- credentials kept out of repr, vars(), pickles, logs and error messages.
+
+litellm is imported on first need: the import takes seconds and a model built with an explicit window for a dry
+run never needs it. `longread._env` has already set LITELLM_LOCAL_MODEL_COST_MAP, so that import reads the price
+table litellm ships instead of fetching it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Iterable, Sequence
+
+import tenacity
+
+from .. import _env  # noqa: F401  (must run before litellm is imported: no price-table fetch)
+from ..errors import ModelError
+from ..tokenizers import tokenizer_for_api_model
+from .base import ChatModel, Completion, Message
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT_WINDOW = 8192  # for models litellm has no card for (e.g. a custom hosted_vllm name)
+
+# OpenAI's chat framing: every message costs a few tokens around its content, and the reply is primed with 3.
+# tiktoken counts can differ from other providers' tokenizers; the allowance keeps the estimate on the safe side.
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_REPLY = 3
+
+# litellm exception classes (looked up by name: some are missing from older releases).
+_TRANSIENT_ERRORS = (
+    "RateLimitError",
+    "Timeout",
+    "APIConnectionError",
+    "ServiceUnavailableError",
+    "InternalServerError",
+    "BadGatewayError",
+)
+# Retrying these cannot help; several subclass a transient-looking base, so they are checked first.
+_PERMANENT_ERRORS = (
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "BadRequestError",  # ContextWindowExceededError, ContentPolicyViolationError, UnsupportedParamsError, ...
+    "ContextWindowExceededError",
+    "UnprocessableEntityError",
+)
+
+# Keyword arguments of litellm.completion that carry credentials: kept with the API key, never in vars().
+_SECRET_KWARG_SUFFIXES = ("_key", "_token", "_secret", "_password", "credentials", "headers")
+_SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
+_MIN_SECRET_LENGTH = 4  # shorter values (a flag such as FOO_TOKEN=1) would blank out ordinary text
+MAX_BACKOFF_SECONDS = 60.0
+
+# Providers whose litellm.get_model_info asks a server (Ollama's /api/show, Lemonade's /models, the Hugging Face
+# hub's config.json) instead of the bundled table: a window or price lookup must not touch the network.
+_PROVIDERS_WITH_REMOTE_INFO = frozenset({"ollama", "ollama_chat", "lemonade", "huggingface"})
+
+
+def _litellm() -> Any:
+    """The litellm module, imported on first use."""
+    import litellm
+
+    # litellm prints provider lists and "Give Feedback" banners to stdout on errors; longread reports its own.
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class _Credentials:
+    """Credentials held outside the model's __dict__: their repr hides them and they refuse to be pickled."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = dict(values)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def strings(self) -> list[str]:
+        found: list[str] = []
+        for value in self._values.values():
+            if isinstance(value, str):
+                found.append(value)
+            elif isinstance(value, dict):  # headers
+                found.extend(v for v in value.values() if isinstance(v, str))
+        return found
+
+    def __repr__(self) -> str:
+        return f"<{len(self._values)} credential(s) hidden>"
+
+    def __reduce__(self):
+        raise TypeError("credentials are not picklable; a restored model reads them from the environment")
+
+
+def _is_secret_kwarg(name: str) -> bool:
+    name = name.lower()
+    return name == "api_key" or name.endswith(_SECRET_KWARG_SUFFIXES)
+
+
+def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:
+    """Values of environment variables that hold credentials (names ending in _API_KEY, _TOKEN or _SECRET)."""
+    environ = os.environ if environ is None else environ
+    return [v for k, v in environ.items() if k.upper().endswith(_SECRET_ENV_SUFFIXES) and len(v) >= _MIN_SECRET_LENGTH]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by ***; longest first, so a secret containing another goes whole."""
+    for secret in sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def retry_after_seconds(error: BaseException | None) -> float:
+    """The wait a rate-limited response asks for (Retry-After, or OpenAI's retry-after-ms), in seconds; 0 if none."""
+    for headers in (getattr(error, "headers", None), getattr(getattr(error, "response", None), "headers", None)):
+        lowered = {str(k).lower(): v for k, v in (headers or {}).items()}
+        try:
+            if "retry-after-ms" in lowered:
+                return max(0.0, float(lowered["retry-after-ms"]) / 1000)
+            if "retry-after" in lowered:
+                return max(0.0, float(lowered["retry-after"]))
+        except (TypeError, ValueError):  # an HTTP date: rare enough to leave to our own backoff
+            pass
+    return 0.0
+
+
+class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
+    """Exponential backoff from `base` seconds plus up to `base` of jitter, never shorter than the server's
+    Retry-After, capped at a minute."""
+
+    def __init__(self, base: float):
+        self._exponential = tenacity.wait_exponential_jitter(initial=base, max=MAX_BACKOFF_SECONDS, jitter=base)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        return min(max(self._exponential(retry_state), retry_after_seconds(error)), MAX_BACKOFF_SECONDS)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures a later attempt can fix: rate limits, timeouts, 5xx, connection errors."""
+    litellm = _litellm()
+    permanent = tuple(getattr(litellm, name) for name in _PERMANENT_ERRORS if hasattr(litellm, name))
+    if isinstance(error, permanent):
+        return False
+    transient = tuple(getattr(litellm, name) for name in _TRANSIENT_ERRORS if hasattr(litellm, name))
+    if isinstance(error, transient):
+        return True
+    # A generic litellm.APIError (or a raw OpenAI SDK error) that carries a 429 / 5xx status.
+    import openai
+
+    status = getattr(error, "status_code", None)
+    return isinstance(error, openai.APIError) and isinstance(status, int) and (status == 429 or status >= 500)
+
+
+class LiteLLMModel(ChatModel):
+    """A litellm model string as a ChatModel (see the module docstring for what it adds to litellm)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        context_window: int | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 6,
+        max_concurrency: int = 8,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        retry_wait: float | tenacity.wait.wait_base = 1.0,
+        **litellm_kwargs: Any,
+    ):
+        """
+        - `context_window`: tokens per call; default: litellm's model card (`max_input_tokens`), else 8192.
+        - `timeout`: seconds per attempt; `max_retries`: attempts in all (1: no retry).
+        - `max_concurrency`: calls in flight at once, per event loop for async calls and per model for sync ones.
+        - `api_key` / `api_base`: passed to litellm; without a key, litellm reads the provider's env var.
+        - `retry_wait`: the base in seconds of the exponential backoff (doubling per attempt, plus jitter, at
+          least the server's Retry-After, at most 60 s; 0: retry at once, for tests), or a tenacity wait strategy.
+        - other keyword arguments go to every litellm call (e.g. `mock_response="hi"`, `api_version=...`).
+          litellm's `drop_params` is on unless given, so a provider that rejects `temperature` still answers.
+        """
+        if max_retries < 1:
+            raise ValueError(f"max_retries counts attempts and must be at least 1, got {max_retries}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        if context_window is not None and context_window < 1:
+            raise ValueError(f"context_window must be positive, got {context_window}")
+        for owned in ("num_retries", "max_retries", "timeout", "model", "messages", "max_tokens", "temperature"):
+            if owned in litellm_kwargs:
+                raise ValueError(f"{owned!r} is set by LiteLLMModel itself; pass it as a LiteLLMModel argument")
+
+        self.name = model
+        self.tokenizer = tokenizer_for_api_model(model)
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_concurrency = int(max_concurrency)
+        self.api_base = api_base
+        self.retry_wait = retry_wait
+        secrets = {k: v for k, v in litellm_kwargs.items() if _is_secret_kwarg(k)}
+        if api_key is not None:
+            secrets["api_key"] = api_key
+        self._credentials = _Credentials(secrets)
+        self.litellm_kwargs = {"drop_params": True} | {k: v for k, v in litellm_kwargs.items() if k not in secrets}
+        self._context_window = context_window
+        self._prices: tuple[float, float] | None = None
+        self._init_slots()
+
+    def _init_slots(self) -> None:
+        self._thread_slots = threading.BoundedSemaphore(self.max_concurrency)
+        # asyncio semaphores bind to the loop that first waits on them: one per loop, forgotten with the loop.
+        self._loop_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_slots_lock = threading.Lock()
+
+    # -- pickling: no credentials, no locks --------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_credentials", "_thread_slots", "_loop_slots", "_loop_slots_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._credentials = _Credentials({})
+        self._init_slots()
+
+    # -- model facts -------------------------------------------------------------------------------------------
+
+    @property
+    def context_window(self) -> int:  # type: ignore[override]  (resolved on first need: it imports litellm)
+        if self._context_window is None:
+            self._context_window = int(self._model_info().get("max_input_tokens") or DEFAULT_CONTEXT_WINDOW)
+        return self._context_window
+
+    def _model_info(self) -> dict[str, Any]:
+        provider = self.name.split("/", 1)[0].lower() if "/" in self.name else ""
+        if provider in _PROVIDERS_WITH_REMOTE_INFO:
+            return {}
+        try:
+            return dict(_litellm().get_model_info(self.name))
+        except Exception:  # litellm raises for models it has no card for; that is not an error here
+            return {}
+
+    def price_per_token(self) -> tuple[float, float]:
+        if self._prices is None:
+            info = self._model_info()
+            self._prices = (float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0))
+        return self._prices
+
+    def count_prompt_tokens(self, messages: Sequence[Message], cache_prefix: int | None = None) -> int:
+        return sum(self.tokenizer.count(m.get("content") or "") + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
+
+    # -- calls -------------------------------------------------------------------------------------------------
+
+    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
+        litellm = _litellm()
+        request = self._request(messages, max_new_tokens, temperature)
+        attempts, started = 0, None
+
+        def attempt() -> Any:
+            nonlocal attempts, started
+            attempts += 1
+            with self._thread_slots:
+                started = started or time.perf_counter()
+                return litellm.completion(**request)
+
+        try:
+            response = self._retrying(tenacity.Retrying)(attempt)
+        except Exception as error:
+            raise self._model_error(error, attempts) from None
+        return self._parse(response, prompt_tokens, time.perf_counter() - started)
+
+    async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
+        litellm = _litellm()
+        request = self._request(messages, max_new_tokens, temperature)
+        slots = self._async_slots()
+        attempts, started = 0, None
+
+        async def attempt() -> Any:
+            nonlocal attempts, started
+            attempts += 1
+            async with slots:
+                started = started or time.perf_counter()
+                return await litellm.acompletion(**request)
+
+        try:
+            response = await self._retrying(tenacity.AsyncRetrying)(attempt)
+        except Exception as error:
+            raise self._model_error(error, attempts) from None
+        return self._parse(response, prompt_tokens, time.perf_counter() - started)
+
+    def _async_slots(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        with self._loop_slots_lock:
+            slots = self._loop_slots.get(loop)
+            if slots is None:
+                slots = self._loop_slots[loop] = asyncio.Semaphore(self.max_concurrency)
+            return slots
+
+    def _request(self, messages: list[Message], max_new_tokens: int, temperature: float) -> dict[str, Any]:
+        """Keyword arguments of one litellm call. Holds the credentials: it lives only for the call."""
+        request = dict(self.litellm_kwargs)
+        request.update(self._credentials.as_kwargs())
+        if self.api_base is not None:
+            request["api_base"] = self.api_base
+        request.update(
+            model=self.name,
+            messages=list(messages),
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            timeout=self.timeout,
+            num_retries=0,  # litellm's retry wrapper
+            max_retries=0,  # the OpenAI SDK client's own retries, which litellm would otherwise set to 2
+        )
+        return request
+
+    def _retrying(self, retrying_class: type[tenacity.BaseRetrying]) -> tenacity.BaseRetrying:
+        wait = self.retry_wait
+        if not isinstance(wait, tenacity.wait.wait_base):
+            wait = _BackoffHonouringRetryAfter(float(wait))
+        return retrying_class(
+            stop=tenacity.stop_after_attempt(self.max_retries),
+            wait=wait,
+            retry=tenacity.retry_if_exception(is_transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        # The class name only: provider messages can echo request details.
+        logger.warning(
+            "%s: %s on attempt %d of %d, retrying in %.1f s",
+            self.name, type(error).__name__, state.attempt_number, self.max_retries, wait,
+        )
+
+    def _secrets(self) -> list[str]:
+        return self._credentials.strings() + secret_env_values()
+
+    def _model_error(self, error: Exception, attempts: int) -> ModelError:
+        kind = type(error).__name__
+        why = "gave up after" if is_transient(error) else "not retried, after"
+        detail = scrub(str(error), self._secrets())
+        if len(detail) > 500:
+            detail = detail[:500] + "..."
+        message = f"{self.name}: {kind} ({why} {attempts} attempt{'s' if attempts != 1 else ''}): {detail}"
+        model_error = ModelError(message)
+        model_error.model = self.name
+        model_error.error_type = kind
+        model_error.attempts = attempts
+        return model_error
+
+    def _parse(self, response: Any, prompt_tokens: int, seconds: float) -> Completion:
+        choice = response.choices[0]
+        text = getattr(choice.message, "content", None) or ""
+        usage = getattr(response, "usage", None)
+        reported_prompt = getattr(usage, "prompt_tokens", None)
+        reported_completion = getattr(usage, "completion_tokens", None)
+        prompt = int(reported_prompt) if reported_prompt is not None else prompt_tokens
+        completion = int(reported_completion) if reported_completion is not None else self.tokenizer.count(text)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None) or 0
+        finish = getattr(choice, "finish_reason", None) or "stop"
+        return Completion(
+            text=text,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            seconds=seconds,
+            cost_usd=self._cost(response, prompt, completion),
+            finish_reason="length" if finish in ("length", "max_tokens") else finish,
+            cached_prompt_tokens=int(cached),
+        )
+
+    def _cost(self, response: Any, prompt_tokens: int, completion_tokens: int) -> float:
+        try:
+            cost = _litellm().completion_cost(completion_response=response)
+            if cost is not None:
+                return float(cost)
+        except Exception:  # no price for this model (or provider-specific pricing litellm cannot compute)
+            pass
+        price_in, price_out = self.price_per_token()
+        return prompt_tokens * price_in + completion_tokens * price_out

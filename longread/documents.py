@@ -1,0 +1,503 @@
+"""Load documents (.txt .md .html .pdf .epub) into one shape: `Document(text, source, title, metadata)`.
+
+Each format is read by the library that does it well (pypdf, ebooklib, BeautifulSoup); this module only
+decides the encoding of text files, turns HTML into readable text, and turns every failure into a
+`DocumentError` that names the file and says why, so a folder run can report it and go on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4.dammit import EncodingDetector
+from bs4.element import PreformattedString
+
+from .errors import DocumentError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "SUPPORTED_EXTENSIONS",
+    "Document",
+    "EncodingFallbackWarning",
+    "as_document",
+    "find_documents",
+    "html_to_text",
+    "load_document",
+]
+
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".epub")
+TEXT_SOURCE = "<text>"
+
+# as_document treats a longer string, or one with a newline, as text even if it ends in ".txt".
+_MAX_PATH_CHARS = 4096
+
+
+class EncodingFallbackWarning(UserWarning):
+    """A text file was neither UTF-8 nor UTF-16/32 with a BOM, so it was decoded as latin-1 (may be wrong)."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """The text of one document, where it came from, its title and what the loader learnt about it."""
+
+    text: str
+    source: str = TEXT_SOURCE
+    title: str = "untitled"
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_text(cls, text: str, title: str = "untitled", source: str = TEXT_SOURCE) -> Document:
+        """A document made from a string (newlines normalized to \\n). Blank text is a DocumentError."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if not text.strip():
+            raise DocumentError(source, "empty document (the string is empty or only whitespace)")
+        return cls(text=_normalize_newlines(text), source=source, title=title)
+
+
+# -- choosing what to load --------------------------------------------------------------------------------------------
+def as_document(source: str | os.PathLike[str] | Document) -> Document:
+    """Turn what a user passed into a Document.
+
+    The rule:
+    - a `Document` is returned as it is;
+    - a `Path` (any `os.PathLike`) is loaded with `load_document`;
+    - a `str` is loaded as a path when it names an existing file or folder, or when it ends in a supported
+      extension (`SUPPORTED_EXTENSIONS`), has no newline and is short (at most 4096 characters); a missing
+      "notes.txt" is therefore a `DocumentError` ("no such file"), not a document whose text is "notes.txt";
+    - any other `str` is the text itself (`Document.from_text`).
+    """
+    if isinstance(source, Document):
+        return source
+    if isinstance(source, os.PathLike):
+        return load_document(source)
+    if isinstance(source, str):
+        if _looks_like_path(source):
+            return load_document(source)
+        return Document.from_text(source)
+    raise TypeError(f"expected a path, a string of text or a Document, not {type(source).__name__}")
+
+
+def _looks_like_path(text: str) -> bool:
+    if not text or "\n" in text or "\r" in text or len(text) > _MAX_PATH_CHARS:
+        return False
+    path = Path(text)
+    if path.suffix.lower() in SUPPORTED_EXTENSIONS:
+        return True
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the OS, or with a NUL: not a path
+        return False
+
+
+def find_documents(path: str | os.PathLike[str]) -> list[Path]:
+    """The files to read at `path`: the file itself, or every supported file below a folder.
+
+    Folders are walked recursively and sorted; hidden files and folders (".git", ".cache", ...) are skipped.
+    A file is returned whatever its extension, so that load_document can say why it is unsupported.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DocumentError(path, "no such file or folder")
+    if not root.is_dir():
+        return [root]
+    found: list[Path] = []
+    for folder, subfolders, files in os.walk(root):  # does not follow symlinked folders, so no cycles
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_EXTENSIONS:
+                found.append(Path(folder) / name)
+    return sorted(found)
+
+
+# -- loading ----------------------------------------------------------------------------------------------------------
+def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """Read one file into a Document. Any problem with the file raises DocumentError(path, reason).
+
+    Title: the HTML <title>, the PDF or EPUB metadata title, a markdown file's first "# heading",
+    else the file name without its extension.
+    """
+    file = Path(path)
+    source = str(path)
+    try:
+        if not file.exists():
+            raise DocumentError(source, "no such file")
+        if file.is_dir():
+            raise DocumentError(source, "is a directory, not a file (find_documents lists the files in a folder)")
+        if not file.is_file():
+            raise DocumentError(source, "not a regular file")
+        extension = file.suffix.lower()
+        loader = _LOADERS.get(extension)
+        if loader is None:
+            what = f"unsupported file type {extension!r}" if extension else "no file extension"
+            raise DocumentError(source, f"{what} (supported: {' '.join(SUPPORTED_EXTENSIONS)})")
+        size = file.stat().st_size
+        if size > max_bytes:
+            raise DocumentError(
+                source, f"too large: {_size(size)}, over the limit of {_size(max_bytes)} (pass max_bytes to raise it)")
+        if size == 0:
+            raise DocumentError(source, "empty file (0 bytes)")
+        text, title, metadata = loader(file, source)
+    except OSError as exc:  # permission denied, a file removed while we read it, ...
+        raise DocumentError(source, f"cannot read: {exc.strerror or exc}") from exc
+    text = _normalize_newlines(text)
+    if not text.strip():
+        raise DocumentError(source, "no extractable text (only whitespace or markup)")
+    metadata = {"format": extension.lstrip("."), "bytes": size, **metadata}
+    return Document(text=text, source=source, title=_one_line(title) or file.stem, metadata=metadata)
+
+
+Loaded = tuple[str, str, dict[str, Any]]  # text, title ("" for none), metadata
+
+
+def _load_text(file: Path, source: str) -> Loaded:
+    text, encoding = _decode(file.read_bytes(), source)
+    return text, "", {"encoding": encoding}
+
+
+def _load_markdown(file: Path, source: str) -> Loaded:
+    text, encoding = _decode(file.read_bytes(), source)
+    return text, _markdown_title(text), {"encoding": encoding}
+
+
+def _load_html(file: Path, source: str) -> Loaded:
+    data = file.read_bytes()
+    text, encoding = _decode(data, source, declared=EncodingDetector.find_declared_encoding(data, is_html=True))
+    body, title = _html_text_and_title(text)
+    return body, title, {"encoding": encoding}
+
+
+# pypdf logs what it repairs ("EOF marker not found") on its logger and adds no handler, so Python's last-resort
+# handler would print those lines to stderr next to our one-line error; a NullHandler stops only that fallback.
+logging.getLogger("pypdf").addHandler(logging.NullHandler())
+
+
+def _load_pdf(file: Path, source: str) -> Loaded:
+    # pypdf raises many exception types on damaged files (PdfReadError, ValueError, KeyError, ...): wrap them all.
+    from pypdf import PasswordType, PdfReader
+    from pypdf.errors import DependencyError
+
+    try:
+        reader = PdfReader(file)
+    except Exception as exc:
+        raise DocumentError(source, f"corrupt PDF ({_describe(exc)})") from exc
+    if reader.is_encrypted:
+        try:
+            opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED
+        except DependencyError as exc:  # AES without the `cryptography` package
+            raise DocumentError(source, f"encrypted PDF that cannot be decrypted here ({exc})") from exc
+        except Exception as exc:
+            raise DocumentError(source, f"encrypted PDF that cannot be decrypted ({_describe(exc)})") from exc
+        if not opened:
+            raise DocumentError(source, "encrypted PDF: it needs a password (decrypt it first, e.g. qpdf --decrypt)")
+    try:
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except Exception as exc:
+        raise DocumentError(source, f"corrupt PDF ({_describe(exc)})") from exc
+    if not pages:
+        raise DocumentError(source, "corrupt PDF (no pages)")
+    metadata: dict[str, Any] = {"pages": len(pages)}
+    info = _pdf_info(reader)
+    metadata.update(info)
+    text = "\n\n".join(page.strip("\n") for page in pages if page.strip())
+    if not text.strip():
+        raise DocumentError(source, f"no extractable text in {len(pages)} page{'s' * (len(pages) != 1)} "
+                                    "(perhaps only scanned images: run OCR on it first)")
+    return text, info.get("title", ""), metadata
+
+
+def _pdf_info(reader: Any) -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:  # damaged metadata should not cost us the text
+        meta = reader.metadata
+        for key in ("title", "author"):
+            value = getattr(meta, key, None) if meta is not None else None
+            if isinstance(value, str) and value.strip():
+                info[key] = _one_line(value)
+    except Exception:
+        pass
+    return info
+
+
+# ebooklib's own messages, reworded for people.
+_EPUB_PROBLEMS = {
+    "Bad Zip file": "not a zip archive",
+    "Large Zip file": "zip archive too large",
+    "Can not find container file": "missing its OPF package file",  # ebooklib calls the OPF "container file"
+    "Can not find ncx file.": "missing its NCX table of contents",
+}
+
+
+def _load_epub(file: Path, source: str) -> Loaded:
+    from ebooklib import ITEM_DOCUMENT, epub
+
+    if not zipfile.is_zipfile(file):
+        raise DocumentError(source, "corrupt EPUB (not a zip archive)")
+    try:
+        with warnings.catch_warnings():  # ebooklib warns about its future defaults on every read
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            book = epub.read_epub(str(file), options={"ignore_ncx": True})
+    except epub.EpubException as exc:
+        problem = _EPUB_PROBLEMS.get(exc.msg, str(exc.msg))
+        raise DocumentError(source, f"corrupt EPUB ({problem})") from exc
+    except KeyError as exc:  # zipfile: a file the package needs is not in the archive
+        raise DocumentError(source, f"corrupt EPUB (missing {_missing_member(exc)})") from exc
+    except Exception as exc:
+        raise DocumentError(source, f"corrupt EPUB ({_describe(exc)})") from exc
+
+    chapters: list[str] = []
+    try:
+        for idref, _linear in book.spine:
+            item = book.get_item_with_id(idref)
+            # The navigation document is a table of contents, not part of the text.
+            if item is None or item.get_type() != ITEM_DOCUMENT or isinstance(item, epub.EpubNav):
+                continue
+            text, _ = _html_text_and_title(_decode_markup(item.get_content()))
+            if text.strip():
+                chapters.append(text)
+    except Exception as exc:
+        raise DocumentError(source, f"corrupt EPUB ({_describe(exc)})") from exc
+
+    metadata: dict[str, Any] = {"chapters": len(chapters)}
+    for key, dc_name in (("title", "title"), ("author", "creator")):
+        values = [_one_line(str(value)) for value, _attrs in book.get_metadata("DC", dc_name) if value]
+        if values and values[0]:
+            metadata[key] = ", ".join(v for v in values if v) if key == "author" else values[0]
+    return "\n\n".join(chapters), metadata.get("title", ""), metadata
+
+
+def _missing_member(exc: KeyError) -> str:
+    # zipfile says "There is no item named 'META-INF/container.xml' in the archive".
+    match = re.search(r"named '([^']+)'", str(exc.args[0]) if exc.args else "")
+    return match.group(1) if match else "a file it names"
+
+
+_LOADERS: dict[str, Callable[[Path, str], Loaded]] = {
+    ".txt": _load_text,
+    ".md": _load_markdown,
+    ".markdown": _load_markdown,
+    ".html": _load_html,
+    ".htm": _load_html,
+    ".pdf": _load_pdf,
+    ".epub": _load_epub,
+}
+assert set(_LOADERS) == set(SUPPORTED_EXTENSIONS)
+
+
+# -- text files: encoding and binary detection ------------------------------------------------------------------------
+# Longest BOM first: the UTF-32 LE BOM begins with the UTF-16 LE one.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le", "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "utf-32"),
+    (codecs.BOM_UTF8, "utf-8", "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "utf-16"),
+)
+# C0 controls other than tab, newline, vertical tab, form feed and carriage return, plus DEL.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_BINARY_SAMPLE_CHARS = 65536
+_BINARY_CONTROL_RATIO = 0.1
+
+
+def _decode(data: bytes, source: str, declared: str | None = None) -> tuple[str, str]:
+    """The text and the name of its encoding.
+
+    A BOM decides (and a file that contradicts its BOM is undecodable); else UTF-8; else the encoding an
+    HTML file declares; else latin-1, which decodes any bytes, with an EncodingFallbackWarning.
+    """
+    for bom, codec, name in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(codec)
+            except UnicodeDecodeError as exc:
+                label = name.removesuffix("-sig").upper()
+                raise DocumentError(source, f"undecodable: starts with a {label} byte order mark but is not "
+                                            f"valid {label} ({exc.reason} at byte {exc.start})") from exc
+            _reject_binary(text, source)
+            return text, name
+    # UTF-16 without a BOM is not guessed: its NUL bytes make it look binary, and it is rare without one.
+    if b"\x00" in data:
+        raise DocumentError(source, "binary file (contains NUL bytes), not text")
+    try:
+        text, encoding = data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = _decode_declared(data, declared)
+    _reject_binary(text, source)
+    if encoding == "latin-1":
+        warnings.warn(f"{source}: not valid UTF-8 and no byte order mark; decoded as latin-1, "
+                      "so some characters may be wrong", EncodingFallbackWarning, stacklevel=4)
+    return text, encoding
+
+
+def _decode_declared(data: bytes, declared: str | None) -> tuple[str, str]:
+    if declared:
+        try:
+            name = codecs.lookup(declared).name
+            if name not in ("utf-8", "latin-1", "iso8859-1"):
+                return data.decode(name), name
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return data.decode("latin-1"), "latin-1"
+
+
+def _reject_binary(text: str, source: str) -> None:
+    sample = text[:_BINARY_SAMPLE_CHARS]
+    controls = len(_CONTROL.findall(sample))
+    if sample and controls / len(sample) > _BINARY_CONTROL_RATIO:
+        raise DocumentError(source, f"binary file ({controls / len(sample):.0%} control characters), not text")
+
+
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _decode_markup(data: bytes | str) -> str:
+    """An EPUB chapter's XHTML as a str: a BOM or the XML declaration decides, UTF-8 is the EPUB default."""
+    if isinstance(data, str):
+        return data
+    for bom, codec, _name in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom):].decode(codec, errors="replace")
+    declared = EncodingDetector.find_declared_encoding(data, is_html=True)
+    for encoding in ([declared] if declared else []) + ["utf-8"]:
+        try:
+            return data.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("latin-1")
+
+
+# -- markdown ---------------------------------------------------------------------------------------------------------
+_ATX_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def _markdown_title(text: str) -> str:
+    """The first level-1 ATX heading ("# Title") outside fenced code blocks, or ""."""
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and (match := _ATX_H1.match(line)):
+            return match.group(1).strip()
+    return ""
+
+
+# -- HTML -------------------------------------------------------------------------------------------------------------
+# Written by hand on BeautifulSoup's tree because get_text() loses block boundaries and keeps <script> text.
+_INVISIBLE = frozenset({"script", "style", "noscript", "template", "head", "title", "iframe"})
+_PARAGRAPH = frozenset({
+    "p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "ul", "ol", "dl", "table", "hr", "section",
+    "article", "aside", "header", "footer", "nav", "main", "figure", "address", "fieldset", "form", "details",
+})
+_LINE = frozenset({"br", "li", "div", "tr", "dt", "dd", "figcaption", "caption", "summary", "legend", "option"})
+_CELL = frozenset({"td", "th"})
+_SPACES = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def html_to_text(markup: str | bytes) -> str:
+    """The visible text of an HTML (or XHTML) page, with blank lines between paragraphs and headings,
+    line breaks for <br>, list items, divs and table rows, and no script, style or <head> content."""
+    if isinstance(markup, bytes):
+        markup = _decode_markup(markup)
+    return _html_text_and_title(markup)[0]
+
+
+def _html_text_and_title(markup: str) -> tuple[str, str]:
+    soup = BeautifulSoup(markup, "html.parser")
+    title_tag = soup.find("title")
+    title = _one_line(title_tag.get_text()) if title_tag is not None else ""
+    return _visible_text(soup), title
+
+
+class _Break(int):
+    """How many newlines an element boundary asks for (0 = a space, for table cells)."""
+
+
+def _visible_text(soup: BeautifulSoup) -> str:
+    out: list[str] = []
+    pending: int | None = None  # newlines owed before the next text; None = nothing owed
+    # An explicit stack rather than recursion: deeply nested pages would hit Python's recursion limit.
+    stack: list[Any] = [(soup, False)]
+    pre_depth = 0
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Break):
+            pending = item if pending is None else max(pending, item)
+            continue
+        node, leaving = item
+        if leaving:
+            pre_depth -= 1
+            continue
+        if isinstance(node, NavigableString):
+            if isinstance(node, PreformattedString):  # comments, CDATA, doctype, processing instructions
+                continue
+            text = str(node) if pre_depth else _SPACES.sub(" ", str(node))
+            if not pre_depth and not text.strip():
+                if out and pending is None and not out[-1].endswith(" "):
+                    out.append(" ")  # whitespace between inline elements is one space
+                continue
+            if pending is not None:
+                if out:
+                    out[-1] = out[-1].rstrip(" ")
+                    out.append("\n" * pending if pending else " ")
+                pending = None
+                text = text if pre_depth else text.lstrip(" ")
+            elif not out:
+                text = text if pre_depth else text.lstrip(" ")
+            elif not pre_depth and text.startswith(" ") and out[-1].endswith(" "):
+                text = text.lstrip(" ")
+            out.append(text)
+            continue
+        if not isinstance(node, Tag):
+            continue
+        name = (node.name or "").lower()
+        if name in _INVISIBLE:
+            continue
+        boundary = 2 if name in _PARAGRAPH else 1 if name in _LINE else 0 if name in _CELL else None
+        if name == "br":
+            stack.append(_Break(1))
+            continue
+        if boundary is not None:
+            stack.append(_Break(boundary))
+        if name == "pre":
+            pre_depth += 1
+            stack.append((node, True))
+        stack.extend((child, False) for child in reversed(node.contents))
+        if boundary is not None:
+            stack.append(_Break(boundary))
+    text = "".join(out)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+# -- small helpers ----------------------------------------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _size(n: int) -> str:
+    """A size people read ("1.5 MiB"), with the exact count for whoever compares it with ls."""
+    scaled = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "GiB":
+            break
+    return f"{n:,} bytes" if n < 1024 else f"{scaled:.1f} {unit} ({n:,} bytes)"
+
+
+def _describe(exc: BaseException) -> str:
+    message = _one_line(str(exc))
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
