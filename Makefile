@@ -22,13 +22,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	$(VENV)/bin/longread ask examples/lighthouse_keeper.md "Why did Ada stop lighting the lamp, and what happened afterwards?"
+	$(VENV)/bin/longread ask examples/lighthouse_keeper.md "Why did Ada stop lighting the lamp?" --window 2048
 
 test: setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/segmenting.py
+	$(PY) benchmarks/orchestration.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/kv.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
