@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -64,7 +65,9 @@ def embedded_model_dir() -> Path:
     target = cache_root() / "models" / f"{EMBEDDED_NAME}-{stat.st_size}"
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
-    log.info("converting %s to safetensors under %s (first use only)", gguf.name, target)
+    # A one-off wait of ~30 s deserves a line on stderr, not silence (and not transformers' per-tensor progress bar).
+    print(f"longread: converting the embedded model {gguf.name} to safetensors under {target} (first use only)",
+          file=sys.stderr, flush=True)
     _convert_gguf(gguf, target)
     return target
 
@@ -77,6 +80,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write into a temporary sibling and rename, so a concurrent process never sees half a model.
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    quiet_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -95,6 +100,10 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         raise ModelError(f"{gguf}: could not convert the embedded model: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if quiet_tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet_tqdm
 
 
 def default_device() -> str:
