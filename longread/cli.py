@@ -645,3 +645,25 @@ def models() -> None:
     from .backends.kv import VALID_FORMS
 
     console.print(Text(f"--kv POLICY (local and hf: models): {VALID_FORMS}"))
+
+
+@app.command()
+def chat(
+    path: Annotated[Path, typer.Argument(metavar="PATH", show_default=False, help="The document to talk about.")],
+    session: Annotated[
+        Optional[str],
+        typer.Option("--session", "-s", metavar="NAME", show_default=False,
+                     help="Name of the session; reopening it restores its memory and history "
+                     "(default: derived from the document's content)."),
+    ] = None,
+    model: ModelOption = "local",
+    window: WindowOption = None,
+    kv: KvOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Talk about a document: it is read once, then questions are answered from memory (or by reading it again
+    when memory cannot answer). Commands: /memory /sources /save FILE /reset /help /quit. Lines on a piped stdin
+    are questions, one a line."""
+    from .chat_console import ChatSettings, run_chat
+
+    raise typer.Exit(run_chat(ChatSettings(path, session, model, window, kv, workspace or default_workspace())))

@@ -1,0 +1,362 @@
+"""`longread chat PATH`: an interactive session about one document, in a rich console.
+
+The document is read once (a summary-mode Chain-of-Agents pass whose notes go to the memory stream, with a
+progress bar); then each question goes through the session graph of workflows/chat.py: answered from memory
+when the notes hold the answer, by a fresh chain pass when they do not (the console says which, and why).
+
+Everything of a session lives in WORKSPACE/sessions/<session>/: `memory.sqlite` (the memory stream) and
+`chat.sqlite` (the graph's checkpoints: the turn history). Reopening the same `--session` restores both; the
+reading pass itself checkpoints into WORKSPACE/checkpoints.sqlite like `ask` and `summarize`, so a reading that was
+interrupted resumes.
+
+On a terminal: a prompt with commands (/help lists them); Ctrl-C during an answer cancels that answer, not the
+session; Ctrl-D or /quit leaves. When stdin is not a terminal, each line is a question or a command, so sessions
+can be scripted: `printf 'Who is Ada?\\n/memory\\n' | longread chat story.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from rich.console import Console, Group
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from . import backends
+from .backends.base import ChatModel
+from .console import RunProgress, note, stderr_console
+from .documents import Document, load_document
+from .errors import LongreadError
+from .memory.store import EmbedderMismatch
+from .reader import ChainEvent, Reader, default_session
+from .workflows.chat import Turn, build_chat_graph, chat_config, history
+
+EXIT_INTERRUPTED = 130
+RECENT_ITEMS = 8
+SOURCE_CHARS = 700
+COMMANDS = {
+    "/memory": "recent memory items, and those the last question activated",
+    "/sources": "the passages of the document the last answer cites",
+    "/save FILE": "write the conversation (questions, answers, sources) to FILE as Markdown",
+    "/reset": "forget this conversation (history, questions and answers); the document's notes stay",
+    "/help": "this list",
+    "/quit": "leave (Ctrl-D too); the session is kept: reopen it with the same --session",
+}
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    path: Path
+    session: str | None
+    model: str
+    window: int | None
+    kv: str | None
+    workspace: Path
+
+
+def session_folder(workspace: Path, session: str) -> Path:
+    """WORKSPACE/sessions/<name>: the name kept where it is a safe file name, else made one (plus a hash, so two
+    names never share a folder)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", session).strip(".-")[:80]
+    if safe != session:
+        safe = f"{safe or 'session'}-{hashlib.sha256(session.encode()).hexdigest()[:8]}"
+    return workspace / "sessions" / safe
+
+
+def embedder_for(model: ChatModel) -> Any:
+    """all-MiniLM-L6-v2 for real models; the mock model (tests, trials) gets the model-free hashing embedder."""
+    from .memory import HashingEmbedder, MiniLMEmbedder
+
+    return HashingEmbedder() if model.name.startswith("mock") else MiniLMEmbedder()
+
+
+@contextmanager
+def sqlite_saver(path: Path) -> Iterator[Any]:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False)  # the saver locks the connection itself
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+def _preview(text: str, chars: int = 90) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= chars else flat[: chars - 1] + "…"
+
+
+class ChatSession:
+    """The commands and the rendering of one session; `ask` runs one turn through the graph."""
+
+    def __init__(self, reader: Reader, checkpointer: Any, out: Console, err: Console):
+        self.reader = reader
+        self.out = out
+        self.err = err
+        self.checkpointer = checkpointer
+        self._on_event: Callable[[ChainEvent], None] | None = None
+        self.graph = build_chat_graph(reader, checkpointer=checkpointer, on_event=self._event)
+        self.config = chat_config(reader.session)
+
+    @property
+    def memory(self):
+        assert self.reader.memory is not None
+        return self.reader.memory
+
+    def _event(self, event: ChainEvent) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def turns(self) -> list[Turn]:
+        return history(self.graph, self.reader.session)
+
+    # -- reading the document once ----------------------------------------------------------------------------------
+    def read_once(self) -> None:
+        """A summary pass whose notes fill memory, unless the session has read the document already.
+
+        The summary is archived only when the pass is finished, so it marks a finished reading: notes alone may be
+        those of a reading that was interrupted, which then resumes from its checkpoint."""
+        if self.memory.items(self.reader.session, kinds=("summary",), last=1):
+            notes = len(self.memory.items(self.reader.session, kinds=("note",)))
+            turns = self.turns()
+            note(self.err, f"session {self.reader.session}: {notes} notes of the document in memory, "
+                           f"{len(turns)} earlier turn(s) restored", "dim")
+            for turn in turns[-3:]:
+                note(self.err, f"  you: {_preview(turn['question'])}  ->  {_preview(turn['answer'], 60)}", "dim")
+            return
+        started = time.monotonic()
+        with RunProgress(self.err, 1) as progress:
+            progress.start_document(self.reader.document.source)
+            result = self.reader.summarize(on_event=progress.on_event)
+            progress.finish_document()
+        notes = len(self.memory.items(self.reader.session, kinds=("note",)))
+        note(self.err, f"read {self.reader.document.source}: {result.segments} segment(s), {notes} notes in memory, "
+                       f"{time.monotonic() - started:.1f} s", "dim")
+
+    # -- one turn ---------------------------------------------------------------------------------------------------
+    def ask(self, question: str) -> Turn | None:
+        """One turn; None when it was cancelled with Ctrl-C (nothing of it is kept in the history)."""
+        done = len(self.turns())
+        try:
+            with RunProgress(self.err, 1) as progress:
+                progress.start_document("answering")
+                progress.progress.update(progress.segments, description="answering from memory")
+                self._on_event = progress.on_event
+                state = self.graph.invoke({"question": question}, self.config)
+        except KeyboardInterrupt:
+            # The checkpoint of the cancelled turn stays pending; the next turn's input starts the graph afresh.
+            note(self.err, "answer cancelled (the session goes on)", "yellow")
+            return None
+        finally:
+            self._on_event = None
+        turns = state["history"]
+        return turns[-1] if len(turns) > done else None
+
+    def render(self, turn: Turn) -> None:
+        self.out.print(Markdown(turn["answer"] or "_(empty answer)_"))
+        if turn["citations"]:
+            cited = ", ".join(f"part {c['segment'] + 1} (chars {c['start']}-{c['end']})" for c in turn["citations"])
+            self.out.print(Text(f"sources: {cited}  (/sources shows them)", style="cyan"))
+        calls = turn["calls"]
+        tokens = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls)
+        seconds = sum(c["seconds"] for c in calls)
+        self.out.print(Text(f"answered from {turn['answered_from']}: {turn['reason']}", style="dim"))
+        self.out.print(Text(f"{len(calls)} call(s), {tokens:,} tokens, {seconds:.1f} s", style="dim"))
+
+    # -- commands -------------------------------------------------------------------------------------------------
+    def command(self, line: str) -> bool:
+        """Runs a /command; False when the session should end."""
+        name, _, argument = line.strip().partition(" ")
+        name = name.lower()
+        if name in ("/quit", "/exit", "/q"):
+            return False
+        actions = {"/memory": self.show_memory, "/sources": self.show_sources, "/help": self.show_help,
+                   "/reset": self.reset}
+        if name == "/save":
+            self.save(argument.strip())
+        elif name in actions:
+            actions[name]()
+        else:
+            note(self.err, f"unknown command {name}: /help lists the commands", "yellow")
+        return True
+
+    def show_help(self) -> None:
+        table = Table(title="commands", title_justify="left", show_header=False)
+        table.add_column("command", style="bold")
+        table.add_column("what it does")
+        for command, what in COMMANDS.items():
+            table.add_row(command, what)
+        table.add_row("anything else", "a question about the document")
+        self.out.print(table)
+
+    def show_memory(self) -> None:
+        session = self.reader.session
+        total = self.memory.count(session)
+        recent = Table(title=f"memory of session {session}: {total} item(s), the {RECENT_ITEMS} most recent",
+                       title_justify="left")
+        for column in ("id", "kind", "tokens", "source"):
+            recent.add_column(column, no_wrap=True)
+        recent.add_column("text", ratio=1, min_width=24)
+        for item in reversed(self.memory.items(session, last=RECENT_ITEMS)):
+            source = ", ".join(f"part {s.segment + 1}" for s in item.spans[:3]) + ("…" if len(item.spans) > 3 else "")
+            recent.add_row(str(item.id), item.kind, str(item.tokens), source, Text(_preview(item.brief)))
+        self.out.print(recent)
+        turns = self.turns()
+        if not turns or not turns[-1]["activated"]:
+            self.out.print(Text("activated: nothing yet (ask a question)", style="dim"))
+            return
+        last = turns[-1]
+        activated = Table(title=f"activated for: {_preview(last['question'], 60)}", title_justify="left")
+        for column in ("id", "kind", "score", "relevance", "recency", "keyword", "in prompt"):
+            activated.add_column(column, no_wrap=True)
+        activated.add_column("text", ratio=1, min_width=24)
+        used = set(last["used"])
+        for a in last["activated"]:
+            activated.add_row(
+                str(a["id"]), a["kind"] + (" (summary)" if a["summarized"] else ""), f"{a['score']:.3f}",
+                f"{a['relevance']:.3f}", f"{a['recency']:.3f}", f"{a['keyword']:.3f}",
+                "yes" if a["id"] in used else "no", Text(_preview(a["text"])),
+            )
+        self.out.print(activated)
+
+    def show_sources(self) -> None:
+        turns = self.turns()
+        if not turns or not turns[-1]["citations"]:
+            self.out.print(Text("no sources: the last answer cites no passage", style="dim"))
+            return
+        text = self.reader.document.text
+        panels = []
+        for c in turns[-1]["citations"]:
+            passage = text[c["start"] : c["end"]].strip()
+            if len(passage) > SOURCE_CHARS:
+                passage = passage[:SOURCE_CHARS].rstrip() + " …"
+            title = f"part {c['segment'] + 1}, chars {c['start']}-{c['end']}"
+            panels.append(Panel(Text(passage), title=title, title_align="left"))
+        self.out.print(Group(*panels))
+
+    def save(self, target: str) -> None:
+        if not target:
+            note(self.err, "usage: /save FILE", "yellow")
+            return
+        path = Path(target).expanduser()
+        try:
+            path.write_text(transcript(self.reader, self.turns()), encoding="utf-8")
+        except OSError as exc:
+            note(self.err, f"cannot save to {path}: {exc.strerror or exc}", "red")
+            return
+        note(self.err, f"saved {len(self.turns())} turn(s) to {path}", "green")
+
+    def reset(self) -> None:
+        forgotten = self.memory.forget(self.reader.session, kinds=("question", "answer", "turn"))
+        self.checkpointer.delete_thread(self.reader.session)
+        note(self.err, f"conversation reset: history cleared, {forgotten} question/answer item(s) forgotten; "
+                       "the notes of the document stay in memory", "green")
+
+
+def transcript(reader: Reader, turns: list[Turn]) -> str:
+    """The conversation as Markdown: each question, its answer, where it came from, and its cited passages."""
+    lines = [f"# {reader.document.title or reader.document.source}", "",
+             f"_longread chat, session `{reader.session}`, model {reader.model.name}, window {reader.window}._", ""]
+    for i, turn in enumerate(turns, 1):
+        lines += [f"## {i}. {turn['question']}", "", turn["answer"].strip() or "_(empty answer)_", "",
+                  f"_Answered from {turn['answered_from']}: {turn['reason']}._", ""]
+        for c in turn["citations"]:
+            passage = " ".join(reader.document.text[c["start"] : c["end"]].split())
+            if len(passage) > 300:
+                passage = passage[:300] + " …"
+            lines += [f"> part {c['segment'] + 1}, chars {c['start']}-{c['end']}: {passage}", ">"]
+        if turn["citations"]:
+            lines[-1] = ""
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _questions(out: Console, interactive: bool) -> Iterator[str]:
+    """Lines typed at the prompt (Ctrl-C on an empty prompt only says how to leave), or stdin's lines."""
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input(), which rich's prompt uses)
+    else:
+        for line in sys.stdin:
+            if line.strip():
+                yield line.strip()
+        return
+    while True:
+        try:
+            line = out.input("[bold green]you>[/] ")
+        except KeyboardInterrupt:
+            out.print()
+            note(out, "(Ctrl-D or /quit leaves the session)", "dim")
+            continue
+        except EOFError:
+            out.print()
+            return
+        if line.strip():
+            yield line.strip()
+
+
+def open_reader(settings: ChatSettings, document: Document, model: ChatModel, stack: ExitStack) -> Reader:
+    from .memory import MemoryStream
+
+    session = settings.session or default_session(document)
+    folder = session_folder(settings.workspace, session)
+    stream = stack.enter_context(
+        MemoryStream(folder / "memory.sqlite", embedder=embedder_for(model), tokenizer=model.tokenizer)
+    )
+    chain_checkpoints = stack.enter_context(sqlite_saver(settings.workspace / "checkpoints.sqlite"))
+    return Reader(document, model=model, window=settings.window, memory=stream, session=session,
+                  checkpointer=chain_checkpoints)
+
+
+def run_chat(settings: ChatSettings) -> int:
+    """The whole session; returns the exit code."""
+    out, err = Console(highlight=False), stderr_console()
+    interactive = sys.stdin.isatty()
+    try:
+        with ExitStack() as stack:
+            document = load_document(settings.path)
+            model = backends.get_model(settings.model, kv=settings.kv)
+            if settings.window and settings.window > model.context_window:
+                raise LongreadError(f"--window {settings.window} is larger than the context window of {model.name} "
+                                    f"({model.context_window})")
+            reader = open_reader(settings, document, model, stack)
+            folder = session_folder(settings.workspace, reader.session)
+            chat = ChatSession(reader, stack.enter_context(sqlite_saver(folder / "chat.sqlite")), out, err)
+            note(err, f"longread chat: {document.title or document.source} | session {reader.session} | "
+                      f"model {model.name} | window {reader.window}", "bold")
+            try:
+                chat.read_once()
+            except KeyboardInterrupt:
+                note(err, "reading interrupted: run the same command again to resume it", "yellow")
+                return EXIT_INTERRUPTED
+            if interactive:
+                note(err, "ask a question about the document; /help lists the commands", "dim")
+            for line in _questions(out, interactive):
+                if line.startswith("/"):
+                    if not interactive:
+                        out.print(Text(f"> {line}", style="bold"))
+                    if not chat.command(line):
+                        break
+                    continue
+                if not interactive:
+                    out.print(Text(f"> {line}", style="bold"))
+                turn = chat.ask(line)
+                if turn is not None:
+                    chat.render(turn)
+                out.print()
+    except (LongreadError, ValueError, ImportError, OSError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, EmbedderMismatch):  # reembed=True is the library's way out; the CLI's is a new session
+            reason += " (this session was written with another model's embedder: use another --session)"
+        note(err, f"error: {reason}", "red")
+        return 1
+    return 0

@@ -1,0 +1,345 @@
+"""The memory controller of Self-Controlled Memory (Wang et al., arXiv:2304.13343), every step configurable.
+
+For a question in a session the controller
+1. **activation gate** decides whether archived memory is needed: `"llm"` asks the model SCM's yes/no question
+   (one call), `"always"` and `"never"` skip the call;
+2. **retrieval** ranks the session's items by w_recency * recency + w_relevance * relevance (+ w_keyword *
+   keyword) and activates the top k (default 5), leaving out the flash memory, which the prompt carries anyway;
+3. **summary gate**: when the activated items hold more than `budget` tokens (default 2000), each item over
+   `summary_threshold` tokens (default 800) is replaced by its summary. A summary is written by the model once
+   and stored with the item (`MemoryStream.set_summary`), so later activations reuse it without a call;
+4. **fuse** builds the prompt [instructions][related memory][flash memory][question] so that
+   prompt tokens + max_new_tokens <= window, counted with the model's own `count_prompt_tokens`: the
+   lowest-ranked memory goes first, then what is left is truncated; the question and instructions never are.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from ..backends.base import ChatModel, Completion, Message
+from ..errors import WindowTooSmall
+from ..results import CallRecord
+from ..tokenizers import Tokenizer
+from .prompts import DEFAULT_MEMORY_PROMPTS, MemoryPrompts
+from .retrieval import RetrievalConfig, Scored, rank
+from .store import MemoryItem, MemoryStream
+
+Gate = Literal["llm", "always", "never"]
+_GATES = ("llm", "always", "never")
+_YES = {"yes", "y", "a", "true"}
+_NO = {"no", "n", "b", "false"}
+
+
+def parse_yes_no(reply: str) -> bool | None:
+    """True for yes / (A), False for no / (B), None when the reply says neither clearly."""
+    found = re.findall(r"[a-z]+", reply.lower())
+    if not found:
+        return None
+    if found[0] in _YES | _NO:
+        return found[0] in _YES
+    said_yes, said_no = "yes" in found, "no" in found
+    return said_yes if said_yes != said_no else None
+
+
+def truncate_tokens(text: str, tokenizer: Tokenizer, limit: int) -> str:
+    """text cut to at most `limit` tokens (re-counted: decoding a prefix need not encode back to the same ids)."""
+    if limit <= 0:
+        return ""
+    ids = tokenizer.encode(text)
+    cut = min(len(ids), limit)
+    if cut == len(ids):
+        return text
+    while cut > 0:
+        candidate = tokenizer.decode(ids[:cut])
+        if tokenizer.count(candidate) <= limit:
+            return candidate
+        cut -= 1
+    return ""
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """An activated item as it goes into the prompt: its text, or its summary when the summary gate chose it."""
+
+    item: MemoryItem
+    text: str
+    tokens: int
+    summarized: bool = False
+    scored: Scored | None = None
+
+
+@dataclass(frozen=True)
+class Activation:
+    question: str
+    needed: bool  # what the activation gate decided
+    memories: tuple[Recalled, ...]  # best first
+    flash: MemoryItem | None
+    calls: tuple[CallRecord, ...] = ()  # the model calls this activation made (gate, summaries)
+
+    @property
+    def tokens(self) -> int:
+        return sum(m.tokens for m in self.memories)
+
+
+@dataclass(frozen=True)
+class FusedPrompt:
+    messages: list[Message]
+    prompt_tokens: int
+    kept: tuple[Recalled, ...]  # the memories in the prompt, best first (the last one may be truncated)
+    dropped: int  # lowest-ranked memories left out to fit the window
+    truncated: bool  # a memory or the flash memory was cut
+
+
+@dataclass
+class MemoryController:
+    model: ChatModel
+    stream: MemoryStream
+    activation: Gate = "llm"
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    top_k: int = 5
+    budget: int = 2000  # tokens of activated memory above which long items are summarised
+    summary_threshold: int = 800  # items over this many tokens are the ones summarised
+    summary_tokens: int = 200  # max_new_tokens of a summary call
+    gate_tokens: int = 4  # max_new_tokens of the yes/no call
+    when_unsure: bool = True  # an unclear gate reply activates memory: a needless retrieval costs less than a lost fact
+    window: int | None = None  # window of the controller's own calls (the model's context window when None)
+    prompts: MemoryPrompts = DEFAULT_MEMORY_PROMPTS
+    tokenizer: Tokenizer | None = None  # counts item tokens for the budget; the model's tokenizer when None
+    calls: list[CallRecord] = field(default_factory=list)  # every call the controller made, in order
+
+    def __post_init__(self) -> None:
+        if self.activation not in _GATES:
+            raise ValueError(f"activation must be one of {', '.join(_GATES)}; got {self.activation!r}")
+        if self.tokenizer is None:
+            self.tokenizer = self.model.tokenizer
+
+    # -- 1. activation gate ---------------------------------------------------------------------------
+
+    def gate_messages(self, question: str) -> list[Message]:
+        return [{"role": "user", "content": self.prompts.activation.format(question=question)}]
+
+    def needs_memory(self, question: str) -> bool:
+        if self.activation != "llm":
+            return self.activation == "always"
+        completion = self.model.complete(self.gate_messages(question), self.gate_tokens, window=self.window)
+        return self._gate_decision(completion)
+
+    async def aneeds_memory(self, question: str) -> bool:
+        if self.activation != "llm":
+            return self.activation == "always"
+        completion = await self.model.acomplete(self.gate_messages(question), self.gate_tokens, window=self.window)
+        return self._gate_decision(completion)
+
+    def _gate_decision(self, completion: Completion) -> bool:
+        self._record(completion, self.gate_tokens)
+        decision = parse_yes_no(completion.text)
+        return self.when_unsure if decision is None else decision
+
+    # -- 2. retrieval ---------------------------------------------------------------------------------
+
+    def retrieve(self, session: str, question: str, *, exclude: Sequence[int] = ()) -> list[Scored]:
+        """The top_k items for the question, best first; marks them accessed."""
+        scored = rank(self.stream, session, question, k=self.top_k, config=self.retrieval, exclude=exclude)
+        self.stream.touch(s.item.id for s in scored)
+        return scored
+
+    # -- 3. summary gate ------------------------------------------------------------------------------
+
+    def item_tokens(self, item: MemoryItem) -> int:
+        same = getattr(self.stream.tokenizer, "name", None) == getattr(self.tokenizer, "name", object())
+        return item.tokens if same else self.tokenizer.count(item.text)
+
+    def to_summarize(self, scored: Sequence[Scored]) -> list[MemoryItem]:
+        """Items the summary gate replaces by their summary: none unless the activated items exceed the budget."""
+        if sum(self.item_tokens(s.item) for s in scored) <= self.budget:
+            return []
+        return [s.item for s in scored if self.item_tokens(s.item) > self.summary_threshold]
+
+    def summary_messages(self, item: MemoryItem) -> list[Message]:
+        words = max(1, int(self.summary_tokens * 0.6))  # about 0.75 words a token, with room to finish
+
+        def messages(text: str) -> list[Message]:
+            return [
+                {"role": "system", "content": self.prompts.summary_system},
+                {"role": "user", "content": self.prompts.summary.format(words=words, text=text)},
+            ]
+
+        # An item longer than the summariser's window is cut to fit it (rare: items are notes of bounded size).
+        limit = self._limit()
+        room = limit - self.summary_tokens - self.model.count_prompt_tokens(messages(""))
+        if room < 16:
+            raise WindowTooSmall(f"a summary call needs more than a window of {limit} tokens")
+        text = truncate_tokens(item.text, self.tokenizer, room)
+        while (excess := self.model.count_prompt_tokens(messages(text)) + self.summary_tokens - limit) > 0:
+            text = truncate_tokens(text, self.tokenizer, self.tokenizer.count(text) - excess)
+        return messages(text)
+
+    def summarize(self, item: MemoryItem) -> str:
+        completion = self.model.complete(self.summary_messages(item), self.summary_tokens, window=self.window)
+        return self._store_summary(item, completion)
+
+    async def asummarize(self, item: MemoryItem) -> str:
+        completion = await self.model.acomplete(self.summary_messages(item), self.summary_tokens, window=self.window)
+        return self._store_summary(item, completion)
+
+    def _store_summary(self, item: MemoryItem, completion: Completion) -> str:
+        self._record(completion, self.summary_tokens)
+        summary = completion.text.strip()
+        self.stream.set_summary(item.id, summary)
+        return summary
+
+    def _recall(self, scored: Sequence[Scored], summaries: dict[int, str]) -> tuple[Recalled, ...]:
+        recalled = []
+        for s in scored:
+            if s.item.id in summaries:
+                text = summaries[s.item.id]
+                recalled.append(Recalled(s.item, text, self.tokenizer.count(text), True, s))
+            else:
+                recalled.append(Recalled(s.item, s.item.text, self.item_tokens(s.item), False, s))
+        return tuple(recalled)
+
+    # -- 1-3 together ---------------------------------------------------------------------------------
+
+    def activate(self, session: str, question: str) -> Activation:
+        """Gate, retrieve and summarise: the memory a call about `question` should see."""
+        first = len(self.calls)
+        flash = self.stream.flash(session)
+        needed = self.needs_memory(question)
+        scored = self.retrieve(session, question, exclude=[flash.id] if flash else []) if needed else []
+        summaries = {}
+        for item in self.to_summarize(scored):
+            summaries[item.id] = item.summary if item.summary is not None else self.summarize(item)
+        return Activation(question, needed, self._recall(scored, summaries), flash, tuple(self.calls[first:]))
+
+    async def aactivate(self, session: str, question: str) -> Activation:
+        first = len(self.calls)
+        flash = self.stream.flash(session)
+        needed = await self.aneeds_memory(question)
+        scored = self.retrieve(session, question, exclude=[flash.id] if flash else []) if needed else []
+        summaries = {}
+        for item in self.to_summarize(scored):
+            summaries[item.id] = item.summary if item.summary is not None else await self.asummarize(item)
+        return Activation(question, needed, self._recall(scored, summaries), flash, tuple(self.calls[first:]))
+
+    # -- 4. fuse --------------------------------------------------------------------------------------
+
+    def fuse(
+        self,
+        question: str,
+        flash: MemoryItem | None,
+        activated: Sequence[Recalled | MemoryItem],
+        window: int,
+        max_new_tokens: int,
+        instructions: str | None = None,
+    ) -> list[Message]:
+        """The answer prompt; tokens(prompt) + max_new_tokens <= window, always (see build_prompt)."""
+        return self.build_prompt(question, flash, activated, window, max_new_tokens, instructions).messages
+
+    def build_prompt(
+        self,
+        question: str,
+        flash: MemoryItem | None,
+        activated: Sequence[Recalled | MemoryItem],
+        window: int,
+        max_new_tokens: int,
+        instructions: str | None = None,
+    ) -> FusedPrompt:
+        """fuse, with what was kept, dropped and truncated to fit."""
+        limit = min(window, self.model.context_window)
+        memories = [a if isinstance(a, Recalled) else Recalled(a, a.text, self.item_tokens(a)) for a in activated]
+        if flash is not None:  # the flash memory is in the prompt already: do not repeat it as related memory
+            memories = [m for m in memories if m.item.id != flash.id]
+        system = self.prompts.answer_system if instructions is None else instructions
+        count = self.model.count_prompt_tokens
+
+        kinds = [m.item.kind for m in memories]
+
+        def render(texts: list[str], flash_text: str | None) -> list[Message]:
+            body = ""
+            if texts:
+                body += self.prompts.memory_heading + "".join(
+                    self.prompts.memory_item.format(number=i + 1, text=t, kind=kinds[i]) for i, t in enumerate(texts)
+                )
+            if flash_text:
+                body += self.prompts.flash_heading + flash_text + "\n"
+            body += self.prompts.question_heading + question + self.prompts.answer_cue
+            messages: list[Message] = [{"role": "system", "content": system}] if system else []
+            return messages + [{"role": "user", "content": body.lstrip("\n")}]
+
+        bare = count(render([], None))
+        if bare + max_new_tokens > limit:
+            raise WindowTooSmall(
+                f"the instructions and question need {bare} prompt tokens + {max_new_tokens} new tokens, "
+                f"over the window of {limit}"
+            )
+        texts, flash_text = [m.text for m in memories], (flash.text if flash is not None else None)
+        messages = render(texts, flash_text)
+        tokens = count(messages)
+        if tokens + max_new_tokens <= limit:
+            return FusedPrompt(messages, tokens, tuple(memories), 0, False)
+
+        # Over the window: fill the free tokens greedily, flash first, then memories best first, cutting the first
+        # piece that does not fit whole. Piece sizes are estimates (tokens merge at joins), so re-count and shrink.
+        free = limit - max_new_tokens - bare
+        tok = self.tokenizer
+        truncated = False
+        if flash_text is not None:
+            cost = tok.count(self.prompts.flash_heading + flash_text + "\n")
+            if cost > free:
+                flash_text = truncate_tokens(flash_text, tok, free - tok.count(self.prompts.flash_heading) - 2)
+                truncated = True
+                cost = tok.count(self.prompts.flash_heading + flash_text + "\n") if flash_text else 0
+            free -= cost
+        kept: list[str] = []
+        free -= tok.count(self.prompts.memory_heading)
+        for i, text in enumerate(texts):
+            line = self.prompts.memory_item.format(number=i + 1, text=text, kind=kinds[i])
+            cost = tok.count(line)
+            if cost <= free:
+                kept.append(text)
+                free -= cost
+                continue
+            frame = tok.count(self.prompts.memory_item.format(number=i + 1, text="", kind=kinds[i])) + 2
+            if free - frame >= 16:  # a useful piece still fits: cut this memory instead of dropping it
+                kept.append(truncate_tokens(text, tok, free - frame))
+                truncated = True
+            break
+        while True:
+            messages = render(kept, flash_text)
+            tokens = count(messages)
+            if tokens + max_new_tokens <= limit:
+                break
+            excess = tokens + max_new_tokens - limit
+            if kept:
+                room = tok.count(kept[-1]) - excess - 1
+                if room >= 16:
+                    kept[-1] = truncate_tokens(kept[-1], tok, room)
+                    truncated = True
+                else:
+                    kept.pop()
+            elif flash_text:
+                flash_text = truncate_tokens(flash_text, tok, tok.count(flash_text) - excess - 1) or None
+                truncated = True
+            else:  # cannot happen: the bare prompt fits; kept for safety against a miscounting backend
+                raise WindowTooSmall(f"cannot fit the prompt in a window of {limit}")
+        kept_memories = tuple(
+            m if m.text == text else Recalled(m.item, text, tok.count(text), m.summarized, m.scored)
+            for m, text in zip(memories, kept)
+        )
+        return FusedPrompt(messages, tokens, kept_memories, len(memories) - len(kept), truncated)
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+
+    def _limit(self) -> int:
+        return min(w for w in (self.window, self.model.context_window) if w is not None)
+
+    def _record(self, completion: Completion, max_new_tokens: int) -> None:
+        self.calls.append(
+            CallRecord(
+                "controller", None, completion.prompt_tokens, completion.completion_tokens, max_new_tokens,
+                completion.seconds, completion.cost_usd, completion.cached_prompt_tokens,
+            )
+        )
