@@ -80,8 +80,13 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write into a temporary sibling and rename, so a concurrent process never sees half a model.
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    quiet_tqdm = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    # transformers draws a per-tensor progress bar with a plain tqdm that no setting turns off; the line above is enough.
+    progress = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(progress, disable=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -100,10 +105,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         raise ModelError(f"{gguf}: could not convert the embedded model: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if quiet_tqdm is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = quiet_tqdm
+        gguf_utils.tqdm = progress
 
 
 def default_device() -> str:
