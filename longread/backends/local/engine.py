@@ -4,17 +4,41 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from ...tokenizers import HFTokenizer
 from ..base import ChatModel, Completion, Message
 from .. import kv as kv_policies
-from .generation import RepetitionGuard, generate
+from .generation import RepetitionGuard, generate, prefill
+from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache, prefix_key, shared_prefix_cache
 from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_model_dir, load_pretrained
 
 
+@dataclass
+class EngineStats:
+    """Counters of one LocalModel: what was computed and what was reused (tests and benchmarks read them)."""
+
+    calls: int = 0
+    prefix_hits: int = 0
+    prefix_misses: int = 0
+    prefill_tokens: int = 0  # prompt tokens run through the model
+    reused_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    peak_kv_bytes: int = 0  # the most a call's cache held between forward passes
+    seconds_prefill: float = 0.0
+    seconds_decode: float = 0.0
+
+
 class LocalModel(ChatModel):
+    """A transformers causal LM under a KV policy (`kv`, see longread.backends.kv), with prefix reuse.
+
+    Prefix reuse: a call with `cache_prefix` keeps the KV of that prefix (compressed by the policy) in a
+    PrefixCache and the next call with the same prefix prefills only the rest. By default the cache is shared by
+    every LocalModel of the process (512 MB); `prefix_cache=False` turns reuse off, `prefix_cache_dir` keeps the
+    entries on disk too (e.g. in a workspace folder), `prefix_cache_bytes` sets the memory budget.
+    """
+
     is_local = True
 
     def __init__(
@@ -27,12 +51,23 @@ class LocalModel(ChatModel):
         context_window: int | None = None,
         prefill_chunk: int = 512,
         repetition_penalty: float = 1.1,
+        prefix_cache: PrefixCache | bool | None = None,
+        prefix_cache_dir: str | Path | None = None,
+        prefix_cache_bytes: int = DEFAULT_MAX_BYTES,
     ):
         self.model = model
         self.hf_tokenizer = tokenizer
         self.tokenizer = HFTokenizer(tokenizer, name)
         self.name = name
-        self.kv = kv_policies.validate_policy(kv or "full")
+        self.kv_policy = kv_policies.parse_policy(kv or "full")
+        self.kv = self.kv_policy.name
+        if prefix_cache is False:
+            self.prefix_cache: PrefixCache | None = None
+        elif isinstance(prefix_cache, PrefixCache):
+            self.prefix_cache = prefix_cache
+        else:
+            self.prefix_cache = shared_prefix_cache(prefix_cache_dir, prefix_cache_bytes)
+        self.stats = EngineStats()
         trained = getattr(model.config, "max_position_embeddings", None) or 8192
         self.context_window = int(context_window or trained)
         self.prefill_chunk = prefill_chunk
@@ -40,6 +75,16 @@ class LocalModel(ChatModel):
         self.eos_ids = self._eos_ids()
         # One forward pass at a time: the weights are shared and torch already uses every core.
         self._lock = threading.Lock()
+
+    def with_kv(self, kv: str) -> "LocalModel":
+        """The same weights under another KV policy (e.g. a smaller budget for one agent); no reload."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.kv_policy = kv_policies.parse_policy(kv)
+        twin.kv = twin.kv_policy.name
+        twin.stats = EngineStats()
+        twin._lock = self._lock  # one forward pass at a time on shared weights
+        return twin
 
     @classmethod
     def embedded(cls, *, device: str | None = None, **options: Any) -> "LocalModel":
@@ -91,23 +136,63 @@ class LocalModel(ChatModel):
 
     # -- calls --------------------------------------------------------------------------------------------------
     def new_cache(self) -> Any:
-        return kv_policies.make_cache(self.kv, self.model.config)
+        return kv_policies.make_cache(self.kv_policy, self.model.config)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def _prefix_key(self, prefix: Sequence[int]) -> str:
+        return prefix_key(self.name, self.kv, self.model.dtype, prefix)
+
+    def _start(self, prefix: list[int], rest: list[int]) -> tuple[Any, int]:
+        """(cache holding the prefix, tokens of it that were reused). Caller holds the lock.
+
+        A marked prefix is always prefilled on its own, reuse or not, so a call that finds it cached continues
+        from exactly the state it would have computed.
+        """
+        cache = None
+        key = self._prefix_key(prefix) if self.prefix_cache is not None else None
+        if key is not None:
+            cache = self.prefix_cache.get(key, self.new_cache, self.device)  # type: ignore[union-attr]
+            if cache is not None:
+                self.stats.prefix_hits += 1
+                self.stats.reused_tokens += len(prefix)
+                return cache, len(prefix)
+            self.stats.prefix_misses += 1
+        cache = self.new_cache()
+        started = time.perf_counter()
+        prefill(self.model, prefix, cache, chunk=self.prefill_chunk)
+        self.stats.seconds_prefill += time.perf_counter() - started
+        self.stats.prefill_tokens += len(prefix)
+        if key is not None:
+            self.prefix_cache.put(key, cache)  # type: ignore[union-attr]
+        return cache, 0
 
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
         prefix, rest = self.prompt_ids(messages, cache_prefix)
+        if not rest:  # nothing after the prefix to continue from: an ordinary call
+            prefix, rest = [], prefix
         started = time.perf_counter()
         with self._lock:
+            cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
             result = generate(
                 self.model,
-                prefix + rest,
-                self.new_cache(),
+                rest,
+                cache,
                 max_new_tokens=max_new_tokens,
                 eos_ids=self.eos_ids,
+                start_position=len(prefix),
                 prefill_chunk=self.prefill_chunk,
                 temperature=temperature,
                 repetition_penalty=self.repetition_penalty,
                 guard=RepetitionGuard(),
             )
+            self.stats.calls += 1
+            self.stats.prefill_tokens += result.prefill_tokens
+            self.stats.seconds_prefill += result.seconds_prefill
+            self.stats.seconds_decode += result.seconds_decode
+            self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, getattr(cache, "peak_bytes", 0))
         text = self.hf_tokenizer.decode(result.ids, skip_special_tokens=True).strip()
         return Completion(
             text=text,
@@ -115,4 +200,5 @@ class LocalModel(ChatModel):
             completion_tokens=len(result.ids),
             seconds=time.perf_counter() - started,
             finish_reason=result.finish_reason,
+            cached_prompt_tokens=reused,
         )

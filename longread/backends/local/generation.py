@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ..kv import install_query_hooks
+
 
 @dataclass
 class RepetitionGuard:
@@ -47,8 +49,14 @@ class GenerationResult:
 
 @torch.inference_mode()
 def prefill(model: Any, ids: Sequence[int], cache: Any, *, start_position: int = 0, chunk: int = 512) -> torch.Tensor:
-    """Runs ids through the model into cache in chunks; returns the logits of the last position."""
+    """Runs ids through the model into cache in chunks; returns the logits of the last position.
+
+    Chunking bounds peak memory: an eviction policy trims its cache after every chunk, so the cache never holds
+    more than its budget plus one chunk, whatever the prompt's length.
+    """
     device = next(model.parameters()).device
+    if getattr(cache, "wants_queries", False):
+        install_query_hooks(model)  # snap / mixed score tokens with the queries of an observation window
     logits = None
     for lo in range(0, len(ids), chunk):
         piece = torch.tensor([list(ids[lo : lo + chunk])], device=device)
@@ -78,6 +86,8 @@ def generate(
     """Greedy (temperature 0) or sampled decoding of up to max_new_tokens after prompt_ids.
 
     `cache` may already hold `start_position` tokens of a reused prefix; prompt_ids continue from there.
+    Positions are passed explicitly: after eviction the cache is shorter than the text (physical vs logical
+    length), and RoPE must keep counting the text.
     """
     import time
 
@@ -85,6 +95,8 @@ def generate(
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     logits = prefill(model, prompt_ids, cache, start_position=start_position, chunk=prefill_chunk)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # so seconds_prefill is the prefill's, not the first decode step's
     t1 = time.perf_counter()
     generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     out: list[int] = []

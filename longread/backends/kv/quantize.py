@@ -1,0 +1,190 @@
+"""Group-wise asymmetric integer quantization of keys and values, packed into bytes.
+
+Keys are quantized per channel and values per token, the layout KIVI (Liu et al. 2024, "KIVI: A Tuning-Free
+Asymmetric 2bit Quantization for KV Cache") found to work: key outliers live in fixed channels, so a scale per
+channel over a block of tokens keeps them from blowing up every other channel's step; value errors mix across
+channels in the attention output, so a scale per token is enough. KVQuant (Hooper et al. 2024) reached the same
+per-channel-keys conclusion.
+
+We write the packing by hand because transformers' own QuantizedCache needs optimum-quanto or hqq and quantizes
+both tensors along one axis; this file needs only torch and stores exactly what we count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SUPPORTED_BITS = (2, 4, 8)
+# Scales and zero points are kept in float16, as KIVI does: 2 bytes each, and every K/V magnitude a model produces
+# fits its range.
+META_DTYPE = torch.float16
+
+
+def _per_byte(bits: int) -> int:
+    if bits not in SUPPORTED_BITS:
+        raise ValueError(f"quantization supports {SUPPORTED_BITS} bits, got {bits}")
+    return 8 // bits
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 codes (< 2**bits) along the last dim -> bytes holding 8 // bits codes each."""
+    per = _per_byte(bits)
+    if per == 1:
+        return codes.to(torch.uint8)
+    grouped = codes.to(torch.uint8).unflatten(-1, (-1, per))
+    packed = grouped[..., 0].clone()
+    for i in range(1, per):
+        packed |= grouped[..., i] << (bits * i)
+    return packed
+
+
+def unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    """The inverse of pack: bytes -> uint8 codes along the last dim."""
+    per = _per_byte(bits)
+    if per == 1:
+        return packed
+    shifts = torch.arange(0, 8, bits, device=packed.device, dtype=torch.uint8)
+    return ((packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)).flatten(-2)
+
+
+@dataclass
+class Quantized:
+    """Packed codes plus the float16 scale and zero point of each group (broadcastable against the codes)."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+
+def quantize_groups(x: torch.Tensor, bits: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric round-to-nearest over `dim`: (uint8 codes, scale, zero) with x ~= codes * scale + zero.
+
+    Scale and zero are rounded to float16 *before* the codes are computed, so the round-trip error is at most half
+    a step plus what float16 rounding of the two numbers adds (the tests check that bound).
+    """
+    levels = (1 << bits) - 1
+    xf = x.float()
+    low = xf.amin(dim=dim, keepdim=True)
+    high = xf.amax(dim=dim, keepdim=True)
+    zero = low.to(META_DTYPE)
+    scale = ((high - zero.float()) / levels).to(META_DTYPE)
+    # A constant group has scale 0; any positive scale then codes it exactly as the zero point.
+    safe = torch.where(scale.float() > 0, scale.float(), torch.ones_like(scale, dtype=torch.float32))
+    codes = torch.clamp(torch.round((xf - zero.float()) / safe), 0, levels).to(torch.uint8)
+    return codes, scale, zero
+
+
+def quantize_keys(keys: torch.Tensor, bits: int, group: int) -> Quantized:
+    """Keys (b, h, n*group, d), per channel over blocks of `group` tokens: one scale per (block, channel)."""
+    b, h, t, d = keys.shape
+    if t % group:
+        raise ValueError(f"key blocks need a multiple of {group} tokens, got {t}")
+    codes, scale, zero = quantize_groups(keys.reshape(b, h, t // group, group, d), bits, dim=3)
+    return Quantized(pack(codes.reshape(b, h, t, d), bits), scale.squeeze(3), zero.squeeze(3))
+
+
+def quantize_values(values: torch.Tensor, bits: int, group: int) -> Quantized:
+    """Values (b, h, t, d), per token over groups of `group` channels: one scale per (token, channel group)."""
+    b, h, t, d = values.shape
+    codes, scale, zero = quantize_groups(values.reshape(b, h, t, d // group, group), bits, dim=4)
+    return Quantized(pack(codes.reshape(b, h, t, d), bits), scale.squeeze(4), zero.squeeze(4))
+
+
+def dequantize_keys(
+    q: Quantized, bits: int, group: int, dtype: torch.dtype, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Keys (b, h, t, d) back in `dtype`; with `out` (any (b, h, t, d) view, e.g. a slice of a bigger buffer),
+    written there directly, which spares the copy a torch.cat would make."""
+    codes = unpack(q.codes, bits)
+    b, h, t, d = codes.shape
+    blocks = codes.view(b, h, t // group, group, d).to(dtype)
+    target = None if out is None else out.view(b, h, t // group, group, d)
+    result = torch.addcmul(q.zero.unsqueeze(3).to(dtype), blocks, q.scale.unsqueeze(3).to(dtype), out=target)
+    return result.view(b, h, t, d) if out is None else out
+
+
+def dequantize_values(
+    q: Quantized, bits: int, group: int, dtype: torch.dtype, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    codes = unpack(q.codes, bits)
+    b, h, t, d = codes.shape
+    groups = codes.view(b, h, t, d // group, group).to(dtype)
+    target = None if out is None else out.view(b, h, t, d // group, group)
+    result = torch.addcmul(q.zero.unsqueeze(4).to(dtype), groups, q.scale.unsqueeze(4).to(dtype), out=target)
+    return result.view(b, h, t, d) if out is None else out
+
+
+def value_group(head_dim: int, wanted: int) -> int:
+    """The largest divisor of head_dim that is at most `wanted` (values are grouped along the head dim)."""
+    for g in range(min(wanted, head_dim), 0, -1):
+        if head_dim % g == 0:
+            return g
+    return 1
+
+
+class QuantizedBlocks:
+    """An append-only store of K/V blocks, keys per channel and values per token (KIVI's layout).
+
+    Blocks come in multiples of `group` tokens. Everything stored is a tensor attribute, so `tensors()` is the
+    exact memory it holds: packed codes, float16 scales and zero points.
+    """
+
+    def __init__(self, bits: int, group: int, value_group_size: int):
+        _per_byte(bits)
+        self.bits = bits
+        self.group = group
+        self.value_group = value_group_size
+        self.keys: Quantized | None = None
+        self.values: Quantized | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.keys is None else self.keys.codes.shape[-2]
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        k = quantize_keys(keys, self.bits, self.group)
+        v = quantize_values(values, self.bits, self.value_group)
+        if self.keys is None:
+            self.keys, self.values = k, v
+            return
+        assert self.values is not None
+        self.keys = Quantized(*(torch.cat([a, b], dim=-2) for a, b in zip(_fields(self.keys), _fields(k))))
+        self.values = Quantized(*(torch.cat([a, b], dim=-2) for a, b in zip(_fields(self.values), _fields(v))))
+
+    def dequantize(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.keys is not None and self.values is not None
+        return (
+            dequantize_keys(self.keys, self.bits, self.group, dtype),
+            dequantize_values(self.values, self.bits, self.value_group, dtype),
+        )
+
+    def dequantize_with(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[dequantized store, keys] and [.., values] along the sequence, built in one buffer each (no torch.cat
+        of a dequantized copy: at long contexts the extra full-size pass costs as much as the dequantization)."""
+        assert self.keys is not None and self.values is not None
+        n = len(self)
+        b, h, t, d = keys.shape
+        out_k = keys.new_empty(b, h, n + t, d)
+        out_v = values.new_empty(b, h, n + t, values.shape[-1])
+        dequantize_keys(self.keys, self.bits, self.group, keys.dtype, out=out_k[:, :, :n])
+        dequantize_values(self.values, self.bits, self.value_group, values.dtype, out=out_v[:, :, :n])
+        out_k[:, :, n:].copy_(keys)
+        out_v[:, :, n:].copy_(values)
+        return out_k, out_v
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for name, q in (("k", self.keys), ("v", self.values)):
+            if q is not None:
+                out.update({f"{name}_codes": q.codes, f"{name}_scale": q.scale, f"{name}_zero": q.zero})
+        return out
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "k_codes" in tensors:
+            self.keys = Quantized(tensors["k_codes"], tensors["k_scale"], tensors["k_zero"])
+            self.values = Quantized(tensors["v_codes"], tensors["v_scale"], tensors["v_zero"])
+
+
+def _fields(q: Quantized) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return q.codes, q.scale, q.zero
