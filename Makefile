@@ -31,7 +31,7 @@ bench: setup
 	$(PY) benchmarks/segmenting.py
 	$(PY) benchmarks/orchestration.py
 	$(PY) benchmarks/memory.py
-	$(PY) benchmarks/kv.py
+	$(PY) benchmarks/kv.py --cpu-defaults
 
 clean:
 	rm -rf $(VENV) .pytest_cache

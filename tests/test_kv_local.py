@@ -134,3 +134,49 @@ def test_peak_kv_memory_does_not_grow_with_the_prompt_for_eviction_policies(smol
     full.complete([{"role": "user", "content": "Every evening the tide came in over the flats. " * 24 + "Summarise."}],
                   max_new_tokens=4)
     assert full.stats.peak_kv_bytes > 3 * peaks[1]
+
+
+CLI_POLICIES = ["full", "quant:8", "quant:4", "quant:2", "sink:192", "snap:192", "mixed:192:4", "mixed:192:2"]
+
+
+@pytest.fixture(scope="module")
+def short_story(tmp_path_factory) -> "Path":
+    """The opening of the example story: enough for two segments at a 768-token window, short enough for CI."""
+    from pathlib import Path
+
+    story = (Path(__file__).resolve().parents[1] / "examples" / "lighthouse_keeper.md").read_text(encoding="utf-8")
+    path = tmp_path_factory.mktemp("story") / "opening.md"
+    path.write_text(story[:4000], encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("policy", CLI_POLICIES)
+def test_longread_ask_runs_on_every_policy(smol, short_story, tmp_path, monkeypatch, policy):
+    """`longread ask --kv POLICY` with the embedded model: the policy reaches the engine, every segment is read,
+    the eviction policies keep the cache within their budget, and the answer comes back as JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from longread import backends
+    from longread.cli import app
+
+    built = []
+
+    def get_model(name, kv=None, **options):
+        assert name == "local"
+        built.append(smol.with_kv(kv))  # the loaded weights, under the policy the CLI asked for
+        return built[-1]
+
+    monkeypatch.setattr(backends, "get_model", get_model)
+    result = CliRunner().invoke(app, ["ask", str(short_story), "Who keeps the lighthouse?", "--kv", policy,
+                                      "--window", "768", "--json", "--workspace", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    [model] = built
+    assert model.kv == policy and out["answer"].strip()
+    assert out["segments"] >= 2 and model.stats.calls == out["segments"] + 1  # every worker, then the manager
+    if policy.startswith(("sink", "snap")):
+        config = model.model.config
+        per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * config.head_dim * model.model.dtype.itemsize
+        assert 0 < model.stats.peak_kv_bytes <= 1.1 * 192 * per_token

@@ -6,11 +6,17 @@ of the most recent tokens, which stay exact until a whole block of G older token
 KVQuant (Hooper et al. 2024) motivates the same per-channel treatment of keys.
 
 Our defaults differ from the paper's (G=32, R=128). The float16 scale and zero point of each group cost 4 bytes,
-so the group size sets how close to bits/16 the cache gets: at 4 and 8 bits G=128 tokens per key block and one
-value group per head (up to 128 channels), which brings 4 bits to 0.55 bytes per element (3.6x fewer than bf16;
-G=32 stops near 3.2x) at a perplexity cost we could not tell from noise on SmolLM2; at 2 bits G=64 (6.4x), where
-G=32 would cost 15% more bytes and roughly halve the perplexity damage (benchmarks/kv.py measured both).
-R=32 recent tokens stay at full precision.
+so the group size sets how close to bits/16 the cache gets. At 4 and 8 bits, G=128 tokens per key block and one
+value group per head (up to 128 channels): 4 bits then store 0.55 bytes per element on SmolLM2 (head dim 64),
+3.66x fewer than bf16 once the residual is amortized, where G=32 stops near 3.2x. At 2 bits, G=64 (6.4x
+amortized) with the clipping search of quantize.py. R=32 recent tokens stay at full precision.
+
+The first `sinks` tokens (4) stay exact as well. They are the attention sinks of StreamingLLM: most heads put
+much of their attention on them, their keys are outliers, and quantized with the rest they would set the range
+of every channel of the first block. IntactKV (Liu et al. 2024, "IntactKV: Improving Large Language Model
+Quantization by Keeping Pivot Tokens Intact") keeps them lossless for the same reason. On SmolLM2 they halved
+the perplexity damage at 2 bits, and with them 128-token key blocks at 4 bits found every needle that `full`
+found (without them, half). benchmarks/kv.py and docs/benchmarks.md have the figures.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class QuantPolicy(KVPolicy):
     group: int = 0  # tokens per key block; 0: 64 at 2 bits, else 128
     value_group: int = 0  # channels per value group (capped at the head dim); 0: same as group
     residual: int = 32  # most recent tokens always kept at full precision
+    sinks: int = 4  # first tokens always kept at full precision (attention sinks)
 
     def __post_init__(self) -> None:
         if self.bits not in SUPPORTED_BITS:
@@ -47,15 +54,26 @@ class QuantPolicy(KVPolicy):
 
 
 class QuantLayer(KVLayer):
+    """Stored as [quantized blocks][sinks + residual]: `keys`/`values` hold the exact tokens, the sinks first.
+
+    Every stored token precedes the tokens being fed, so the stored order does not change the causal mask
+    (base.py), and keeping the sinks at the front of the exact part costs no extra copy per step.
+    """
+
     policy: QuantPolicy
 
     def __init__(self, policy: QuantPolicy) -> None:
         super().__init__(policy)
         self.store: QuantizedBlocks | None = None
 
+    @property
+    def sink_count(self) -> int:
+        """The sinks are the first tokens ever fed, so their count follows from the logical length."""
+        return min(self.policy.sinks, self.seen)
+
     def get_seq_length(self) -> int:
-        residual = 0 if self.keys is None else self.keys.shape[-2]
-        return residual + (len(self.store) if self.store is not None else 0)
+        exact = 0 if self.keys is None else self.keys.shape[-2]
+        return exact + (len(self.store) if self.store is not None else 0)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -76,14 +94,15 @@ class QuantLayer(KVLayer):
             keys, values = self.store.dequantize_with(self.keys, self.values)
         else:
             keys, values = self.keys, self.values
-        # Quantize whole blocks of the oldest residual tokens, leaving at least `residual` at full precision.
-        group = self.policy.group
-        flush = (self.keys.shape[-2] - self.policy.residual) // group * group
+        # Quantize whole blocks of the oldest non-sink tokens, leaving at least `residual` at full precision.
+        sinks, group = self.sink_count, self.policy.group
+        flush = (self.keys.shape[-2] - sinks - self.policy.residual) // group * group
         if flush > 0:
-            self.store.append(self.keys[..., :flush, :], self.values[..., :flush, :])
-            # clone: a slice would keep the whole pre-flush tensor alive.
-            self.keys = self.keys[..., flush:, :].clone()
-            self.values = self.values[..., flush:, :].clone()
+            end = sinks + flush
+            self.store.append(self.keys[..., sinks:end, :], self.values[..., sinks:end, :])
+            # A fresh tensor either way: a slice would keep the whole pre-flush tensor alive.
+            self.keys = torch.cat([self.keys[..., :sinks, :], self.keys[..., end:, :]], dim=-2)
+            self.values = torch.cat([self.values[..., :sinks, :], self.values[..., end:, :]], dim=-2)
         return keys, values
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -95,7 +114,7 @@ class QuantLayer(KVLayer):
         return out
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        # The residual is never None once a token was fed (it keeps at least `residual` tokens, possibly 0 rows).
+        # The exact part is never None once a token was fed (it keeps the sinks and at least `residual` tokens).
         self.lazy_initialization(tensors["keys"], tensors["values"])
         self.keys, self.values = tensors["keys"], tensors["values"]
         assert self.store is not None
