@@ -387,7 +387,8 @@ def main() -> None:
     parser.add_argument("--chain-policies", default="full,quant:4")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--cpu-defaults", action="store_true",
-                        help="the CPU grid: needles in 2k haystacks, 2048-token context, 32 decode steps, chain over 16k tokens at W=4096")
+                        help="the CPU grid: needles in 2k haystacks, 2048-token context, 32 decode steps, "
+                             "chain over 16k tokens at W=4096")
     parser.add_argument("--append", action="store_true", help="add rows to an existing record instead of replacing")
     args = parser.parse_args()
     if args.cpu_defaults:  # what 2 cores measure in about half an hour: needles in 2k haystacks only, 2k context

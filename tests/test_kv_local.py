@@ -177,6 +177,10 @@ def test_longread_ask_runs_on_every_policy(smol, short_story, tmp_path, monkeypa
     assert model.kv == policy and out["answer"].strip()
     assert out["segments"] >= 2 and model.stats.calls == out["segments"] + 1  # every worker, then the manager
     if policy.startswith(("sink", "snap")):
-        config = model.model.config
-        per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * config.head_dim * model.model.dtype.itemsize
-        assert 0 < model.stats.peak_kv_bytes <= 1.1 * 192 * per_token
+        # K/V of 192 tokens, plus snap's bookkeeping: the 32-token window's queries and the kept positions (int32).
+        c, size = model.model.config, model.model.dtype.itemsize
+        kv_bytes = c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * size * 192
+        window_queries = c.num_attention_heads * 32 * c.head_dim * size
+        bookkeeping = c.num_hidden_layers * (window_queries + c.num_key_value_heads * 192 * 4)
+        # Each prompt is about 770 tokens, so a cache that did not trim would hold about 4x this.
+        assert 0 < model.stats.peak_kv_bytes <= kv_bytes + bookkeeping

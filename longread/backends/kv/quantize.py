@@ -158,14 +158,14 @@ def dequantize_values(
 
 
 def _affine(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, out: torch.Tensor) -> None:
-    """out = codes * scale + zero. For a 16-bit `out`, one kernel reads the uint8 codes and float16 scale and zero
-    as they are: converting each first costs three more kernels per tensor per step, and a decode step at batch 1
-    on a GPU is bound by kernel launches (GPU.md). The mixed-dtype kernel rounds through float16, below the
-    output's own 16-bit rounding; a float32 `out` (CPU models) gets an exact float32 computation instead."""
-    if out.dtype in (torch.float16, torch.bfloat16):
-        torch.addcmul(zero, codes, scale, out=out)
-    else:
-        torch.addcmul(zero.to(out.dtype), codes.to(out.dtype), scale.to(out.dtype), out=out)
+    """out = codes * scale + zero in one kernel that reads the uint8 codes as they are (a converted copy of the
+    codes would be one more full-size pass per tensor per step). For a 16-bit `out` the float16 scale and zero go
+    in unconverted too: a decode step at batch 1 on a GPU is bound by kernel launches (GPU.md), and rounding
+    through float16 stays below the output's own 16-bit rounding. A float32 `out` (CPU models) gets float32
+    scale and zero, hence an exact float32 computation; they are 1/G of the codes' size."""
+    if out.dtype not in (torch.float16, torch.bfloat16):
+        scale, zero = scale.to(out.dtype), zero.to(out.dtype)
+    torch.addcmul(zero, codes, scale, out=out)
 
 
 def value_group(head_dim: int, wanted: int) -> int:
