@@ -22,3 +22,15 @@ def embedded_model():
     from longread.backends import get_model
 
     return get_model("local")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: two threads on two cores that other test processes share run
+    3-6x slower than one (and tiny matrices gain nothing from a second)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

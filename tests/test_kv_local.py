@@ -12,18 +12,9 @@ from longread.backends.local import LocalModel
 
 from .conftest import shared_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 POLICIES = ["full", "quant:8", "quant:4", "quant:2", "sink:64", "snap:64", "mixed:64:4", "mixed:64:2"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two torch threads on two cores that other test processes share run 3-6x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,7 @@ from longread.backends.local import LocalModel
 from longread.backends.local.prefix_cache import PrefixCache, prefix_key, shared_prefix_cache
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on two shared cores run slower than one
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
