@@ -89,23 +89,23 @@ def quantize_groups(
     xf = x.float()
     low = xf.amin(dim=dim, keepdim=True)
     high = xf.amax(dim=dim, keepdim=True)
+    best = _round(xf, low, high, levels)  # CLIP_RATIOS[0]: plain min-max
     if not clip:
-        return _round(xf, low, high, levels)
+        return best
+    best_error = _squared_error(best, xf, dim)
     middle, half = (low + high) / 2, (high - low) / 2
-    best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    best_error: torch.Tensor | None = None
-    for ratio in CLIP_RATIOS:
-        codes, scale, zero = _round(xf, middle - half * ratio, middle + half * ratio, levels)
-        error = (codes.float() * scale.float() + zero.float() - xf).square().sum(dim=dim, keepdim=True)
-        if best is None or best_error is None:
-            best, best_error = (codes, scale, zero), error
-            continue
+    for ratio in CLIP_RATIOS[1:]:
+        candidate = _round(xf, middle - half * ratio, middle + half * ratio, levels)
+        error = _squared_error(candidate, xf, dim)
         better = error < best_error
         best_error = torch.where(better, error, best_error)
-        best = (torch.where(better, codes, best[0]), torch.where(better, scale, best[1]),
-                torch.where(better, zero, best[2]))
-    assert best is not None
+        best = tuple(torch.where(better, new, old) for new, old in zip(candidate, best))  # type: ignore[assignment]
     return best
+
+
+def _squared_error(quantized: tuple[torch.Tensor, torch.Tensor, torch.Tensor], xf: torch.Tensor, dim: int):
+    codes, scale, zero = quantized
+    return (codes.float() * scale.float() + zero.float() - xf).square().sum(dim=dim, keepdim=True)
 
 
 def _round(xf: torch.Tensor, low: torch.Tensor, high: torch.Tensor, levels: int):
