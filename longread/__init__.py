@@ -3,17 +3,47 @@
     import longread
     result = longread.ask("book.txt", "Who is the narrator?", model="local")
     print(result.answer, result.citations, result.usage)
+
+The names below are imported on first use (PEP 562): `import longread` and the command line's `--help` stay fast,
+and langgraph, transformers and litellm load only when a read needs them.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from . import _env  # noqa: F401  (offline settings before any heavy import)
-from .documents import Document, load_document
-from .errors import DocumentError, LongreadError, ModelError, WindowExceeded, WindowTooSmall
-from .reader import ChainEvent, Reader, aask, ask, asummarize, summarize
-from .results import CallRecord, Citation, Result, Usage
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CallRecord", "ChainEvent", "Citation", "Document", "DocumentError", "LongreadError", "ModelError", "Reader",
-    "Result", "Usage", "WindowExceeded", "WindowTooSmall", "aask", "ask", "asummarize", "load_document", "summarize",
-]
+_EXPORTS = {
+    "Document": "documents", "load_document": "documents",
+    "DocumentError": "errors", "LongreadError": "errors", "ModelError": "errors", "WindowExceeded": "errors",
+    "WindowTooSmall": "errors",
+    "ChainEvent": "reader", "Reader": "reader", "aask": "reader", "ask": "reader", "asummarize": "reader",
+    "summarize": "reader",
+    "CallRecord": "results", "Citation": "results", "Result": "results", "Usage": "results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'longread' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from .documents import Document, load_document
+    from .errors import DocumentError, LongreadError, ModelError, WindowExceeded, WindowTooSmall
+    from .reader import ChainEvent, Reader, aask, ask, asummarize, summarize
+    from .results import CallRecord, Citation, Result, Usage
