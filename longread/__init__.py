@@ -19,11 +19,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Document": "documents", "load_document": "documents",
-    "DocumentError": "errors", "LongreadError": "errors", "ModelError": "errors", "WindowExceeded": "errors",
-    "WindowTooSmall": "errors",
-    "ChainEvent": "reader", "Reader": "reader", "aask": "reader", "ask": "reader", "asummarize": "reader",
-    "summarize": "reader",
-    "CallRecord": "results", "Citation": "results", "Result": "results", "Usage": "results",
+    "DocumentError": "errors", "DocumentTooLong": "errors", "LongreadError": "errors", "ModelError": "errors",
+    "StrategyError": "errors", "WindowExceeded": "errors", "WindowTooSmall": "errors",
+    "Reader": "reader", "aask": "reader", "ask": "reader", "asummarize": "reader", "summarize": "reader",
+    "CallRecord": "results", "ChainEvent": "results", "Citation": "results", "ReadEvent": "results",
+    "Result": "results", "Usage": "results",
+    "Strategy": "workflows", "available_strategies": "workflows", "get_strategy": "workflows",
+    "register_strategy": "workflows",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,6 +46,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .documents import Document, load_document
-    from .errors import DocumentError, LongreadError, ModelError, WindowExceeded, WindowTooSmall
-    from .reader import ChainEvent, Reader, aask, ask, asummarize, summarize
-    from .results import CallRecord, Citation, Result, Usage
+    from .errors import (DocumentError, DocumentTooLong, LongreadError, ModelError, StrategyError, WindowExceeded,
+                         WindowTooSmall)
+    from .reader import Reader, aask, ask, asummarize, summarize
+    from .results import CallRecord, ChainEvent, Citation, ReadEvent, Result, Usage
+    from .workflows import Strategy, available_strategies, get_strategy, register_strategy

@@ -346,11 +346,8 @@ def open_reader(settings: ChatSettings, document: Document, model: ChatModel, st
         MemoryStream(folder / "memory.sqlite", embedder=embedder_for(model), tokenizer=model.tokenizer)
     )
     chain_checkpoints = stack.enter_context(sqlite_saver(settings.workspace / "checkpoints.sqlite"))
-    options: dict[str, Any] = {}
-    if settings.strategy != "chain":
-        options["strategy"] = settings.strategy
     return Reader(document, model=model, window=settings.window, memory=stream, session=session,
-                  checkpointer=chain_checkpoints, **options)
+                  checkpointer=chain_checkpoints, strategy=settings.strategy)
 
 
 def run_chat(settings: ChatSettings) -> int:

@@ -67,7 +67,7 @@ def resolve(reference: str) -> Any:
     return value
 
 
-def _load(group: str, entry: EntryPoint) -> Any:
+def load_entry_point(group: str, entry: EntryPoint) -> Any:
     try:
         return entry.load()
     except Exception as exc:  # noqa: BLE001 - any import-time failure of a third-party package
@@ -129,7 +129,7 @@ class Registry(Generic[T]):
             entry = self._plugins().get(key)
             if entry is None:
                 return None
-            value = _load(self.group, entry)
+            value = load_entry_point(self.group, entry)
         elif isinstance(value, str):
             value = resolve(value)
         else:

@@ -36,13 +36,14 @@ class EstimateModel(ChatModel):
     def price_per_token(self) -> tuple[float, float]:
         return self._price  # type: ignore[return-value]
 
-    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
+    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra) -> Completion:
         self.calls += 1
         # A plain word repeated: it never reads as "nothing relevant", so every note is passed on at full length.
         ids = self.tokenizer.encode(" the" * max_new_tokens)[:max_new_tokens]
         return Completion(self.tokenizer.decode(ids), prompt_tokens, max_new_tokens, 0.0, 0.0, "length")
 
-    async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
+    async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix,
+                         **extra) -> Completion:
         return self._complete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix)
 
 

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import inspect
 import sqlite3
 import time
 import traceback
@@ -195,24 +194,18 @@ class Run:
     def _read(self, document: Any, model: Any, checkpointer: Any, line: DocumentProgress,
               stream: TextStream | None) -> Any:
         from ..reader import Reader
+        from .strategies import install_plugin_strategies
 
+        install_plugin_strategies()
         settings = self.settings
-        options: dict[str, Any] = {"model": model, "window": settings.window, "checkpointer": checkpointer}
-        if _accepts(Reader, "strategy"):
-            options["strategy"] = settings.strategy
-        reader = Reader(document, **options)
+        reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
+                        strategy=settings.strategy)
         if settings.force and checkpointer is not None:
-            if hasattr(reader, "forget"):
-                reader.forget(self.question)
-            else:
-                mode = "query" if self.question is not None else "summary"
-                checkpointer.delete_thread(reader.thread_id(mode, self.question))
-        call = reader.ask if self.question is not None else reader.summarize
-        kwargs: dict[str, Any] = {"on_event": line.on_event}
-        if stream is not None and _accepts(call, "on_text"):
-            kwargs["on_text"] = stream
+            reader.forget(self.question)  # start over instead of resuming
         line.set_phase("reading")
-        return call(self.question, **kwargs) if self.question is not None else call(**kwargs)
+        if self.question is not None:
+            return reader.ask(self.question, on_event=line.on_event, on_text=stream)
+        return reader.summarize(on_event=line.on_event, on_text=stream)
 
     def _estimate(self, result: Any, model: Any) -> Any:
         from ..backends.estimate import Estimate
@@ -277,13 +270,6 @@ class Run:
             RunLog(runs_path(s.workspace)).add(record)
         except (OSError, sqlite3.Error) as exc:
             self.display.note(f"warning: the runs log {runs_path(s.workspace)} could not be written ({exc})", "yellow")
-
-
-def _accepts(function: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def dry_run_data(data: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from .. import plugins
 
-BUILTIN = ("chain",)
+# The built-in names, listed here so that `--help` does not import the workflows (langgraph takes a second);
+# tests/test_plugins.py checks them against `longread.workflows.available_strategies()`.
+BUILTIN = ("chain", "lookback", "multipath", "rag", "truncate", "full", "auto")
 
 
 def strategy_names() -> list[str]:
@@ -24,7 +26,21 @@ def describe_strategies() -> dict[str, str]:
         from ..workflows import available_strategies
     except ImportError:
         return described
+    install_plugin_strategies()
     described.update(available_strategies())
-    for name, entry in plugins.installed(plugins.STRATEGIES).items():
-        described.setdefault(name, f"plugin ({entry.value})")
     return described
+
+
+def install_plugin_strategies() -> None:
+    """Registers each installed `longread.strategies` entry point in the workflows' registry, imported on first use."""
+    from ..workflows import available_strategies, register_strategy
+
+    known = available_strategies()
+    for name, entry in plugins.installed(plugins.STRATEGIES).items():
+        if name in known:
+            continue
+
+        def factory(_entry=entry, **options):
+            return plugins.load_entry_point(plugins.STRATEGIES, _entry)(**options)
+
+        register_strategy(name, factory, f"plugin ({entry.value})")
