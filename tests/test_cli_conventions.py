@@ -327,3 +327,37 @@ def test_models_json_comes_from_the_registry_with_litellm_prices():
     assert row["input_cost_per_million"] == pytest.approx(price_in * 1e6)
     assert row["output_cost_per_million"] == pytest.approx(price_out * 1e6)
     assert invoke("models", "nosuchprovider").exit_code == 1
+
+
+# -- streaming --------------------------------------------------------------------------------------------------------
+class Streaming(MockModel):
+    """Streams its replies in pieces and records which calls were asked to stream."""
+
+    streams = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.streamed: list[str | None] = []
+
+    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, tag=None, on_text=None):
+        completion = super()._complete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, tag)
+        if on_text is not None:
+            self.streamed.append(tag.agent if tag else None)
+            for i in range(0, len(completion.text), 5):
+                on_text(completion.text[i : i + 5])
+        return completion
+
+
+def test_the_final_answer_streams_once_and_no_stream_turns_it_off(doc, monkeypatch):
+    model = Streaming(replies={"manager": ANSWER})
+    monkeypatch.setattr(longread.backends, "get_model", lambda *a, **k: model)
+    streamed = invoke("ask", doc, QUESTION, "--window", 1024)
+    assert streamed.exit_code == 0
+    assert model.streamed == ["manager"]  # only the final call streams
+    assert streamed.stdout.count(ANSWER) == 1 and streamed.stdout.startswith(ANSWER + "\n\ncitations:")
+    model.streamed.clear()
+    whole = invoke("ask", doc, QUESTION, "--window", 1024, "--no-stream", "--force")
+    assert model.streamed == [] and whole.stdout == streamed.stdout
+    model.streamed.clear()
+    assert invoke("ask", doc, QUESTION, "--window", 1024, "--json", "--force").exit_code == 0
+    assert model.streamed == []  # JSON is written whole

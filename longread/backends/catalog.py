@@ -82,7 +82,24 @@ def providers() -> frozenset[str]:
             names.update(json.loads((folder / PROVIDER_FILE).read_text(encoding="utf-8")).get("providers", {}))
         except (OSError, ValueError, AttributeError):
             pass
+        names.update(_enum_providers(folder / "types" / "utils.py"))
     return frozenset(names | set(KEY_VARIABLES) | NO_KEY)
+
+
+def _enum_providers(source: Path) -> set[str]:
+    """The values of litellm's `LlmProviders` enum (the list `litellm.provider_list` is made from), read from its
+    source with `ast`: importing that module imports all of litellm."""
+    import ast
+
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "LlmProviders":
+            return {item.value.value for item in node.body if isinstance(item, ast.Assign)
+                    and isinstance(item.value, ast.Constant) and isinstance(item.value.value, str)}
+    return set()
 
 
 @dataclass(frozen=True)

@@ -238,12 +238,12 @@ class Run:
             if settings.dry_run:
                 self.printer.estimate(job, outcome.data, outcome.estimate)
             else:
-                if not settings.quiet:
-                    self.display.note(done_line(job, outcome.data))
                 if outcome.files is not None and not settings.as_json:
                     self.printer.output_file(str(outcome.files.markdown))
                 else:
                     self.printer.result(job, outcome.data, outcome.stream)
+                if not settings.quiet:  # after the result: a streamed answer is on screen already
+                    self.display.note(done_line(job, outcome.data))
                 self._log(outcome)
         self.display.finish(outcome.line, outcome.kind)
         if outcome.kind == "failed" and outcome.error_type in AUTH_ERRORS:
