@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,7 +35,7 @@ from rich.text import Text
 
 from . import backends
 from .backends.base import ChatModel
-from .console import Display, note, stderr_console
+from .console import Display, TextStream, note, stderr_console
 from .documents import Document, load_source
 from .errors import LongreadError
 from .memory.store import EmbedderMismatch
@@ -106,15 +106,22 @@ class ChatSession:
     """The commands and the rendering of one session; `ask` runs one turn through the graph."""
 
     def __init__(self, reader: Reader, checkpointer: Any, out: Console, err: Console, *, as_json: bool = False,
-                 quiet: bool = False):
+                 quiet: bool = False, stream: bool = True):
         self.reader = reader
         self.out = out
         self.err = err
         self.as_json = as_json
         self.quiet = quiet
+        self.streamed = False
         self.checkpointer = checkpointer
         self._on_event: Callable[[ChainEvent], None] | None = None
-        self.graph = build_chat_graph(reader, checkpointer=checkpointer, on_event=self._event)
+        self._stream: TextStream | None = None
+        steps = reader.chat_steps(on_event=self._event)
+        if stream and not as_json:
+            # Only a fresh read streams its answer: a reply from memory is one short call that may still be judged
+            # insufficient, and text on screen cannot be taken back.
+            steps = replace(steps, read=lambda question: reader.read(question, on_event=self._event, on_text=self._text))
+        self.graph = build_chat_graph(steps, checkpointer=checkpointer)
         self.config = chat_config(reader.session)
 
     @property
@@ -125,6 +132,10 @@ class ChatSession:
     def _event(self, event: ChainEvent) -> None:
         if self._on_event is not None:
             self._on_event(event)
+
+    def _text(self, piece: str) -> None:
+        if self._stream is not None:
+            self._stream(piece)
 
     def turns(self) -> list[Turn]:
         return history(self.graph, self.reader.session)
@@ -165,7 +176,11 @@ class ChatSession:
                 line = display.document("answering")
                 line.set_phase("from memory")
                 self._on_event = line.on_event
+                self._stream = TextStream(display)
                 state = self.graph.invoke({"question": question}, self.config)
+                self._stream.close()
+                self.streamed = self._stream.started
+                self._stream.resume()
                 display.finish(line, "done")
         except KeyboardInterrupt:
             # The checkpoint of the cancelled turn stays pending; the next turn's input starts the graph afresh.
@@ -173,6 +188,9 @@ class ChatSession:
             return None
         finally:
             self._on_event = None
+            if self._stream is not None:
+                self._stream.resume()
+            self._stream = None
         turns = state["history"]
         return turns[-1] if len(turns) > done else None
 
@@ -180,7 +198,9 @@ class ChatSession:
         if self.as_json:
             print(json.dumps(turn_json(turn), ensure_ascii=False), flush=True)
             return
-        if self.out.is_terminal:
+        if self.streamed:
+            self.streamed = False  # written as it came
+        elif self.out.is_terminal:
             self.out.print(Markdown(turn["answer"] or "_(empty answer)_"))
         else:  # a pipe gets the text as written: no wrapping at 80 columns, no padding
             print(turn["answer"].strip() or "(empty answer)", flush=True)
@@ -364,7 +384,7 @@ def run_chat(settings: ChatSettings) -> int:
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
             chat = ChatSession(reader, stack.enter_context(sqlite_saver(folder / "chat.sqlite")), out, err,
-                               as_json=settings.as_json, quiet=settings.quiet)
+                               as_json=settings.as_json, quiet=settings.quiet, stream=settings.stream)
             chat.note(f"longread chat: {document.title or document.source} | session {reader.session} | "
                         f"model {model.name} | window {reader.window}", "bold")
             try:

@@ -303,7 +303,7 @@ def test_a_local_dry_run_estimates_time_from_a_measured_calibration(doc, monkeyp
     plain = invoke("ask", doc, QUESTION, "--window", 1024, "--dry-run")
     data = json.loads(invoke("ask", doc, QUESTION, "--window", 1024, "--dry-run", "--json").stdout)
     assert plain.exit_code == 0
-    assert len(local.calls) == 2  # one calibration call per run, nothing else
+    assert len(local.calls) == 4  # per run: a warm-up and one calibration call, nothing else
     assert "estimated time with mock on this machine: at most" in plain.stdout and "no price" not in plain.stdout
     estimate = data["estimate"]
     speed = estimate["speed"]

@@ -5,7 +5,7 @@ each call with its full `max_new_tokens`. Filling every cap makes the completion
 (so the later prompts), upper bounds: the cost it reports is the most the run can cost, never a guess.
 
 For a model on this machine no price applies; what matters is time. `calibrate` measures the model's prefill and
-decode speed with one short call (a 256-token prompt, 16 new tokens), and `Estimate.seconds_max` turns the
+decode speed with one short call (a 256-token prompt, 16 new tokens) after a one-token warm-up, and `Estimate.seconds_max` turns the
 estimate's token counts into seconds at those speeds.
 """
 
@@ -82,6 +82,7 @@ def calibrate(model: ChatModel, *, prompt_tokens: int = CALIBRATION_PROMPT_TOKEN
     filler = " ".join(str(i) for i in range(prompt_tokens))  # numbers: about one token each, no early stop
     ids = model.tokenizer.encode(filler)[:prompt_tokens]
     messages: list[Message] = [{"role": "user", "content": model.tokenizer.decode(ids) + "\nContinue counting:"}]
+    model.complete([{"role": "user", "content": "1 2 3"}], 1)  # warm-up: the first call pays one-off set-up
     stats = getattr(model, "stats", None)
     before = (stats.seconds_prefill, stats.seconds_decode) if stats is not None else None
     started = time.perf_counter()

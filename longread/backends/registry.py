@@ -19,13 +19,15 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import plugins
 from ..errors import ModelError
-from .base import ChatModel
 
-Factory = Callable[..., ChatModel]
+if TYPE_CHECKING:  # base imports the tokenizers (numpy): `longread models` and the checks do without them
+    from .base import ChatModel
+
+Factory = Callable[..., "ChatModel"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ def is_local_model(model: str) -> bool:
 
 def get_model(model: str | ChatModel = "local", **options: Any) -> ChatModel:
     """The ChatModel for a model string; a ChatModel passes through unchanged."""
+    from .base import ChatModel
+
     if isinstance(model, ChatModel):
         return model
     return backend_for(model).build(model, **{k: v for k, v in options.items() if v is not None})
@@ -265,8 +269,9 @@ def _litellm_rows() -> Iterable[ModelRow]:
             note = "no key (a server address)"
         else:
             missing = [names[0] for names in requirements if not any(os.environ.get(n) for n in names)]
-            note = ("key " + " ".join(n[0] for n in requirements) + (" missing" if missing else " set"))
-        cheapest = min(cards, key=lambda c: c.input_cost + c.output_cost)
+            note = "key " + " ".join(n[0] for n in requirements) + (": not set" if missing else " set")
+        priced = [c for c in cards if c.input_cost > 0 and c.output_cost > 0 and c.window] or cards
+        cheapest = min(priced, key=lambda c: (c.input_cost + c.output_cost, c.model))
         yield ModelRow(f"{provider}/MODEL", "litellm", f"{len(cards)} chat models, e.g. {cheapest.model}",
                        cheapest.window, cheapest.input_cost, cheapest.output_cost, note=note)
 

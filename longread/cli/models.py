@@ -16,7 +16,9 @@ def models(
     provider: Annotated[Optional[str], typer.Argument(metavar="PROVIDER", show_default=False,
                                                       help="List this litellm provider's chat models with their "
                                                       "windows and prices (e.g. openai).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line (every provider).")] = False,
+    every: Annotated[bool, typer.Option("--all", metavar="", help="Every litellm provider, not only the common ones "
+                                        "and those whose key is set.")] = False,
 ) -> None:
     """The model strings --model accepts: local models, aliases, and litellm providers with their prices."""
     from rich.console import Console
@@ -24,7 +26,7 @@ def models(
     from rich.text import Text
 
     from ..backends import ModelRow, model_rows
-    from ..backends.catalog import chat_models, providers
+    from ..backends.catalog import KEY_VARIABLES, NO_KEY, chat_models, providers
     from .settings import user_config
 
     config = user_config()
@@ -39,6 +41,11 @@ def models(
         for name, target in sorted(config.aliases.items()):
             rows.append(ModelRow(name, "alias", f"alias of {target}"))
         title = "--model accepts (USD per million tokens; `longread models PROVIDER` lists a provider's models)"
+    hidden = 0
+    if provider is None and not (every or as_json):
+        common = set(KEY_VARIABLES) | NO_KEY
+        shown = [r for r in rows if r.backend != "litellm" or r.model.split("/")[0] in common or (r.note.endswith(" set") and not r.note.endswith("not set"))]
+        hidden, rows = len(rows) - len(shown), shown
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row.to_dict(), ensure_ascii=False))
@@ -53,6 +60,8 @@ def models(
                       Text(notes, style="" if row.available else "red"))
     console = Console()
     console.print(table)
+    if hidden:
+        console.print(Text(f"and {hidden} more litellm providers: longread models --all"))
     if provider is None:
         from ..backends.kv import valid_forms
 

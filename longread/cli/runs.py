@@ -20,6 +20,19 @@ def _log(workspace):
     return RunLog(runs_path(workspace or default_workspace()))
 
 
+def _short(path: str) -> str:
+    """A path relative to the current folder when it is below it (the table has little room)."""
+    import os
+
+    if "://" in path or path.startswith("<"):
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative
+
+
 @app.callback()
 def runs(
     ctx: typer.Context,
@@ -45,13 +58,15 @@ def runs(
         typer.echo("no runs yet (every ask and summarize is logged when it ends)")
         return
     table = Table(header_style="bold")
+    folding = ("document", "question", "output")
     for column in ("id", "when", "command", "document", "question", "model", "strategy", "tokens", "cost", "time",
                    "output"):
-        table.add_column(column, overflow="fold", justify="right" if column in ("id", "tokens", "cost", "time") else "left")
+        table.add_column(column, overflow="fold", no_wrap=column not in folding,
+                         justify="right" if column in ("id", "tokens", "cost", "time") else "left")
     for r in records:
-        when = r.to_dict()["started"][:16].replace("T", " ")
-        output = r.output or ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
-        table.add_row(str(r.id), when, r.command, Text(r.document), Text(r.question or "-"), Text(r.model),
+        when = r.to_dict()["started"][5:16].replace("T", " ")
+        output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
+        table.add_row(str(r.id), when, r.command, Text(_short(r.document)), Text(r.question or "-"), Text(r.model),
                       r.strategy or "-", f"{r.tokens:,}", cost(r.cost_usd), f"{r.seconds:.1f} s",
                       Text(output, style="red" if r.status == "failed" else ""))
     Console().print(table)
