@@ -12,8 +12,9 @@ is taken as the cases file. Only typer is imported here; each command imports wh
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -129,6 +130,10 @@ def run_command(
                                       help="Cases run at once for API models (local models run one at a time).")] = 1,
     retry_errors: Annotated[bool, typer.Option("--retry-errors",
                                                help="Run again the cases that failed in an earlier run.")] = False,
+    checkpoints: Annotated[Optional[Path], typer.Option(
+        "--checkpoints", metavar="FILE", dir_okay=False, show_default=False,
+        help="Keep every worker step in this SQLite file, so a long case killed half-way resumes there (keep one "
+        "file per results file: a finished thread is answered from it without calls).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run CASES.jsonl under every strategy x model x window x kv, appending to RESULTS.jsonl (resumable)."""
@@ -147,9 +152,11 @@ def run_command(
     settings = settings_of(strategy, model, window, kv or [None])
     progress = EvalProgress(0, console=err, enabled=not quiet)
     try:
-        with progress:
+        with ExitStack() as stack:
+            saver = stack.enter_context(_saver(checkpoints)) if checkpoints else None
+            stack.enter_context(progress)
             summary = run_eval(loaded, settings, out, jobs=jobs, limit=limit, retry_errors=retry_errors,
-                               progress=progress, on_note=progress.print)
+                               progress=progress, on_note=progress.print, checkpointer=saver)
     except KeyboardInterrupt:
         err.print(Text(f"interrupted after {progress.done} case(s); finished ones are in {out}: run the same "
                        "command again to go on where it stopped.", style="yellow"), soft_wrap=True)
@@ -160,6 +167,21 @@ def run_command(
     err.print(Text(f"{summary.ran} run{failed}, {summary.skipped} already done, of {summary.cases}; results in "
                    f"{out}"), soft_wrap=True)
     raise typer.Exit(1 if summary.failed or summary.models_failed else 0)
+
+
+@contextmanager
+def _saver(path: Path) -> Iterator[Any]:
+    """LangGraph's SqliteSaver on `path` (its lock guards the connection across the --jobs threads)."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
 
 
 def _tokens(value: str) -> int:

@@ -155,15 +155,16 @@ _TRUTH_WORDS = {"true": "True", "false": "False", "yes": "True", "no": "False"}
 
 
 def truth_value(reply: str) -> str | None:
-    """"True" or "False" as the reply says it: "the answer is false", a leading "True."/"Yes", else the first of
-    the words true/false that occurs (None when neither does)."""
+    """"True" or "False" as the reply says it: "the answer is false", a leading "True"/"Yes,"/"No.", else the
+    first of the words true/false that occurs (None when neither does)."""
     text = _MARKUP.sub("", reply).lower()
     explicit = re.search(r"\b(?:answer|statement)\s+(?:is\s+)?(?:[:=-]\s*)?(true|false)\b", text)
     if explicit:
         return _TRUTH_WORDS[explicit.group(1)]
-    leading = re.match(r"\W*(true|false|yes|no)\b", text)
+    # "yes"/"no" only as a word of its own ("No.", "Yes, ..."): "No one in the story" says nothing
+    leading = re.match(r"\W*(?:(true|false)\b|(yes|no)(?=\s*[,.!;:]|\s*$))", text)
     if leading:
-        return _TRUTH_WORDS[leading.group(1)]
+        return _TRUTH_WORDS[leading.group(1) or leading.group(2)]
     first = re.search(r"\b(true|false)\b", text)
     return _TRUTH_WORDS[first.group(1)] if first else None
 

@@ -18,7 +18,7 @@ Every name, number and word comes from the seed (invented syllables, random numb
 the book, and cannot be guessed without reading the needle; the same seed gives the same files. Depth 0 puts a
 needle before the first sentence and 1 after the last; others go to the sentence boundary nearest to that
 fraction of the haystack's tokens. `metadata.depth` is the depth asked for, `metadata.needle_depths` where each
-needle landed (fraction of the document's tokens before it), `metadata.length` the length asked for and
+needle landed (the share of the haystack's tokens before it), `metadata.length` the length asked for and
 `metadata.tokens` the document's real length.
 """
 
@@ -228,34 +228,27 @@ class Book:
 
 def _insert(haystack: str, needles: Sequence[tuple[float, str]], tokenizer) -> tuple[str, list[float]]:
     """The haystack with each (depth, sentence) at the sentence boundary nearest to that share of its tokens;
-    returns the text and the depth each needle landed at, as a share of the final text's tokens."""
+    returns the text and each needle's real depth: the share of the haystack's tokens that lie before it."""
     starts = tokenizer.token_starts(haystack)
-    total = len(starts)
-    bounds = [0] + [m.end() for m in _SENTENCE_END.finditer(haystack)] + [len(haystack)]
-    bounds = sorted(set(bounds))
+    total = max(1, len(starts))
+    bounds = sorted({0, len(haystack), *(m.end() for m in _SENTENCE_END.finditer(haystack))})
     bound_tokens = np.searchsorted(starts, np.asarray(bounds, dtype=np.int64))
-    chosen: list[tuple[int, int, str]] = []  # (char position, order, sentence)
+    chosen: list[tuple[int, int, str]] = []  # (boundary index, order, sentence)
     for order, (depth, sentence) in enumerate(needles):
-        target = depth * total
-        i = int(np.argmin(np.abs(bound_tokens - target)))
-        while bounds[i] in {c[0] for c in chosen}:  # two needles never share a boundary
+        i = int(np.argmin(np.abs(bound_tokens - depth * total)))
+        while i in {c[0] for c in chosen}:  # two needles never share a boundary
             i = i + 1 if i + 1 < len(bounds) else i - 1
-        chosen.append((bounds[i], order, sentence))
-    pieces, last, positions = [], 0, {}
-    for position, order, sentence in sorted(chosen):
-        before = haystack[last:position]
-        pieces.append(before)
-        glue_before = "" if position == 0 else " "
-        glue_after = " " if position == 0 else ""
-        positions[order] = sum(len(p) for p in pieces) + len(glue_before)
-        pieces.append(glue_before + sentence + glue_after)
+        chosen.append((i, order, sentence))
+    pieces, last = [], 0
+    for i, _, sentence in sorted(chosen):
+        position = bounds[i]
+        pieces.append(haystack[last:position])
+        # a sentence of its own: after the previous sentence's end, before the whitespace that follows it
+        pieces.append(sentence + " " if position == 0 else " " + sentence)
         last = position
     pieces.append(haystack[last:])
-    text = "".join(pieces)
-    final_starts = tokenizer.token_starts(text)
-    landed = np.searchsorted(final_starts, [positions[o] for o in range(len(needles))])
-    depths = [round(int(t) / len(final_starts), 4) for t in landed]
-    return text, depths
+    landed = {order: round(int(bound_tokens[i]) / total, 4) for i, order, _ in chosen}
+    return "".join(pieces), [landed[o] for o in range(len(needles))]
 
 
 def _depth_label(depth: float) -> str:

@@ -76,13 +76,20 @@ def question_for(case: Case) -> str | None:
 
 
 def check_strategies(names: Sequence[str]) -> None:
-    """ValueError naming a strategy this version of longread cannot read with (before any model loads)."""
-    from ..reader import Reader
-
-    if "strategy" not in inspect.signature(Reader).parameters:
+    """ValueError naming a strategy spec ("rag", "multipath:paths=5") that longread cannot build, before any
+    model loads. Without the strategy registry (an older longread) only `chain` exists."""
+    try:
+        from ..workflows.registry import get_strategy
+    except ImportError:
         unknown = [n for n in names if n != "chain"]
         if unknown:
             raise ValueError(f"strategy {unknown[0]!r} is not available in this version of longread (only chain)")
+        return
+    for name in names:
+        try:
+            get_strategy(name)
+        except Exception as exc:  # StrategyError, or whatever a plugin's factory raises
+            raise ValueError(_one_line(exc) or f"strategy {name!r} cannot be built") from None
 
 
 def read_case(case: Case, document: Document, model: Any, *, strategy: str, window: int, kv: str | None = None,
@@ -251,9 +258,11 @@ def run_eval(
     model_factory: ModelFactory | None = None,
     progress: Any = None,
     on_note: Callable[[str], None] | None = None,
+    checkpointer: Any = None,
 ) -> RunSummary:
     """Runs what `out` does not hold yet; see the module docstring. `read` and `model_factory` (default
-    `longread.backends.get_model`) are the seams tests replace."""
+    `longread.backends.get_model`) are the seams tests replace. A `checkpointer` (LangGraph saver) is passed to
+    every read, so a long case killed half-way resumes at its last worker step."""
     if model_factory is None:
         from ..backends import get_model as model_factory  # type: ignore[no-redef]
     note = on_note or (lambda message: None)
@@ -292,7 +301,7 @@ def run_eval(
         if progress is not None:
             progress.describe(label)
         try:
-            _run_group(work, model, workers, read, documents, results, summary, progress)
+            _run_group(work, model, workers, read, documents, results, summary, progress, checkpointer)
         finally:
             del model
             gc.collect()
@@ -300,7 +309,8 @@ def run_eval(
 
 
 def _run_group(work: list[tuple[Case, Setting]], model: Any, workers: int, read: ReadFunction,
-               documents: _Documents, results: ResultsFile, summary: RunSummary, progress: Any) -> None:
+               documents: _Documents, results: ResultsFile, summary: RunSummary, progress: Any,
+               checkpointer: Any) -> None:
     def finish(line: dict[str, Any]) -> None:
         results.append(line)
         summary.ran += 1
@@ -311,7 +321,7 @@ def _run_group(work: list[tuple[Case, Setting]], model: Any, workers: int, read:
     if workers == 1:
         for case, setting in work:
             document, error = documents.get(case)
-            finish(run_case(case, document, model, setting, read, error))
+            finish(run_case(case, document, model, setting, read, error, checkpointer))
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="longread-eval")
     queue: Iterable[tuple[Case, Setting]] = iter(work)
@@ -319,7 +329,7 @@ def _run_group(work: list[tuple[Case, Setting]], model: Any, workers: int, read:
     try:
         for case, setting in queue:  # at most `workers` in flight: a stopped run leaves little half-done
             document, error = documents.get(case)
-            running.add(pool.submit(run_case, case, document, model, setting, read, error))
+            running.add(pool.submit(run_case, case, document, model, setting, read, error, checkpointer))
             if len(running) >= workers:
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
