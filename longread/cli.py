@@ -499,7 +499,7 @@ def read_document(job: Job, question: str | None, model: ChatModel, settings: Se
     reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer)
     mode = "query" if question is not None else "summary"
     if settings.force and checkpointer is not None:
-        checkpointer.delete_thread(reader.thread_id(mode, question))  # start over instead of resuming
+        reader.forget(question)  # start over instead of resuming
     progress.start_document(job.name)
     if question is not None:
         return reader.ask(question, on_event=progress.on_event)

@@ -8,13 +8,10 @@ The paper reserves nothing for the previous notes (the CU); we do, so a long CU 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 from ..backends.base import ChatModel
 from ..errors import WindowTooSmall
+from .messages import Mode, manager_messages, worker_messages
 from .prompts import Prompts
-
-Mode = Literal["query", "summary"]
 
 MIN_SEGMENT_TOKENS = 64
 # Prompt pieces are tokenized together, segments alone: BPE merges across a join can move a count by a token
@@ -59,9 +56,6 @@ def plan_budget(
     notes_tokens: int | None = None,
     answer_tokens: int | None = None,
 ) -> Budget:
-    from .manager import manager_messages
-    from .worker import worker_messages
-
     window = window or default_window(model)
     default_notes, default_answer = default_caps(window, mode)
     notes_tokens = notes_tokens or default_notes

@@ -249,3 +249,9 @@ class LiteLLMEmbedder:
 
 def default_embedder() -> Embedder:
     return MiniLMEmbedder()
+
+
+def embedder_for(model: Any) -> Embedder:
+    """all-MiniLM-L6-v2 beside a real model; the model-free hashing embedder beside a stand-in (the MockModel of
+    tests and the --dry-run estimate), which must not load a neural model to count tokens."""
+    return HashingEmbedder() if getattr(model, "stand_in", False) else MiniLMEmbedder()
