@@ -246,3 +246,24 @@ def test_the_real_read_path_on_a_mock_model(tmp_path):
         assert line["usage"]["calls"] == len(line["calls"]) > 1 and line["document_tokens"] > 1000
         assert {c["agent"] for c in line["calls"]} >= {"worker"} and line["model_name"] == "mock"
     assert 0.0 <= lines["s"]["score"] <= 1.0 and "rouge_l" in lines["s"]["metrics"]
+
+
+@pytest.mark.parametrize("strategy", ["chain", "lookback", "multipath:paths=2", "truncate", "full"])
+def test_every_strategy_through_the_harness(tmp_path, strategy):
+    """The real read path per strategy, the model's replies routed by role: the final answer is what is scored."""
+    text = " ".join(f"Sentence {i} tells of the harbour and its boats." for i in range(300))
+    cases = [Case(id="q", dataset="toy", question="What opened the chest?", text=text, answers=("tazimklaen",)),
+             Case(id="m", dataset="toy", question="What?", text=text, choices=CHOICES, answer="B")]
+
+    def factory(model, kv=None):
+        def reply(call):
+            return "(B) a boat" if "(A) a lamp" in call.prompt else "The word was tazimklaen."
+
+        return MockModel(replies={"manager": reply, "reader": reply, "judge": reply})
+
+    out = tmp_path / "r.jsonl"
+    summary = run_eval(cases, [Setting(strategy, "mock", 8192)], out, model_factory=factory)
+    lines = {l["case"]: l for l in lines_of(out)}
+    assert summary.failed == 0, [l["error"] for l in lines.values()]
+    assert lines["q"]["score"] == 1.0 and lines["m"]["score"] == 1.0 and lines["m"]["metrics"]["chosen"] == "B"
+    assert all(l["strategy"] == strategy and l["usage"]["calls"] == len(l["calls"]) >= 1 for l in lines.values())

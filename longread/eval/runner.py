@@ -14,7 +14,6 @@ run stopped early still compares the strategies on the same cases.
 from __future__ import annotations
 
 import gc
-import inspect
 import json
 import os
 import threading
@@ -76,15 +75,10 @@ def question_for(case: Case) -> str | None:
 
 
 def check_strategies(names: Sequence[str]) -> None:
-    """ValueError naming a strategy spec ("rag", "multipath:paths=5") that longread cannot build, before any
-    model loads. Without the strategy registry (an older longread) only `chain` exists."""
-    try:
-        from ..workflows.registry import get_strategy
-    except ImportError:
-        unknown = [n for n in names if n != "chain"]
-        if unknown:
-            raise ValueError(f"strategy {unknown[0]!r} is not available in this version of longread (only chain)")
-        return
+    """ValueError naming a strategy spec ("rag", "multipath:paths=5") that the registry cannot build, before any
+    model loads."""
+    from ..workflows.registry import get_strategy
+
     for name in names:
         try:
             get_strategy(name)
@@ -98,12 +92,7 @@ def read_case(case: Case, document: Document, model: Any, *, strategy: str, wind
     The one place that knows how the eval calls the product."""
     from ..reader import Reader
 
-    options: dict[str, Any] = {}
-    if "strategy" in inspect.signature(Reader).parameters:
-        options["strategy"] = strategy
-    elif strategy != "chain":
-        raise ValueError(f"strategy {strategy!r} is not available in this version of longread (only chain)")
-    reader = Reader(document, model=model, window=window, kv=kv, checkpointer=checkpointer, **options)
+    reader = Reader(document, model=model, window=window, kv=kv, strategy=strategy, checkpointer=checkpointer)
     question = question_for(case)
     return reader.summarize() if question is None else reader.ask(question)
 
