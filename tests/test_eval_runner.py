@@ -267,3 +267,28 @@ def test_every_strategy_through_the_harness(tmp_path, strategy):
     assert summary.failed == 0, [l["error"] for l in lines.values()]
     assert lines["q"]["score"] == 1.0 and lines["m"]["score"] == 1.0 and lines["m"]["metrics"]["chosen"] == "B"
     assert all(l["strategy"] == strategy and l["usage"]["calls"] == len(l["calls"]) >= 1 for l in lines.values())
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_on_stderr(tmp_path, terminal):
+    import io
+
+    from rich.console import Console
+
+    from longread.eval.progress import EvalProgress
+
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=terminal, width=120, highlight=False)
+    settings = [Setting("chain", "mock", 512)]
+    run_eval(make_cases(1), settings, tmp_path / "r.jsonl", read=CountingRead(), model_factory=CountingFactory())
+    progress = EvalProgress(0, console=console)
+    with progress:
+        run_eval(make_cases(3), settings, tmp_path / "r.jsonl", read=CountingRead(fail={"c2"}),
+                 model_factory=CountingFactory(), progress=progress, on_note=progress.print)
+    text = stream.getvalue()
+    assert progress.total == 2 and progress.done == 2 and progress.errors == 1
+    assert "resuming" in text and "1 of 3 already done" in text
+    if terminal:
+        assert "2/2" in text and "mean 0.000, 1 failed" in text
+    else:
+        assert "[1/2] c1 chain mock w512: score 0.000" in text and "[2/2] c2 chain mock w512: error RuntimeError" in text

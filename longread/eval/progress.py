@@ -47,6 +47,11 @@ class EvalProgress:
         if self.live or self.lines:
             self.progress.console.print(Text(message, style=style or ""), soft_wrap=True)
 
+    def set_total(self, total: int) -> None:
+        """The cases this run will read (those already in the results file left out), for the bar and the ETA."""
+        self.total = total
+        self.progress.update(self.task, total=total)
+
     def describe(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 

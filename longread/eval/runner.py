@@ -245,7 +245,7 @@ def run_eval(
     retry_errors: bool = False,
     read: ReadFunction = read_case,
     model_factory: ModelFactory | None = None,
-    progress: Any = None,
+    progress: Any = None,  # an EvalProgress (set_total, describe, finished)
     on_note: Callable[[str], None] | None = None,
     checkpointer: Any = None,
 ) -> RunSummary:
@@ -268,8 +268,7 @@ def run_eval(
     }
     summary.skipped = summary.cases - sum(len(p) for p in pending.values())
     if progress is not None:
-        progress.total = summary.cases - summary.skipped
-        progress.progress.update(progress.task, total=progress.total)
+        progress.set_total(summary.cases - summary.skipped)
     if summary.skipped:
         note(f"resuming {results.path}: {summary.skipped} of {summary.cases} already done, {summary.cases - summary.skipped} to run")
     documents = _Documents()
