@@ -667,3 +667,4 @@ def chat(
     from .chat_console import ChatSettings, run_chat
 
     raise typer.Exit(run_chat(ChatSettings(path, session, model, window, kv, workspace or default_workspace())))
+from .eval.cli import app as eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702  (longread/eval/cli.py)
