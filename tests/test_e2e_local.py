@@ -1,8 +1,9 @@
-"""End to end with the real embedded model on a shared book, one run per way of reading: structure, not wording.
+"""End to end with the real embedded model on a shared book: a Chain-of-Agents question over many segments, with
+its events and the local engine's streaming. Structure, not wording. (Every other strategy runs once on the real
+model in test_e2e_strategies.py.)
 
-The smallest inputs that still exercise each path: a part of the book that makes several segments at a
-1024-token window for the chain, a shorter part for the other strategies (multipath with two orders). The
-embedded model is loaded once per test session (conftest's `embedded_model`).
+The smallest input that still exercises the path: a part of the book that makes several segments at a 1024-token
+window. The embedded model is loaded once per test session (conftest's `embedded_model`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 WINDOW = 1024
 CHAIN_CHARS = 16_000  # about 4k tokens: six or more segments at this window
-STRATEGY_CHARS = 3_500  # about 900 tokens: two segments, so every chain passes notes on; fits `full`'s one call
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def part(book: str, chars: int, title: str) -> Document:
 
 def test_a_chain_of_agents_question_with_the_embedded_model(embedded_model, book, question):
     reader = Reader(part(book, CHAIN_CHARS, "chain"), model=embedded_model, window=WINDOW)
-    events = []
-    result = reader.ask(question, on_event=events.append)
+    events, streamed = [], []
+    result = reader.ask(question, on_event=events.append, on_text=streamed.append)
 
     n = result.segments
     assert n >= 6, "a 4k-token text at a 1024-token window needs several segments"
@@ -59,24 +59,7 @@ def test_a_chain_of_agents_question_with_the_embedded_model(embedded_model, book
     segments = reader.segments(reader.budget("query", question).segment_tokens)
     assert "".join("".join(text[s.start : s.end] for s in segments).split()) == "".join(text.split())
     assert result.answer.strip()
+    # The engine streamed the manager's answer in pieces, and they make up the text it returned.
+    assert len(streamed) > 1 and "".join(streamed).strip() == result.answer.strip()
     for citation in result.citations:
         assert 0 <= citation.start < citation.end <= len(text)
-
-
-@pytest.mark.parametrize("strategy", ["lookback", "multipath:paths=2", "rag", "truncate", "full", "auto"])
-def test_every_other_strategy_with_the_embedded_model(embedded_model, book, question, strategy):
-    document = part(book, STRATEGY_CHARS, strategy)
-    reader = Reader(document, model=embedded_model, window=WINDOW, strategy=strategy)
-    streamed: list[str] = []
-    result = reader.ask(question, on_text=streamed.append)
-
-    assert result.strategy.split(":")[0] == strategy.split(":")[0]
-    assert result.calls and result.answer.strip()
-    window = embedded_model.context_window if strategy == "full" else WINDOW
-    for call in result.calls:
-        assert call.prompt_tokens + call.max_new_tokens <= window
-        assert 0 < call.completion_tokens <= call.max_new_tokens
-    # The local engine streamed the final answer: the pieces make up the text it returned.
-    assert "".join(streamed).strip() == result.answer.strip()
-    for citation in result.citations:
-        assert 0 <= citation.start < citation.end <= len(document.text)

@@ -28,6 +28,7 @@ class Budget:
     answer_tokens: int  # the manager's max_new_tokens
     worker_overhead: int  # prompt tokens of a worker call with empty segment and notes
     manager_overhead: int
+    focus_tokens: int = 0  # room for a guided chain's focus passages
 
 
 def default_window(model: ChatModel) -> int:
@@ -55,7 +56,10 @@ def plan_budget(
     *,
     notes_tokens: int | None = None,
     answer_tokens: int | None = None,
+    focus_tokens: int = 0,
 ) -> Budget:
+    """`focus_tokens`: room a guided chain keeps in each worker's prompt for the passages it shows after the
+    segment (their heading included), taken from the segment's budget."""
     window = window or default_window(model)
     default_notes, default_answer = default_caps(window, mode)
     notes_tokens = notes_tokens or default_notes
@@ -63,7 +67,7 @@ def plan_budget(
 
     worker_overhead = model.count_prompt_tokens(worker_messages(prompts, mode, question, "", "", 1)) + JOIN_MARGIN
     manager_overhead = model.count_prompt_tokens(manager_messages(prompts, mode, question, "")) + JOIN_MARGIN
-    segment_tokens = window - notes_tokens - worker_overhead - notes_tokens
+    segment_tokens = window - notes_tokens - worker_overhead - notes_tokens - focus_tokens
     manager_total = manager_overhead + notes_tokens + answer_tokens
     if segment_tokens < MIN_SEGMENT_TOKENS or manager_total > window:
         raise WindowTooSmall(
@@ -72,4 +76,4 @@ def plan_budget(
             f"{MIN_SEGMENT_TOKENS} for document text; the manager needs {manager_total}. "
             "Use a larger --window or a shorter question."
         )
-    return Budget(window, segment_tokens, notes_tokens, answer_tokens, worker_overhead, manager_overhead)
+    return Budget(window, segment_tokens, notes_tokens, answer_tokens, worker_overhead, manager_overhead, focus_tokens)

@@ -12,13 +12,19 @@ Mode = Literal["query", "summary"]
 
 
 def worker_messages(
-    prompts: Prompts, mode: Mode, question: str | None, segment_text: str, notes: str, number: int
+    prompts: Prompts, mode: Mode, question: str | None, segment_text: str, notes: str, number: int,
+    focus: Sequence[str] = (),
 ) -> list[Message]:
-    """[system][segment][previous notes][question][task]: the segment comes first so its KV can be reused."""
+    """[system][segment][focus passages][previous notes][question][task]: the segment comes first so its KV can
+    be reused; the focus passages (a guided chain) depend on the question, so they come after it."""
     task = prompts.worker_summary_task if mode == "summary" else prompts.worker_query_task.format(question=question)
+    spotlight = ""
+    if focus:
+        spotlight = prompts.focus_heading + "".join(prompts.focus_passage.format(text=t.strip()) for t in focus)
     content = (
         prompts.segment_heading.format(number=number, question=question or "")
         + segment_text
+        + spotlight.rstrip("\n")
         + prompts.previous_notes_heading
         + (notes or prompts.no_notes_yet)
         + "\n\n"

@@ -33,6 +33,9 @@ class Prompts:
     segment_heading: str = "Source text (part {number}):\n"
     previous_notes_heading: str = "\n\nNotes on the earlier parts:\n"
     no_notes_yet: str = "(none yet: this is the first part)"
+    # A guided chain shows each worker the passages of its part closest to the question, after the part.
+    focus_heading: str = "\n\nThe passages of this part closest to the question:\n"
+    focus_passage: str = "\"{text}\"\n"
     worker_query_task: str = (
         "Question: {question}\n\n"
         "Read the source text and the notes on the earlier parts. Rewrite the notes so that they keep every "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 from ..backends.base import CallTag, ChatModel, Completion, Message
 from ..segmenting import Segment
@@ -28,11 +29,15 @@ class Worker:
     mode: Mode
     question: str | None
     budget: Budget
+    # A guided chain: the passages of a segment to show after it (their tokens are within the notes' room).
+    focus: Callable[[Segment], Sequence[str]] | None = field(default=None, repr=False)
 
     def messages(self, segment: Segment, previous: CommunicationUnit) -> tuple[list[Message], int]:
         """The prompt, and how many characters of its last message are the reusable prefix."""
         number = segment.index + 1
-        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, previous.text, number)
+        focus = self.focus(segment) if self.focus is not None else ()
+        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, previous.text, number,
+                                   focus)
         return messages, worker_prefix_chars(self.prompts, segment.text, number, self.question)
 
     def read(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> WorkerStep:

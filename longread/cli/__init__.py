@@ -85,5 +85,6 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(alias_app, name="alias")
 app.add_typer(config_app, name="config")
 app.command()(strategies)
+from ..eval.cli import app as eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702  (longread/eval/cli.py)
 
 __all__ = ["app"]

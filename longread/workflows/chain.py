@@ -13,7 +13,7 @@ caches are warm already. Both run as the LangGraph chain of chain_of_agents.py, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, lookback_text
 from ..results import CallRecord, Citation, Result, unique_citations
@@ -60,23 +60,60 @@ def lookback_passages(ctx: ReadingContext, manager: Manager, segments: Sequence[
     return lookback_text(ctx.prompts, [(i, c.text) for i, c in chosen]), sorted({i for i, _ in chosen})
 
 
+FOCUS_CHUNK_TOKENS = 128
+
+
+def focus_passages(ctx: ReadingContext, query: str, room: int) -> Callable[[Segment], list[str]]:
+    """For a guided chain: the retrieval chunks inside a segment most similar to the query, best first, within
+    `room` tokens (each with its quoting frame), for the worker to see right before its task."""
+    frame = ctx.model.tokenizer.count(ctx.prompts.focus_passage.format(text="")) + 2
+    heading = ctx.model.tokenizer.count(ctx.prompts.focus_heading)
+    ranked: list[tuple[float, Segment]] | None = None
+
+    def passages(segment: Segment) -> list[str]:
+        nonlocal ranked
+        if ranked is None:
+            ranked = ctx.rank_chunks(query, FOCUS_CHUNK_TOKENS)
+        chosen, used = [], heading
+        for _, chunk in ranked:
+            if segment.start <= chunk.start and chunk.end <= segment.end and used + chunk.tokens + frame <= room:
+                chosen.append(chunk.text)
+                used += chunk.tokens + frame
+            if len(chosen) == 2:
+                break
+        return chosen
+
+    return passages
+
+
 @dataclass
 class ChainStrategy(Strategy):
-    """Chain-of-Agents: n workers in order, then the manager. `lookback=True` is the `lookback` strategy."""
+    """Chain-of-Agents: n workers in order, then the manager. `lookback=True` is the `lookback` strategy;
+    `guided=True` shows each worker the passages of its segment closest to the question (retrieval guiding the
+    chain, one of the designs the strategies issue asks to measure)."""
 
     name: ClassVar[str] = "chain"
     lookback: bool = False
+    guided: bool = False
 
     @property
     def spec(self) -> str:
-        return "lookback" if self.lookback else "chain"
+        base = "lookback" if self.lookback else "chain"
+        return f"{base}:guided=true" if self.guided else base
+
+    def focus_room(self, ctx: ReadingContext) -> int:
+        return min(2 * FOCUS_CHUNK_TOKENS + 24, ctx.window // 12) if self.guided else 0
 
     def plan(self, ctx: ReadingContext, question: str | None, *, order: Sequence[int] | None = None,
              path: int | None = None, memory: bool = True) -> ChainRun:
         mode = self.check_mode(question)
-        budget = ctx.budget(mode, question)
+        guided = self.guided and mode == "query"
+        budget = ctx.budget(mode, question, focus_tokens=self.focus_room(ctx) if guided else 0)
         segments = ctx.segments(budget.segment_tokens)
         worker = Worker(ctx.model, ctx.prompts, mode, question, budget)
+        if guided:
+            assert question is not None
+            worker.focus = focus_passages(ctx, question, budget.focus_tokens)
         manager = Manager(ctx.model, ctx.prompts, mode, question, budget)
         hooks = ctx.hooks(len(segments), path, stream=path is None)
         if memory and ctx.memory is not None:
@@ -92,6 +129,8 @@ class ChainStrategy(Strategy):
         parts: list[Any] = [mode, question]
         if self.lookback:
             parts.append("lookback")
+        if guided:
+            parts.append("guided")
         if order is not None:
             parts.append(list(order))
         reading_order = list(range(len(segments))) if order is None else list(order)

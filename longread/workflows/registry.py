@@ -85,7 +85,7 @@ def _register_builtins() -> None:
     from .truncate import TruncateStrategy
 
     register_strategy("chain", ChainStrategy, "Chain-of-Agents: workers read the segments in order, a manager answers")
-    register_strategy("lookback", lambda **o: ChainStrategy(lookback=True, **o),
+    register_strategy("lookback", lambda **o: ChainStrategy(**{"lookback": True, **o}),
                       "chain, and the manager re-reads the source passages the notes cite")
     register_strategy("multipath", MultipathStrategy, "chains over several reading orders, then a judge")
     register_strategy("rag", RagStrategy, "baseline: the best ~300-token chunks for the question, one call")
