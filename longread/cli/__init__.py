@@ -51,6 +51,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     context_settings={"help_option_names": ["-h", "--help"]},
+    # click's plain help, as `llm` prints it: rich's help panels import markdown-it and rich's traceback and
+    # pretty-printing, which would double the time `longread --help` takes.
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,  # locals may hold model options; never show them
 )
 
