@@ -6,7 +6,7 @@ Everything here writes inside `Display.paused()`, so output never lands on a pro
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -183,5 +183,3 @@ class Printer:
             )
             self._echo(f"  {self.estimate_words(model, total)}")
 
-
-OnText = Callable[[str], None]

@@ -146,7 +146,6 @@ class Run:
     resources: Resources
     outputs: OutputFolder | None
     output_settings: OutputSettings
-    err: Any
 
     def read_one(self, job: Job) -> Outcome:
         """Reads one document (or finds it done); never raises for that document's own failures."""
@@ -306,7 +305,7 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
             stack.enter_context(display)
             resources = Resources(settings, stack)
             current = Run(settings, question, display, printer, resources, OutputFolder(out) if out else None,
-                          output_settings, err)
+                          output_settings)
             for job in jobs:
                 current.report(current.read_one(job), failures)
                 finished += 1
