@@ -25,6 +25,7 @@ from .ask import ask
 from .chat import chat
 from .models import models
 from .runs import app as runs_app
+from .serve import serve
 from .settings_commands import alias_app, config_app, strategies
 from .summarize import summarize
 
@@ -84,6 +85,7 @@ app.command(**READS)(ask)
 app.command(**READS)(summarize)
 app.command(**READS)(chat)
 app.command()(models)
+app.command()(serve)
 app.add_typer(runs_app, name="runs")
 app.add_typer(alias_app, name="alias")
 app.add_typer(config_app, name="config")
