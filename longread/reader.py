@@ -80,6 +80,7 @@ class Reader:
         model: str | ChatModel = "local",
         window: int | None = None,
         kv: str | None = None,
+        api_base: str | None = None,
         strategy: str | Strategy | None = None,
         prompts: Prompts | None = None,
         checkpointer: Any = None,
@@ -92,7 +93,7 @@ class Reader:
         controller_options: Mapping[str, Any] | None = None,
     ):
         self.document = as_document(source)
-        self.model = get_model(model, kv=kv)
+        self.model = get_model(model, kv=kv, api_base=api_base)  # get_model drops the options left at None
         self.window = window or default_window(self.model)
         self.strategy = get_strategy(strategy)
         self.prompts = prompts or DEFAULT_PROMPTS

@@ -291,7 +291,8 @@ class LiteLLMModel(ChatModel):
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                   **extra) -> Completion:
         litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None)
+        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
+                                cache_prefix=cache_prefix)
         attempts, started = 0, None
 
         def attempt() -> Any:
@@ -325,7 +326,8 @@ class LiteLLMModel(ChatModel):
     async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                          **extra) -> Completion:
         litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None)
+        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
+                                cache_prefix=cache_prefix)
         slots = self._async_slots()
         attempts, started = 0, None
 
@@ -366,12 +368,18 @@ class LiteLLMModel(ChatModel):
             return slots
 
     def _request(self, messages: list[Message], max_new_tokens: int, temperature: float,
-                 stream: bool = False) -> dict[str, Any]:
+                 stream: bool = False, cache_prefix: int | None = None) -> dict[str, Any]:
         """Keyword arguments of one litellm call. Holds the credentials: it lives only for the call."""
         request = dict(self.litellm_kwargs)
         request.update(self._credentials.as_kwargs())
         if self.api_base is not None:
             request["api_base"] = self.api_base
+            if cache_prefix:
+                # A self-hosted server: `longread serve` keeps the KV of this question-independent prefix (a header,
+                # so no other server can refuse the request for it; vLLM finds shared prefixes by itself).
+                from ..serve.protocol import CACHE_PREFIX_HEADER
+
+                request["extra_headers"] = {**request.get("extra_headers", {}), CACHE_PREFIX_HEADER: str(cache_prefix)}
         request.update(
             model=self.name,
             messages=list(messages),

@@ -76,5 +76,11 @@ WorkspaceOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress display and no notes; "
                                            "errors still show.")]
+ApiBaseOption = Annotated[
+    Optional[str],
+    typer.Option("--api-base", metavar="URL", envvar="LONGREAD_API_BASE", show_default=False,
+                 help="The server of an API model: `longread serve` or vLLM (`--model openai/NAME --api-base "
+                 "http://127.0.0.1:8000/v1`, `hosted_vllm/NAME`), a proxy, another endpoint of the provider."),
+]
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", metavar="", help="Print the answer when it is "
                                               "finished instead of as it is written.")]

@@ -42,8 +42,12 @@ def preflight(settings: Settings) -> None:
     """What would make every document fail, found before the first one is read (no call, no model loaded)."""
     from .strategies import strategy_names
 
+    if settings.api_base and backends.backend_for(settings.model).name != "litellm":
+        raise FatalError(f"--api-base {settings.api_base}: {settings.model} runs in this process; --api-base names "
+                         "the server of an API model (--model openai/NAME or hosted_vllm/NAME)")
     try:
-        backends.check_model(settings.model, need_key=not settings.dry_run)
+        # A server of one's own (--api-base) may take no key; one that wants one answers 401, which stops the run.
+        backends.check_model(settings.model, need_key=not settings.dry_run and not settings.api_base)
     except ModelError as exc:
         raise FatalError(_with_alias(settings, str(exc))) from exc
     name = settings.strategy.split(":", 1)[0]
@@ -89,7 +93,7 @@ class Resources:
     def _build(self) -> Any:
         settings = self.settings
         try:
-            model = backends.get_model(settings.model, kv=settings.kv)
+            model = backends.get_model(settings.model, **settings.model_options())
         except (LongreadError, ValueError, ImportError, OSError) as exc:
             raise FatalError(_with_alias(settings, f"--model {settings.model}: {one_line(str(exc))}")) from exc
         if settings.window and settings.window > model.context_window:

@@ -56,10 +56,10 @@ def serve(
     resolved = config.resolve_model(given)
     kv = kv or config.kv
     try:
-        backends.check_model(resolved, need_key=True)
         if not backends.is_local_model(resolved):
             raise ModelError(f"--model {resolved}: longread serve runs local models (`local`, `hf:PATH`); an API "
                              "model is served by its provider already")
+        backends.check_model(resolved, need_key=True)
         engine = backends.get_model(resolved, kv=kv)
     except (LongreadError, ValueError, ImportError, OSError) as exc:
         note(err, f"error: {one_line(str(exc))}", "red")

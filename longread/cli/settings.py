@@ -73,6 +73,14 @@ class Settings:
     stream: bool = True
     writes_files: bool = False  # summaries go to --out, not stdout
     alias: str | None = None  # the alias the model string came from
+    api_base: str | None = None  # --api-base: the server of an API model
+
+    def model_options(self) -> dict[str, object]:
+        """What `backends.get_model` gets besides the model string (the options that were given)."""
+        options: dict[str, object] = {"kv": self.kv}
+        if self.api_base:
+            options["api_base"] = self.api_base
+        return options
 
     @property
     def debug(self) -> bool:
@@ -88,7 +96,7 @@ def user_config() -> Config:
 
 
 def resolve(command: str, *, model: str | None, window: int | None, kv: str | None, strategy: str | None,
-            workspace: Path | None, **flags: bool) -> Settings:
+            workspace: Path | None, api_base: str | None = None, **flags: bool) -> Settings:
     config = user_config()
     given = model or config.model or DEFAULT_MODEL
     resolved = config.resolve_model(given)
@@ -104,7 +112,7 @@ def resolve(command: str, *, model: str | None, window: int | None, kv: str | No
     return Settings(
         command=command, model=resolved, window=window or config.window, kv=kv,
         strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
-        alias=given if resolved != given else None, **flags,
+        alias=given if resolved != given else None, api_base=api_base or None, **flags,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    DryRunOption, ForceOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption,
+    ApiBaseOption, DryRunOption, ForceOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption,
     WindowOption, WorkspaceOption,
 )
 
@@ -33,12 +33,13 @@ def summarize(
     workspace: WorkspaceOption = None,
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
+    api_base: ApiBaseOption = None,
 ) -> None:
     """Summarize documents and folders of them."""
     from .runner import run
     from .settings import resolve
 
     settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
+                       api_base=api_base,                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
                        writes_files=out is not None)
     raise typer.Exit(run(list(paths), None, settings, out))
