@@ -101,7 +101,7 @@ def run_ours(job: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"longread": str(Path(longread.__file__).parent), "import_s": imported - job["t0"],
                            "load_cold_s": ready - job["t0"], "load_warm_s": warm}
     for name, messages, cap, prefix in (("short", SHORT, SHORT_CAP, None),
-                                        ("worker", job["messages"], NOTES_CAP, job["prefix"])):
+                                        ("worker", job["messages"], job["decode_cap"], job["prefix"])):
         model.stats.__init__()
         started = time.perf_counter()
         completion = model.complete(messages, cap, window=WINDOW, cache_prefix=prefix)
@@ -155,7 +155,7 @@ def run_generate(job: dict[str, Any]) -> dict[str, Any]:
 
     eos = [model.generation_config.eos_token_id, tokenizer.eos_token_id]
     eos = sorted({e for x in eos for e in (x if isinstance(x, list) else [x]) if e is not None})
-    for name, messages, cap in (("short", SHORT, SHORT_CAP), ("worker", job["messages"], NOTES_CAP)):
+    for name, messages, cap in (("short", SHORT, SHORT_CAP), ("worker", job["messages"], job["decode_cap"])):
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = torch.tensor([tokenizer.encode(rendered, add_special_tokens=False)])
         penalty = OutputOnlyPenalty(ids.shape[1])
@@ -257,6 +257,7 @@ def best(values: list[float | None], higher: bool) -> float | None:
 
 def summarize(model: str, variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"model": model, "variant": variant, "repeats": len(runs),
+                           "omp_wait_policy": "PASSIVE" if variant in ("after", "generate-passive") else "default",
                            "load_cold_s": best([r["load_cold_s"] for r in runs], False),
                            "load_warm_s": best([r["load_warm_s"] for r in runs], False),
                            "load_avg": [round(r["load_avg"], 1) for r in runs]}
@@ -274,6 +275,23 @@ def summarize(model: str, variant: str, runs: list[dict[str, Any]]) -> dict[str,
     return row
 
 
+def record(args: argparse.Namespace, models: list[str], variants: list[str], runs: dict, first_calls: dict) -> Path:
+    """Writes what has been measured so far (after every round: a run cut short still leaves its figures)."""
+    results = [summarize(model, variant, rows) for (model, variant), rows in runs.items()]
+    for model in models:
+        if (model, "before") in runs and (model, "after") in runs:
+            both = runs[(model, "before")] + runs[(model, "after")]
+            results.append({"model": model, "check": "after writes what before wrote, every repeat, both prompts",
+                            "identical": all(len({r[c]["text"] for r in both}) == 1 for c in ("short", "worker"))})
+    for (_, variant), seconds in first_calls.items():
+        results.append({"command": "longread ask ... --model " + (QWEN if QWEN in models else models[0]),
+                        "variant": variant, "first_model_call_s": best(seconds, False),
+                        "all_s": [round(s, 1) for s in seconds]})
+    command = "python benchmarks/local_engine.py " + " ".join(sys.argv[1:])
+    path = write_record(args.name, command.strip(), results, f"{machine()}, shared with other work")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -282,6 +300,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", default=DEFAULT_BEFORE, help="git revision measured as `before`")
     parser.add_argument("--prompt-tokens", type=int, default=3500)
+    parser.add_argument("--decode-cap", type=int, default=NOTES_CAP,
+                        help="max_new_tokens of the worker call (the window is still sized for the notes cap, 256)")
     parser.add_argument("--no-cli", action="store_true", help="skip timing `longread ask` to its first call")
     parser.add_argument("--name", default="local-engine-cpu")
     args = parser.parse_args()
@@ -299,7 +319,7 @@ def main() -> None:
             from longread.backends.local.weights import embedded_model_dir
 
             path = str(embedded_model_dir())
-        jobs[model] = {"messages": messages, "prefix": prefix, "path": path}
+        jobs[model] = {"messages": messages, "prefix": prefix, "path": path, "decode_cap": args.decode_cap}
         print(f"{model}: worker prompt of {tokens} tokens", file=sys.stderr, flush=True)
 
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -320,21 +340,8 @@ def main() -> None:
                 first_calls.setdefault(("ask", variant), []).append(seconds)
                 print(f"[{repeat + 1}/{args.repeats}] longread ask {variant}: first model call after {seconds:.1f}s",
                       file=sys.stderr, flush=True)
+        print(f"wrote {record(args, models, variants, runs, first_calls)}", file=sys.stderr, flush=True)
 
-    results = [summarize(model, variant, rows) for (model, variant), rows in runs.items()]
-    for model in models:
-        texts = {v: runs[(model, v)][0]["worker"]["text"] for v in variants}
-        if "before" in texts and "after" in texts:
-            results.append({"model": model, "check": "after writes what before wrote (worker and short prompts)",
-                            "identical": all(runs[(model, "after")][0][c]["text"] == runs[(model, "before")][0][c]["text"]
-                                             for c in ("short", "worker"))})
-    for (_, variant), seconds in first_calls.items():
-        results.append({"command": "longread ask ... --model " + (QWEN if QWEN in models else models[0]),
-                        "variant": variant, "first_model_call_s": best(seconds, False),
-                        "all_s": [round(s, 1) for s in seconds]})
-    command = "python benchmarks/local_engine.py " + " ".join(sys.argv[1:])
-    path = write_record(args.name, command.strip(), results, f"{machine()}, shared with other work")
-    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
