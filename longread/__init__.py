@@ -7,13 +7,17 @@
 
 from . import _env  # noqa: F401  (offline settings before any heavy import)
 from .documents import Document, load_document
-from .errors import DocumentError, LongreadError, ModelError, WindowExceeded, WindowTooSmall
-from .reader import ChainEvent, Reader, aask, ask, asummarize, summarize
-from .results import CallRecord, Citation, Result, Usage
+from .errors import (DocumentError, DocumentTooLong, LongreadError, ModelError, StrategyError, WindowExceeded,
+                     WindowTooSmall)
+from .reader import Reader, aask, ask, asummarize, summarize
+from .results import CallRecord, ChainEvent, Citation, ReadEvent, Result, Usage
+from .workflows import Strategy, available_strategies, get_strategy, register_strategy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CallRecord", "ChainEvent", "Citation", "Document", "DocumentError", "LongreadError", "ModelError", "Reader",
-    "Result", "Usage", "WindowExceeded", "WindowTooSmall", "aask", "ask", "asummarize", "load_document", "summarize",
+    "CallRecord", "ChainEvent", "Citation", "Document", "DocumentError", "DocumentTooLong", "LongreadError",
+    "ModelError", "ReadEvent", "Reader", "Result", "Strategy", "StrategyError", "Usage", "WindowExceeded",
+    "WindowTooSmall", "aask", "ask", "asummarize", "available_strategies", "get_strategy", "load_document",
+    "register_strategy", "summarize",
 ]

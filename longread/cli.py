@@ -499,7 +499,7 @@ def read_document(job: Job, question: str | None, model: ChatModel, settings: Se
     reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer)
     mode = "query" if question is not None else "summary"
     if settings.force and checkpointer is not None:
-        checkpointer.delete_thread(reader.thread_id(mode, question))  # start over instead of resuming
+        reader.forget(question)  # start over instead of resuming
     progress.start_document(job.name)
     if question is not None:
         return reader.ask(question, on_event=progress.on_event)
@@ -667,3 +667,4 @@ def chat(
     from .chat_console import ChatSettings, run_chat
 
     raise typer.Exit(run_chat(ChatSettings(path, session, model, window, kv, workspace or default_workspace())))
+from .eval.cli import app as eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702  (longread/eval/cli.py)

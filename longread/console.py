@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from .reader import ChainEvent
+from .results import ChainEvent
 
 
 def stderr_console() -> Console:
@@ -85,6 +85,8 @@ class RunProgress:
 
     def on_event(self, event: ChainEvent) -> None:
         record = event.record
+        if record is None:  # a call starting: the display moves when it finishes
+            return
         self.tally.tokens += record.prompt_tokens + record.completion_tokens
         self.tally.calls += 1
         rate = f"{self.tally.tokens_per_second():,.0f} tok/s"

@@ -37,3 +37,19 @@ class WindowTooSmall(LongreadError):
 
 class ModelError(LongreadError):
     """A model could not be loaded or called (after retries, where retrying made sense)."""
+
+
+class StrategyError(LongreadError, ValueError):
+    """A strategy cannot read this document this way (an unknown strategy, rag asked for a summary, ...)."""
+
+
+class DocumentTooLong(LongreadError):
+    """The whole document does not fit one call (the `full` strategy). Raised before any call."""
+
+    def __init__(self, needed: int, limit: int, what: str = "the document"):
+        self.needed = needed
+        self.limit = limit
+        super().__init__(
+            f"{what} needs {needed:,} tokens in one call (text, instructions and answer), over the model's context "
+            f"of {limit:,}: use another --strategy (chain reads it in parts) or a model with a longer context"
+        )

@@ -1,14 +1,21 @@
-"""Typed results of a read: the answer or summary, citations, per-call records and usage totals."""
+"""Typed results of a read: the answer or summary, citations, per-call records, events and usage totals."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+if TYPE_CHECKING:
+    from .backends.base import Completion
+
+# worker / manager / judge: the Chain-of-Agents roles (the judge compares the answers of several reading paths);
+# reader: the one call of a single-call strategy (rag, truncate, full); controller: the memory controller's calls.
+Agent = Literal["worker", "manager", "judge", "reader", "controller"]
 
 
 @dataclass(frozen=True)
 class CallRecord:
-    agent: Literal["worker", "manager", "controller"]
+    agent: Agent
     segment: int | None
     prompt_tokens: int
     completion_tokens: int
@@ -17,19 +24,67 @@ class CallRecord:
     cost_usd: float = 0.0
     cached_prompt_tokens: int = 0
     passed_on: bool = False  # a worker that found nothing and passed the previous notes on
+    reply: str = ""  # what the model answered, verbatim: why an answer came out as it did
+    path: int | None = None  # the reading path (multipath) this call belongs to
+    finish_reason: str = "stop"  # "stop" | "length" (the token cap cut it) | "repetition"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CallRecord":
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def of(cls, agent: Agent, segment: int | None, completion: "Completion", max_new_tokens: int, *,
+           passed_on: bool = False, path: int | None = None) -> "CallRecord":
+        """The record of one finished call: the only place a Completion becomes a CallRecord."""
+        return cls(
+            agent=agent, segment=segment, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens, max_new_tokens=max_new_tokens,
+            seconds=round(completion.seconds, 6), cost_usd=completion.cost_usd,
+            cached_prompt_tokens=completion.cached_prompt_tokens, passed_on=passed_on, reply=completion.text,
+            path=path, finish_reason=completion.finish_reason,
+        )
+
 
 @dataclass(frozen=True)
 class Citation:
+    """A char span of the source that an answer rests on, and the segment (or chunk) it lies in."""
+
     segment: int
     start: int
     end: int
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def unique_citations(spans: Sequence[Any]) -> list[Citation]:
+    """Citations from anything with segment/start/end (citations, memory spans), each once, in document order."""
+    unique = {(int(s.segment), int(s.start), int(s.end)) for s in spans}
+    return [Citation(*span) for span in sorted(unique)]
+
+
+@dataclass(frozen=True)
+class ReadEvent:
+    """A call of a run starting or finishing, for progress displays and logs.
+
+    `record` is None when the call starts. `path` is the reading path of a multipath run (None otherwise).
+    """
+
+    kind: Literal["call_started", "call_finished"]
+    agent: Agent
+    segment: int | None
+    segments: int
+    record: CallRecord | None
+    document: str
+    path: int | None = None
+
+
+ChainEvent = ReadEvent  # the name of earlier releases
+EventHandler = Callable[[ReadEvent], None]
 
 
 @dataclass(frozen=True)
@@ -42,7 +97,7 @@ class Usage:
     cached_prompt_tokens: int = 0
 
     @classmethod
-    def of(cls, calls: list[CallRecord]) -> "Usage":
+    def of(cls, calls: Sequence[CallRecord]) -> "Usage":
         return cls(
             prompt_tokens=sum(c.prompt_tokens for c in calls),
             completion_tokens=sum(c.completion_tokens for c in calls),
@@ -71,6 +126,7 @@ class Result:
     notes: str = ""  # the final communication unit the manager read
     document_tokens: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "chain"
 
     @property
     def answer(self) -> str:
@@ -84,6 +140,12 @@ class Result:
     def usage(self) -> Usage:
         return Usage.of(self.calls)
 
+    @property
+    def finish_reason(self) -> str:
+        """How the final text ended: "length" when its token cap cut it."""
+        final = [c for c in self.calls if c.agent in ("manager", "judge", "reader")]
+        return final[-1].finish_reason if final else "stop"
+
     def to_dict(self) -> dict[str, Any]:
         """The --json object of DESIGN.md."""
         key = "summary" if self.mode == "summary" else "answer"
@@ -91,11 +153,14 @@ class Result:
             "source": self.source,
             "title": self.title,
             "model": self.model,
+            "strategy": self.strategy,
             "mode": self.mode,
             key: self.text,
+            "finish_reason": self.finish_reason,
             "citations": [c.to_dict() for c in self.citations],
             "segments": self.segments,
             "document_tokens": self.document_tokens,
+            "notes": self.notes,
             "calls": [c.to_dict() for c in self.calls],
             "usage": self.usage.to_dict(),
             "window": self.window,

@@ -186,3 +186,20 @@ def tiktoken_tokenizer(encoding: str = DEFAULT_ENCODING) -> TiktokenTokenizer:
 
 def tokenizer_for_api_model(model: str) -> TiktokenTokenizer:
     return tiktoken_tokenizer(encoding_for_model(model))
+
+
+def truncate_to_tokens(text: str, tokenizer: Tokenizer, limit: int) -> str:
+    """text cut to at most `limit` tokens of tokenizer. Re-counted: decoding a prefix of the ids need not encode
+    back to as many ids, so the cut steps back until the count fits."""
+    if limit <= 0:
+        return ""
+    ids = tokenizer.encode(text)
+    if len(ids) <= limit:
+        return text
+    cut = limit
+    while cut > 0:
+        candidate = tokenizer.decode(ids[:cut])
+        if tokenizer.count(candidate) <= limit:
+            return candidate
+        cut -= 1
+    return ""

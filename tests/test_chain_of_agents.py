@@ -78,17 +78,8 @@ def test_summary_mode_asks_for_long_notes_and_a_summary():
 
 
 def test_worker_that_finds_nothing_passes_previous_notes_on_unchanged():
-    def responder(messages):
-        content = messages[-1]["content"]
-        if "Source text (part 2)" in content:
-            return NOTHING_RELEVANT
-        if "Source text (part 3)" in content:
-            return "I don't know."
-        if "Source text (part 1)" in content:
-            return "Note one: the harbour master keeps a green book."
-        return None
-
-    model = MockModel(completion_tokens=12, responder=responder)
+    scripted = {0: "Note one: the harbour master keeps a green book.", 1: NOTHING_RELEVANT, 2: "I don't know."}
+    model = MockModel(completion_tokens=12, replies={"worker": lambda call: scripted.get(call.segment)})
     result = Reader(long_text(40), model=model, window=1024).ask("What colour is the book?")
     assert result.segments >= 4
     # Workers 3 and 4 receive worker 1's notes, not "NOTHING RELEVANT" or "I don't know".
@@ -133,13 +124,17 @@ def test_resume_after_failure_does_not_repeat_finished_worker_calls():
     n = result.segments
     assert len(model.calls) == n + 1  # no finished worker call was repeated
     assert [c.segment for c in result.calls if c.agent == "worker"] == list(range(n))
-    segment_of_call = [user_content(c).split("Source text (part ", 1)[1].split(")", 1)[0] for c in model.calls[:n]]
-    assert segment_of_call == [str(i + 1) for i in range(n)]
+    assert [c.segment for c in model.calls[:n]] == list(range(n))
+    assert [c.agent for c in model.calls] == ["worker"] * n + ["manager"]
 
-    # A finished thread is not resumed: asking again runs a fresh chain.
+    # A finished thread is kept: asking again returns its result without a call (nothing paid for is paid again)...
     again = reader.ask("How many boats?")
-    assert len(model.calls) == 2 * (n + 1)
-    assert len(again.calls) == n + 1
+    assert len(model.calls) == n + 1
+    assert again.text == result.text and again.calls == result.calls and again.extras["reused"]
+    # ...until it is forgotten: then the chain reads everything again.
+    reader.forget("How many boats?")
+    fresh = reader.ask("How many boats?")
+    assert len(model.calls) == 2 * (n + 1) and not fresh.extras["reused"]
 
 
 def test_async_twin_makes_the_same_calls():

@@ -15,26 +15,27 @@ from longread import backends
 from longread.cli import app
 from longread.testing import MockModel
 
-from .test_reader_memory import Scripted
+from .test_reader_memory import scripted
 
 REPO = Path(__file__).resolve().parents[1]
 STORY = REPO / "examples" / "lighthouse_keeper.md"
 LONGREAD = Path(sys.executable).parent / "longread"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
-# A model that answers from memory like Scripted, and takes a minute over any question with "slowly" in it.
+# A model that answers from memory like `scripted`, and takes a minute over any question with "slowly" in it.
 SLOW_BOOTSTRAP = f"""
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
 from longread import backends
 from longread.testing import MockModel
-from tests.test_reader_memory import Scripted, is_memory_prompt
-scripted = Scripted()
-def responder(messages):
-    if is_memory_prompt(messages) and "slowly" in messages[-1]["content"].split("Question:")[-1]:
+from tests.test_reader_memory import is_memory_call, scripted
+replies = scripted()
+answer = replies["manager"]
+def manager(call):
+    if is_memory_call(call) and "slowly" in call.messages[-1]["content"].split("Question:")[-1]:
         time.sleep(60)
-    return scripted(messages)
-backends.get_model = lambda *a, **k: MockModel(completion_tokens=24, responder=responder)
+    return answer(call)
+backends.get_model = lambda *a, **k: MockModel(completion_tokens=24, replies={{**replies, "manager": manager}})
 from longread.cli import app
 app()
 """
@@ -145,7 +146,7 @@ def test_a_scripted_session_reads_one_question_per_line(workspace, monkeypatch):
     models: list[MockModel] = []
 
     def fake_get_model(*args, **kwargs):
-        models.append(MockModel(completion_tokens=24, responder=Scripted()))
+        models.append(MockModel(completion_tokens=24, replies=scripted()))
         return models[-1]
 
     monkeypatch.setattr(backends, "get_model", fake_get_model)
@@ -158,7 +159,7 @@ def test_a_scripted_session_reads_one_question_per_line(workspace, monkeypatch):
     assert out.count("From memory: the keeper saw an otter.") == 2
     assert out.count("answered from memory") == 2
     assert "memory of session doc-" in out  # the default session comes from the document
-    workers = [c for c in models[0].calls if "Source text (part" in c.messages[-1]["content"]]
+    workers = models[0].calls_by("worker")
     assert workers, "the document was read once"
 
     # The same command again: the session is found from the document, and nothing is read.
@@ -181,7 +182,7 @@ def test_an_interrupted_reading_resumes_where_it_stopped(workspace, monkeypatch)
 
     def fake_get_model(*args, **kwargs):
         # The first run is interrupted (Ctrl-C) during its third worker call.
-        models.append(MockModel(completion_tokens=24, responder=Scripted(),
+        models.append(MockModel(completion_tokens=24, replies=scripted(),
                                 fail_on_calls={3} if not models else set(), failure=KeyboardInterrupt))
         return models[-1]
 

@@ -17,17 +17,17 @@ from longread import Reader
 from longread.memory import HashingEmbedder, MemoryStream
 from longread.workflows.chat import build_chat_graph, chat_config, history
 
-from .test_reader_memory import Scripted, is_memory_prompt, story
+from .test_reader_memory import is_memory_call, scripted, story
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def session(folder: Path, responder=None, name: str = "book-club", **options):
+def session(folder: Path, replies=None, name: str = "book-club", **options):
     """Reader + graph on folder/memory.sqlite and folder/chat.sqlite, closed on exit (as the console does)."""
     from longread.testing import MockModel
 
-    model = MockModel(completion_tokens=24, responder=responder or Scripted())
+    model = MockModel(completion_tokens=24, replies=replies or scripted())
     conn = sqlite3.connect(folder / "chat.sqlite", check_same_thread=False)
     with MemoryStream(folder / "memory.sqlite", embedder=HashingEmbedder(128)) as stream:
         reader = Reader(story(), model=model, window=1024, memory=stream, session=name, **options)
@@ -53,10 +53,9 @@ def test_routes_no_notes_read_then_memory(tmp_path):
 
 
 def test_activation_gate_no_skips_retrieval(tmp_path):
-    scripted = Scripted()
     with session(tmp_path, activation="llm") as (graph, reader, model):
         ask(graph, "book-club", "Which birds did the keeper see?")
-        model.responder = lambda m: "no" if "yes or no" in m[-1]["content"] else scripted(m)
+        model.replies = scripted(gate="no")
         turn = ask(graph, "book-club", "Thanks!")
         assert turn["answered_from"] == "memory" and turn["activated"] == []
         assert "gate" in turn["reason"] and len(turn["calls"]) == 2
@@ -108,14 +107,15 @@ with session(Path({str(tmp_path)!r})) as (graph, reader, model):
 
 
 def test_a_cancelled_turn_leaves_nothing_behind(tmp_path):
-    scripted = Scripted()
+    replies = scripted()
+    answer = replies["manager"]
 
-    def interrupting(messages):
-        if is_memory_prompt(messages) and "falcon" in messages[-1]["content"].split("Question:")[-1]:
+    def interrupting(call):
+        if is_memory_call(call) and "falcon" in call.messages[-1]["content"].split("Question:")[-1]:
             raise KeyboardInterrupt  # Ctrl-C while the model answers
-        return scripted(messages)
+        return answer(call)
 
-    with session(tmp_path, responder=interrupting) as (graph, reader, model):
+    with session(tmp_path, replies={**replies, "manager": interrupting}) as (graph, reader, model):
         ask(graph, "book-club", "Which birds did the keeper see?")
         items = reader.memory.count("book-club")
         with pytest.raises(KeyboardInterrupt):

@@ -12,9 +12,14 @@ from hypothesis import strategies as st
 
 from longread import Reader, WindowTooSmall
 from longread.agents import NOTHING_RELEVANT
-from longread.memory import HashingEmbedder, MemoryStream, rank
-from longread.reader import INSUFFICIENT, MEMORY_ANSWER_SYSTEM, RECALLED_NOTE, default_session, judged_insufficient
+from longread.memory import DEFAULT_MEMORY_PROMPTS, HashingEmbedder, MemoryStream, rank
+from longread.memory.reading import ReadingMemory
+from longread.reader import default_session
 from longread.testing import MockModel
+
+INSUFFICIENT = DEFAULT_MEMORY_PROMPTS.insufficient
+MEMORY_ANSWER_SYSTEM = DEFAULT_MEMORY_PROMPTS.memory_answer_system
+RECALLED_NOTE = DEFAULT_MEMORY_PROMPTS.recalled_note
 
 # Each paragraph names its own animal, so a note can be traced to the part it came from.
 ANIMALS = "otter heron badger falcon weasel marten plover curlew bittern lapwing".split()
@@ -28,31 +33,25 @@ def story(paragraphs: int = 30) -> str:
     )
 
 
-def is_memory_prompt(messages) -> bool:
-    return messages[0]["content"] == MEMORY_ANSWER_SYSTEM
+def is_memory_call(call) -> bool:
+    return call.agent == "manager" and call.step == "memory"
 
 
-def part_of(messages) -> int | None:
-    found = re.search(r"Source text \(part (\d+)\)", messages[-1]["content"])
-    return int(found.group(1)) if found else None
+def scripted(memory_reply: str = "From memory: the keeper saw an otter.", skip_parts: tuple[int, ...] = (),
+             gate: str = "yes") -> dict:
+    """Replies routed by role: worker notes name their part; the manager and the memory answer say which they are."""
 
+    def worker(call):
+        part = call.segment + 1
+        return NOTHING_RELEVANT if part in skip_parts else f"Note on part {part}: the keeper logged birds."
 
-class Scripted:
-    """Worker notes name their part; the manager and the memory answer say which they are."""
+    def manager(call):
+        return memory_reply if is_memory_call(call) else "Manager answer."
 
-    def __init__(self, memory_reply: str = "From memory: the keeper saw an otter.", skip_parts: tuple[int, ...] = ()):
-        self.memory_reply = memory_reply
-        self.skip_parts = skip_parts
+    def controller(call):
+        return gate if call.step == "gate" else None
 
-    def __call__(self, messages):
-        if is_memory_prompt(messages):
-            return self.memory_reply
-        part = part_of(messages)
-        if part is not None:
-            return NOTHING_RELEVANT if part in self.skip_parts else f"Note on part {part}: the keeper logged birds."
-        if "yes or no" in messages[-1]["content"]:
-            return "yes"
-        return "Manager answer."
+    return {"worker": worker, "manager": manager, "controller": controller}
 
 
 @pytest.fixture
@@ -61,20 +60,20 @@ def stream(tmp_path):
         yield s
 
 
-def make_reader(stream, responder=None, window=1024, **options):
-    model = MockModel(completion_tokens=24, responder=responder or Scripted())
+def make_reader(stream, replies=None, window=1024, **options):
+    model = MockModel(completion_tokens=24, replies=replies or scripted())
     return Reader(story(), model=model, window=window, memory=stream, **options), model
 
 
 def test_without_memory_nothing_changes():
     model = MockModel(completion_tokens=12)
     result = Reader(story(12), model=model, window=1024).ask("What did the keeper see?")
-    assert result.extras == {} and "answered_from" not in result.to_dict()
+    assert "answered_from" not in result.extras and "answered_from" not in result.to_dict()
     assert len(model.calls) == result.segments + 1
 
 
 def test_every_worker_note_not_passed_on_is_archived_with_its_segment_span(stream):
-    reader, model = make_reader(stream, Scripted(skip_parts=(2, 4)))
+    reader, model = make_reader(stream, scripted(skip_parts=(2, 4)))
     result = reader.ask("Which birds did the keeper see?")
 
     n = result.segments
@@ -124,10 +123,7 @@ def test_recall_fills_the_room_and_never_exceeds_the_window(tmp_path_factory, wi
     folder = tmp_path_factory.mktemp("recall")
     long_note = " ".join(["heron"] * words)
 
-    def responder(messages):
-        return f"part {part_of(messages)}: {long_note}" if part_of(messages) else None
-
-    model = MockModel(completion_tokens=16, responder=responder)
+    model = MockModel(completion_tokens=16, replies={"worker": lambda call: f"part {call.segment + 1}: {long_note}"})
     question = "Where was the heron?"
     with MemoryStream(folder / "m.sqlite", embedder=HashingEmbedder(64)) as stream:
         reader = Reader(story(paragraphs), model=model, window=window, memory=stream)
@@ -160,7 +156,7 @@ def test_second_question_is_answered_from_memory_in_one_call(stream):
     second = reader.ask("Did the keeper see an otter?")
     assert len(model.calls) == before + 1  # activation "always": no gate call, no segment read
     call = model.calls[-1]
-    assert is_memory_prompt(call.messages)
+    assert is_memory_call(call) and call.messages[0]["content"] == MEMORY_ANSWER_SYSTEM
     assert INSUFFICIENT in call.messages[0]["content"]
     assert "Did the keeper see an otter?" in call.messages[-1]["content"]
     assert call.prompt_tokens + call.max_new_tokens <= 1024
@@ -186,16 +182,15 @@ def test_llm_gate_adds_exactly_one_call(stream):
     before = len(model.calls)
     result = reader.ask("Did the keeper see a heron?")
     assert len(model.calls) == before + 2
-    assert "yes or no" in model.calls[-2].messages[-1]["content"]
+    assert model.calls[-2].agent == "controller" and model.calls[-2].step == "gate"
     assert [c.agent for c in result.calls] == ["controller", "manager"]
     assert result.extras["answered_from"] == "memory"
 
 
 def test_gate_saying_no_answers_from_flash_memory_only(stream):
-    responder = Scripted()
-    reader, model = make_reader(stream, responder, activation="llm")
+    reader, model = make_reader(stream, activation="llm")
     reader.ask("Which birds did the keeper see?")
-    model.responder = lambda m: "no" if "yes or no" in m[-1]["content"] else responder(m)
+    model.replies = scripted(gate="no")
     before = len(model.calls)
     result = reader.ask("Thank you!")
     assert len(model.calls) == before + 2
@@ -206,17 +201,18 @@ def test_gate_saying_no_answers_from_flash_memory_only(stream):
 
 @pytest.mark.parametrize("reply", [INSUFFICIENT, "insufficient.", "", "The notes do not contain the answer."])
 def test_insufficient_memory_runs_a_fresh_chain_pass(stream, reply):
-    reader, model = make_reader(stream, Scripted(memory_reply=reply))
+    reader, model = make_reader(stream, scripted(memory_reply=reply))
     first = reader.ask("Which birds did the keeper see?")
     n, before = first.segments, len(model.calls)
 
     result = reader.ask("What colour was the lamp?")
     assert len(model.calls) == before + 1 + n + 1  # the attempt, every worker again, the manager
-    assert is_memory_prompt(model.calls[before].messages)
+    assert is_memory_call(model.calls[before])
     assert [c.agent for c in result.calls] == ["manager"] + ["worker"] * n + ["manager"]
     assert result.extras["answered_from"] == "chain" and "insufficient" in result.extras["reason"]
     assert result.answer == "Manager answer." and result.segments == n
     # The workers get the new question.
+    assert model.calls[before + 1].agent == "worker"
     assert "What colour was the lamp?" in model.calls[before + 1].messages[-1]["content"]
 
 
@@ -226,13 +222,15 @@ def test_insufficient_memory_runs_a_fresh_chain_pass(stream, reply):
     ("The keeper saw an otter at dawn.", False),
     ("The lamp was lit late; the log does not mention the weather that night, but the storm " * 3, False),
 ])
-def test_judged_insufficient(reply, insufficient):
-    assert judged_insufficient(reply) is insufficient
+def test_a_reply_from_memory_is_judged_insufficient(stream, reply, insufficient):
+    reader, _ = make_reader(stream)
+    memory = ReadingMemory(reader.controller, reader.session)
+    assert memory.insufficient(reply) is insufficient
 
 
 def test_session_comes_from_the_document_and_memory_outlives_the_reader(tmp_path):
     path = tmp_path / "memory.sqlite"
-    model = MockModel(completion_tokens=24, responder=Scripted())
+    model = MockModel(completion_tokens=24, replies=scripted())
     with Reader(story(), model=model, window=1024, memory=path, embedder=HashingEmbedder(128)) as reader:
         reader.ask("Which birds did the keeper see?")
         session = reader.session
@@ -264,7 +262,7 @@ def test_summarize_with_memory_archives_notes_and_the_summary(stream):
 
 def test_async_ask_with_memory_makes_the_same_calls(tmp_path):
     def run(use_async: bool):
-        model = MockModel(completion_tokens=24, responder=Scripted())
+        model = MockModel(completion_tokens=24, replies=scripted())
         with MemoryStream(tmp_path / f"m{use_async}.sqlite", embedder=HashingEmbedder(128)) as stream:
             reader = Reader(story(), model=model, window=1024, memory=stream)
             for question in ("Which birds did the keeper see?", "Did the keeper see an otter?"):

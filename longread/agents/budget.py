@@ -8,13 +8,10 @@ The paper reserves nothing for the previous notes (the CU); we do, so a long CU 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 from ..backends.base import ChatModel
 from ..errors import WindowTooSmall
+from .messages import Mode, manager_messages, worker_messages
 from .prompts import Prompts
-
-Mode = Literal["query", "summary"]
 
 MIN_SEGMENT_TOKENS = 64
 # Prompt pieces are tokenized together, segments alone: BPE merges across a join can move a count by a token
@@ -31,6 +28,7 @@ class Budget:
     answer_tokens: int  # the manager's max_new_tokens
     worker_overhead: int  # prompt tokens of a worker call with empty segment and notes
     manager_overhead: int
+    focus_tokens: int = 0  # room for a guided chain's focus passages
 
 
 def default_window(model: ChatModel) -> int:
@@ -58,10 +56,10 @@ def plan_budget(
     *,
     notes_tokens: int | None = None,
     answer_tokens: int | None = None,
+    focus_tokens: int = 0,
 ) -> Budget:
-    from .manager import manager_messages
-    from .worker import worker_messages
-
+    """`focus_tokens`: room a guided chain keeps in each worker's prompt for the passages it shows after the
+    segment (their heading included), taken from the segment's budget."""
     window = window or default_window(model)
     default_notes, default_answer = default_caps(window, mode)
     notes_tokens = notes_tokens or default_notes
@@ -69,7 +67,7 @@ def plan_budget(
 
     worker_overhead = model.count_prompt_tokens(worker_messages(prompts, mode, question, "", "", 1)) + JOIN_MARGIN
     manager_overhead = model.count_prompt_tokens(manager_messages(prompts, mode, question, "")) + JOIN_MARGIN
-    segment_tokens = window - notes_tokens - worker_overhead - notes_tokens
+    segment_tokens = window - notes_tokens - worker_overhead - notes_tokens - focus_tokens
     manager_total = manager_overhead + notes_tokens + answer_tokens
     if segment_tokens < MIN_SEGMENT_TOKENS or manager_total > window:
         raise WindowTooSmall(
@@ -78,4 +76,4 @@ def plan_budget(
             f"{MIN_SEGMENT_TOKENS} for document text; the manager needs {manager_total}. "
             "Use a larger --window or a shorter question."
         )
-    return Budget(window, segment_tokens, notes_tokens, answer_tokens, worker_overhead, manager_overhead)
+    return Budget(window, segment_tokens, notes_tokens, answer_tokens, worker_overhead, manager_overhead, focus_tokens)

@@ -1,10 +1,19 @@
-"""Every prompt the Chain-of-Agents agents send, in one place, overridable by the user.
+"""Every prompt the reading agents send, in one place, overridable by the user (`DEFAULT_PROMPTS.with_overrides`).
 
-Adapted from Chain-of-Agents (Zhang et al., NeurIPS 2024, Appendix: worker and manager prompts), with two changes:
+Adapted from Chain-of-Agents (Zhang et al., NeurIPS 2024, Appendix: worker and manager prompts), with changes
+that docs/quality.md measures:
 - the worker prompt puts the segment first ([system][segment][previous notes][question][task]) so the prefix
-  that does not depend on the question can keep its KV cache across questions (DESIGN.md);
+  that does not depend on the question can keep its KV cache across questions (docs/architecture.md);
+- notes are a short list of facts, each quoting the source's words and naming the part it comes from
+  (LLM x MapReduce's structured information): a small model extracts far more reliably than it rewrites, and
+  the manager and lookback can tell where each fact came from;
 - a worker that finds nothing relevant answers a fixed marker, and the agent passes the previous notes on
-  unchanged, instead of writing "I don't know" into the chain (a failure the paper reports).
+  unchanged, instead of writing "I don't know" into the chain (a failure the paper reports); only a reply that is
+  the marker alone counts (see replies.py);
+- the manager given no notes says the document does not hold the answer, without a model call that could
+  invent one (`not_found_answer`);
+- the judge of multipath reading (the paper's section 5) compares the answers of several reading orders with
+  their evidence; the reader prompt serves the one-call strategies (rag, truncate, full).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ NOTHING_RELEVANT = "NOTHING RELEVANT"
 
 @dataclass(frozen=True)
 class Prompts:
+    # -- worker -------------------------------------------------------------------------------------------------
     worker_system: str = (
         "You are a careful reader. You read one part of a long document at a time and keep notes that "
         "other readers will continue."
@@ -23,6 +33,9 @@ class Prompts:
     segment_heading: str = "Source text (part {number}):\n"
     previous_notes_heading: str = "\n\nNotes on the earlier parts:\n"
     no_notes_yet: str = "(none yet: this is the first part)"
+    # A guided chain shows each worker the passages of its part closest to the question, after the part.
+    focus_heading: str = "\n\nThe passages of this part closest to the question:\n"
+    focus_passage: str = "\"{text}\"\n"
     worker_query_task: str = (
         "Question: {question}\n\n"
         "Read the source text and the notes on the earlier parts. Rewrite the notes so that they keep every "
@@ -35,6 +48,8 @@ class Prompts:
         "the events, people, places and ideas in order. Later readers will continue it, and the final summary "
         "of the whole document will be written from it alone. Write only the summary."
     )
+    nothing_relevant: str = NOTHING_RELEVANT
+    # -- manager ------------------------------------------------------------------------------------------------
     manager_system: str = (
         "You answer questions about a long document. The document was too long to read at once, so readers "
         "went through it in order and left notes; you have only their notes."
@@ -47,7 +62,42 @@ class Prompts:
         "Notes on the document:\n{notes}\n\n"
         "Write a well-organised summary of the whole document from these notes."
     )
-    nothing_relevant: str = NOTHING_RELEVANT
+    # Lookback (ReadAgent's page lookup): the manager also sees source passages the notes cite.
+    lookback_heading: str = "Passages of the document that the notes cite:\n"
+    lookback_passage: str = "[part {number}] {text}\n\n"
+    # The answer when no reader found anything: written without a call, so nothing can be invented.
+    not_found_answer: str = "The document does not say: none of its {parts} parts held information about this question."
+    # -- judge (multipath) --------------------------------------------------------------------------------------
+    judge_system: str = (
+        "You compare answers to a question about a long document. Each answer was written by readers who went "
+        "through the document in a different order; each comes with the notes it was based on."
+    )
+    judge_candidate: str = "Answer {number}:\n{answer}\nNotes behind answer {number}:\n{notes}\n\n"
+    judge_query_task: str = (
+        "{candidates}Question: {question}\n\n"
+        "Give the best answer to the question: the one the notes support best, or a merge of the answers where "
+        "they agree. Prefer exact names and numbers found in the notes. Write only the answer."
+    )
+    judge_summary_task: str = (
+        "{candidates}Each answer above is a summary of the same document. Write one well-organised summary of the "
+        "whole document that keeps what the summaries agree on and every important event they report."
+    )
+    # -- reader (one call over the text itself: rag, truncate, full) --------------------------------------------
+    reader_system: str = "You answer questions about a document from its text."
+    reader_query_task: str = (
+        "{text}\n\nQuestion: {question}\n\nAnswer the question from the text above. If the text does not contain "
+        "the answer, say that it does not."
+    )
+    reader_summary_task: str = "{text}\n\nWrite a well-organised summary of the document above."
+    # Self-Route's first step (auto): answer from retrieved excerpts, or say they cannot answer.
+    unanswerable: str = "UNANSWERABLE"
+    route_query_task: str = (
+        "{text}\n\nQuestion: {question}\n\nAnswer the question from the excerpts above. If the excerpts do not "
+        "contain the answer, reply with exactly: UNANSWERABLE"
+    )
+    excerpt_heading: str = "Excerpts of the document, in order:\n\n"
+    excerpt: str = "[excerpt {number}] {text}\n\n"
+    omitted: str = "\n\n[... {tokens} tokens of the document left out ...]\n\n"
 
     def with_overrides(self, **changes: str) -> "Prompts":
         return replace(self, **changes)
@@ -55,8 +105,8 @@ class Prompts:
 
 DEFAULT_PROMPTS = Prompts()
 
-# Phrases a worker writes when it found nothing, despite being asked for the marker (small models do this).
-NOTHING_FOUND_PHRASES = (
+# Phrases a reply carries when it found nothing, whatever marker it was asked for (small models paraphrase).
+NOT_FOUND_PHRASES = (
     "nothing relevant",
     "no relevant information",
     "i don't know",
@@ -67,3 +117,4 @@ NOTHING_FOUND_PHRASES = (
     "there is no information",
     "not enough information",
 )
+NOTHING_FOUND_PHRASES = NOT_FOUND_PHRASES  # the name of earlier releases

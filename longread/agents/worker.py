@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
-from ..backends.base import ChatModel, Completion, Message
+from ..backends.base import CallTag, ChatModel, Completion, Message
 from ..segmenting import Segment
-from .budget import Budget, Mode
-from .notes import CommunicationUnit, truncate_to_tokens
-from .prompts import NOTHING_FOUND_PHRASES, Prompts
-
-
-def worker_messages(
-    prompts: Prompts, mode: Mode, question: str | None, segment_text: str, notes: str, number: int
-) -> list[Message]:
-    """[system][segment][previous notes][question][task]: the segment comes first so its KV can be reused."""
-    task = prompts.worker_summary_task if mode == "summary" else prompts.worker_query_task.format(question=question)
-    content = (
-        prompts.segment_heading.format(number=number)
-        + segment_text
-        + prompts.previous_notes_heading
-        + (notes or prompts.no_notes_yet)
-        + "\n\n"
-        + task
-    )
-    return [{"role": "system", "content": prompts.worker_system}, {"role": "user", "content": content}]
-
-
-def found_nothing(text: str, prompts: Prompts) -> bool:
-    """True when a worker's reply says it found nothing: the marker, an empty reply, or a stock phrase."""
-    reply = text.strip().strip(".!\"'` ").lower()
-    if not reply or reply.startswith(prompts.nothing_relevant.lower()):
-        return True
-    # A short reply that is only a refusal; a long one that mentions the phrase may still carry notes.
-    return len(reply) < 160 and any(phrase in reply for phrase in NOTHING_FOUND_PHRASES)
+from ..tokenizers import truncate_to_tokens
+from .budget import Budget
+from .messages import Mode, worker_messages, worker_prefix_chars
+from .notes import CommunicationUnit
+from .prompts import Prompts
+from .replies import after_marker, found_nothing
 
 
 @dataclass(frozen=True)
@@ -50,31 +29,40 @@ class Worker:
     mode: Mode
     question: str | None
     budget: Budget
+    # A guided chain: the passages of a segment to show after it (their tokens are within the notes' room).
+    focus: Callable[[Segment], Sequence[str]] | None = field(default=None, repr=False)
 
     def messages(self, segment: Segment, previous: CommunicationUnit) -> tuple[list[Message], int]:
-        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, previous.text, segment.index + 1)
-        prefix = len(self.prompts.segment_heading.format(number=segment.index + 1)) + len(segment.text)
-        return messages, prefix
+        """The prompt, and how many characters of its last message are the reusable prefix."""
+        number = segment.index + 1
+        focus = self.focus(segment) if self.focus is not None else ()
+        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, previous.text, number,
+                                   focus)
+        return messages, worker_prefix_chars(self.prompts, segment.text, number, self.question)
 
-    def read(self, segment: Segment, previous: CommunicationUnit) -> WorkerStep:
+    def read(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> WorkerStep:
         messages, prefix = self.messages(segment, previous)
         completion = self.model.complete(
-            messages, self.budget.notes_tokens, window=self.budget.window, cache_prefix=prefix
+            messages, self.budget.notes_tokens, window=self.budget.window, cache_prefix=prefix,
+            tag=CallTag("worker", segment.index, path),
         )
-        return self._step(segment, previous, completion)
+        return self.step(segment, previous, completion)
 
-    async def aread(self, segment: Segment, previous: CommunicationUnit) -> WorkerStep:
+    async def aread(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> WorkerStep:
         messages, prefix = self.messages(segment, previous)
         completion = await self.model.acomplete(
-            messages, self.budget.notes_tokens, window=self.budget.window, cache_prefix=prefix
+            messages, self.budget.notes_tokens, window=self.budget.window, cache_prefix=prefix,
+            tag=CallTag("worker", segment.index, path),
         )
-        return self._step(segment, previous, completion)
+        return self.step(segment, previous, completion)
 
-    def _step(self, segment: Segment, previous: CommunicationUnit, completion: Completion) -> WorkerStep:
+    def step(self, segment: Segment, previous: CommunicationUnit, completion: Completion) -> WorkerStep:
+        marker = self.prompts.nothing_relevant
         # In summary mode every part matters, so only an empty reply passes the notes on.
-        nothing = not completion.text.strip() if self.mode == "summary" else found_nothing(completion.text, self.prompts)
+        nothing = not completion.text.strip() if self.mode == "summary" else found_nothing(completion.text, marker)
         if nothing:
             return WorkerStep(previous, completion, passed_on=True)
-        text = truncate_to_tokens(completion.text.strip(), self.model.tokenizer, self.budget.notes_tokens)
+        text = after_marker(completion.text, marker) if self.mode == "query" else completion.text.strip()
+        text = truncate_to_tokens(text, self.model.tokenizer, self.budget.notes_tokens)
         evidence = tuple(sorted(set(previous.evidence) | {segment.index}))
         return WorkerStep(CommunicationUnit(text, evidence), completion, passed_on=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence, TypedDict
+from typing import Any, Callable, Sequence, TypedDict
 
 from ..errors import WindowExceeded
 from ..tokenizers import Tokenizer
@@ -30,6 +30,23 @@ class Completion:
     cost_usd: float = 0.0
     finish_reason: str = "stop"  # "stop" | "length" | "repetition"
     cached_prompt_tokens: int = 0  # prompt tokens whose KV was reused instead of computed (local backend)
+
+
+@dataclass(frozen=True)
+class CallTag:
+    """Who makes a call: the agent role, the segment it reads and the reading path (multipath).
+
+    Real backends may ignore it; the recording MockModel routes its replies by it, so tests never have to match
+    prompt wording, and traces name each call's role.
+    """
+
+    agent: str
+    segment: int | None = None
+    path: int | None = None
+    step: str | None = None  # what the call does within its role: "memory" (answer from memory), "gate", "summary"
+
+
+TextCallback = Callable[[str], None]
 
 
 def check_window(prompt_tokens: int, max_new_tokens: int, window: int | None, what: str = "call") -> None:
@@ -58,6 +75,11 @@ class ChatModel(ABC):
         """(input, output) USD per token; 0 where unknown or free."""
         return (0.0, 0.0)
 
+    # Backends that can stream set `streams = True` and take `on_text` in `_complete`/`_acomplete`; backends that
+    # route by role (the MockModel) set `accepts_tag = True` and take `tag`. Everything else keeps one signature.
+    streams: bool = False
+    accepts_tag: bool = False
+
     async def acomplete(
         self,
         messages: Sequence[Message],
@@ -66,9 +88,18 @@ class ChatModel(ABC):
         *,
         window: int | None = None,
         cache_prefix: int | None = None,
+        tag: CallTag | None = None,
+        on_text: TextCallback | None = None,
     ) -> Completion:
+        """One call. `on_text` receives the text as it is written (pieces, in order), or all of it at the end
+        when the backend does not stream."""
         prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
-        return await self._acomplete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix)
+        extra = self._extra(tag, on_text)
+        completion = await self._acomplete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix,
+                                           **extra)
+        if on_text is not None and "on_text" not in extra:
+            on_text(completion.text)
+        return completion
 
     def complete(
         self,
@@ -78,9 +109,23 @@ class ChatModel(ABC):
         *,
         window: int | None = None,
         cache_prefix: int | None = None,
+        tag: CallTag | None = None,
+        on_text: TextCallback | None = None,
     ) -> Completion:
         prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
-        return self._complete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix)
+        extra = self._extra(tag, on_text)
+        completion = self._complete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
+        if on_text is not None and "on_text" not in extra:
+            on_text(completion.text)
+        return completion
+
+    def _extra(self, tag: CallTag | None, on_text: TextCallback | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.accepts_tag:
+            extra["tag"] = tag
+        if self.streams and on_text is not None:
+            extra["on_text"] = on_text
+        return extra
 
     def _checked_prompt_tokens(
         self, messages: Sequence[Message], max_new_tokens: int, window: int | None, cache_prefix: int | None
@@ -94,14 +139,18 @@ class ChatModel(ABC):
 
     # Default twins: a backend written sync runs in a worker thread under asyncio; one written async runs in a loop.
     async def _acomplete(
-        self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int, cache_prefix: int | None
+        self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int,
+        cache_prefix: int | None, **extra: Any,
     ) -> Completion:
-        return await asyncio.to_thread(self._complete, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix)
+        return await asyncio.to_thread(
+            self._complete, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra
+        )
 
     def _complete(
-        self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int, cache_prefix: int | None
+        self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int,
+        cache_prefix: int | None, **extra: Any,
     ) -> Completion:
-        return asyncio.run(self._acomplete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix))
+        return asyncio.run(self._acomplete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -9,7 +9,7 @@
     messages = controller.fuse("What does Ahab want?", memory.flash, memory.memories, window=4096, max_new_tokens=256)
 """
 
-from .controller import Activation, FusedPrompt, Gate, MemoryController, Recalled, parse_yes_no, truncate_tokens
+from .controller import Activation, FusedPrompt, Gate, MemoryController, Recalled, parse_yes_no
 from .embedders import Embedder, HashingEmbedder, LiteLLMEmbedder, MiniLMEmbedder, default_embedder, fold, words
 from .prompts import DEFAULT_MEMORY_PROMPTS, MemoryPrompts
 from .retrieval import RetrievalConfig, Scored, Weights, bm25, rank, recency_scores
@@ -19,5 +19,5 @@ __all__ = [
     "Activation", "DEFAULT_MEMORY_PROMPTS", "Embedder", "EmbedderMismatch", "FusedPrompt", "Gate", "HashingEmbedder",
     "KINDS", "Kind", "LiteLLMEmbedder", "MemoryController", "MemoryItem", "MemoryPrompts", "MemoryStoreError",
     "MemoryStream", "MiniLMEmbedder", "Recalled", "RetrievalConfig", "Scored", "SessionVectors", "Span", "Weights",
-    "bm25", "default_embedder", "fold", "parse_yes_no", "rank", "recency_scores", "truncate_tokens", "words",
+    "bm25", "default_embedder", "fold", "parse_yes_no", "rank", "recency_scores", "words",
 ]

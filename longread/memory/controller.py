@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
-from ..backends.base import ChatModel, Completion, Message
+from ..backends.base import CallTag, ChatModel, Completion, Message
 from ..errors import WindowTooSmall
 from ..results import CallRecord
-from ..tokenizers import Tokenizer
+from ..tokenizers import Tokenizer, truncate_to_tokens
 from .prompts import DEFAULT_MEMORY_PROMPTS, MemoryPrompts
 from .retrieval import RetrievalConfig, Scored, rank
 from .store import MemoryItem, MemoryStream
@@ -42,22 +42,6 @@ def parse_yes_no(reply: str) -> bool | None:
         return found[0] in _YES
     said_yes, said_no = "yes" in found, "no" in found
     return said_yes if said_yes != said_no else None
-
-
-def truncate_tokens(text: str, tokenizer: Tokenizer, limit: int) -> str:
-    """text cut to at most `limit` tokens (re-counted: decoding a prefix need not encode back to the same ids)."""
-    if limit <= 0:
-        return ""
-    ids = tokenizer.encode(text)
-    cut = min(len(ids), limit)
-    if cut == len(ids):
-        return text
-    while cut > 0:
-        candidate = tokenizer.decode(ids[:cut])
-        if tokenizer.count(candidate) <= limit:
-            return candidate
-        cut -= 1
-    return ""
 
 
 @dataclass(frozen=True)
@@ -124,13 +108,15 @@ class MemoryController:
     def needs_memory(self, question: str) -> bool:
         if self.activation != "llm":
             return self.activation == "always"
-        completion = self.model.complete(self.gate_messages(question), self.gate_tokens, window=self.window)
+        completion = self.model.complete(self.gate_messages(question), self.gate_tokens, window=self.window,
+                                         tag=CallTag("controller", step="gate"))
         return self._gate_decision(completion)
 
     async def aneeds_memory(self, question: str) -> bool:
         if self.activation != "llm":
             return self.activation == "always"
-        completion = await self.model.acomplete(self.gate_messages(question), self.gate_tokens, window=self.window)
+        completion = await self.model.acomplete(self.gate_messages(question), self.gate_tokens, window=self.window,
+                                                tag=CallTag("controller", step="gate"))
         return self._gate_decision(completion)
 
     def _gate_decision(self, completion: Completion) -> bool:
@@ -172,17 +158,19 @@ class MemoryController:
         room = limit - self.summary_tokens - self.model.count_prompt_tokens(messages(""))
         if room < 16:
             raise WindowTooSmall(f"a summary call needs more than a window of {limit} tokens")
-        text = truncate_tokens(item.text, self.tokenizer, room)
+        text = truncate_to_tokens(item.text, self.tokenizer, room)
         while (excess := self.model.count_prompt_tokens(messages(text)) + self.summary_tokens - limit) > 0:
-            text = truncate_tokens(text, self.tokenizer, self.tokenizer.count(text) - excess)
+            text = truncate_to_tokens(text, self.tokenizer, self.tokenizer.count(text) - excess)
         return messages(text)
 
     def summarize(self, item: MemoryItem) -> str:
-        completion = self.model.complete(self.summary_messages(item), self.summary_tokens, window=self.window)
+        completion = self.model.complete(self.summary_messages(item), self.summary_tokens, window=self.window,
+                                         tag=CallTag("controller", step="summary"))
         return self._store_summary(item, completion)
 
     async def asummarize(self, item: MemoryItem) -> str:
-        completion = await self.model.acomplete(self.summary_messages(item), self.summary_tokens, window=self.window)
+        completion = await self.model.acomplete(self.summary_messages(item), self.summary_tokens, window=self.window,
+                                                tag=CallTag("controller", step="summary"))
         return self._store_summary(item, completion)
 
     def _store_summary(self, item: MemoryItem, completion: Completion) -> str:
@@ -223,6 +211,54 @@ class MemoryController:
         for item in self.to_summarize(scored):
             summaries[item.id] = item.summary if item.summary is not None else await self.asummarize(item)
         return Activation(question, needed, self._recall(scored, summaries), flash, tuple(self.calls[first:]))
+
+    def activate_items(self, session: str, question: str) -> tuple[Recalled, ...]:
+        """Retrieval and the summary gate without the activation gate: the top-k items for the question (the
+        flash memory left out, since the prompt carries it anyway), long ones replaced by their summary when the
+        activated items exceed the budget."""
+        flash = self.stream.flash(session)
+        scored = self.retrieve(session, question, exclude=[flash.id] if flash else [])
+        summaries = {item.id: item.summary or self.summarize(item) for item in self.to_summarize(scored)}
+        return self._recall(scored, summaries)
+
+    def recall_for_manager(
+        self,
+        session: str,
+        query: str,
+        notes: str,
+        fits: Callable[[list[str]], bool],
+        *,
+        in_document_order: bool = False,
+    ) -> list[tuple[str, MemoryItem]]:
+        """Archived notes for a chain's manager, best first, as many as `fits` accepts beside the last CU `notes`.
+
+        Earlier questions and answers stay out (the chain reads the document, and an answer memory could not give
+        is no evidence), and so does the flash memory when it is the last CU itself. `fits(texts)` says whether
+        the manager's prompt with those texts and its answer cap still fits the window; each item is added only
+        if it does. A summary's manager reads the story in order (`in_document_order`).
+        """
+        flash = self.stream.flash(session)
+        exclude = [i.id for i in self.stream.items(session, kinds=("question", "answer", "turn"))]
+        if flash is not None and flash.text == notes:
+            exclude.append(flash.id)
+        scored = rank(self.stream, session, query, k=self.top_k, config=self.retrieval, exclude=exclude)
+        summaries = {item.id: item.summary or self.summarize(item) for item in self.to_summarize(scored)}
+        chosen: list[tuple[str, MemoryItem]] = []
+        for s in scored:
+            text = summaries.get(s.item.id, s.item.text)
+            if text.strip() == notes.strip() or not text.strip():
+                continue
+            if s.item.kind == "summary":
+                candidate = self.prompts.recalled_summary.format(text=text)
+            else:
+                part = s.item.spans[0].segment + 1 if s.item.spans else "?"
+                candidate = self.prompts.recalled_note.format(part=part, text=text)
+            if fits([*(c for c, _ in chosen), candidate]):
+                chosen.append((candidate, s.item))
+        if in_document_order:
+            chosen.sort(key=lambda pair: [sp.segment for sp in pair[1].spans] or [0])
+        self.stream.touch(item.id for _, item in chosen)
+        return chosen
 
     # -- 4. fuse --------------------------------------------------------------------------------------
 
@@ -289,7 +325,7 @@ class MemoryController:
         if flash_text is not None:
             cost = tok.count(self.prompts.flash_heading + flash_text + "\n")
             if cost > free:
-                flash_text = truncate_tokens(flash_text, tok, free - tok.count(self.prompts.flash_heading) - 2)
+                flash_text = truncate_to_tokens(flash_text, tok, free - tok.count(self.prompts.flash_heading) - 2)
                 truncated = True
                 cost = tok.count(self.prompts.flash_heading + flash_text + "\n") if flash_text else 0
             free -= cost
@@ -304,7 +340,7 @@ class MemoryController:
                 continue
             frame = tok.count(self.prompts.memory_item.format(number=i + 1, text="", kind=kinds[i])) + 2
             if free - frame >= 16:  # a useful piece still fits: cut this memory instead of dropping it
-                kept.append(truncate_tokens(text, tok, free - frame))
+                kept.append(truncate_to_tokens(text, tok, free - frame))
                 truncated = True
             break
         while True:
@@ -316,12 +352,12 @@ class MemoryController:
             if kept:
                 room = tok.count(kept[-1]) - excess - 1
                 if room >= 16:
-                    kept[-1] = truncate_tokens(kept[-1], tok, room)
+                    kept[-1] = truncate_to_tokens(kept[-1], tok, room)
                     truncated = True
                 else:
                     kept.pop()
             elif flash_text:
-                flash_text = truncate_tokens(flash_text, tok, tok.count(flash_text) - excess - 1) or None
+                flash_text = truncate_to_tokens(flash_text, tok, tok.count(flash_text) - excess - 1) or None
                 truncated = True
             else:  # cannot happen: the bare prompt fits; kept for safety against a miscounting backend
                 raise WindowTooSmall(f"cannot fit the prompt in a window of {limit}")
@@ -337,9 +373,4 @@ class MemoryController:
         return min(w for w in (self.window, self.model.context_window) if w is not None)
 
     def _record(self, completion: Completion, max_new_tokens: int) -> None:
-        self.calls.append(
-            CallRecord(
-                "controller", None, completion.prompt_tokens, completion.completion_tokens, max_new_tokens,
-                completion.seconds, completion.cost_usd, completion.cached_prompt_tokens,
-            )
-        )
+        self.calls.append(CallRecord.of("controller", None, completion, max_new_tokens))

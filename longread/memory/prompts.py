@@ -35,6 +35,18 @@ class MemoryPrompts:
     flash_heading: str = "\nMost recent memory:\n"
     question_heading: str = "\n###\n\nQuestion: "
     answer_cue: str = "\n\nAnswer:"
+    # Answering a question from memory, before (or instead of) reading the document again.
+    insufficient: str = "INSUFFICIENT"
+    memory_answer_system: str = (
+        "You answer questions about a long document from memory: notes that readers wrote while reading it, and "
+        "earlier questions and answers. Answer briefly from the memory, quoting names and numbers exactly. "
+        "If the memory does not contain the answer, reply with exactly: INSUFFICIENT"
+    )
+    # Archived notes recalled for a chain's manager.
+    recalled_note: str = "Earlier notes (part {part}): {text}"
+    recalled_summary: str = "An earlier summary of the whole document: {text}"
+    # A summary has no question to rank notes by; this query finds the notes that tell the story.
+    summary_recall_query: str = "the main events, people, places and ideas of the whole document"
 
 
 DEFAULT_MEMORY_PROMPTS = MemoryPrompts()

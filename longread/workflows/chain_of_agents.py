@@ -2,51 +2,51 @@
 
 Each worker step is one super-step, so with a checkpointer a run killed at segment 40 of 60 resumes at 40.
 The segments stay out of the state (they are bound into the nodes): a checkpoint then holds only the position,
-the notes and the call records, not the book.
+the notes and the call records (each with the model's reply), not the book. `order` gives the reading order
+(multipath reads the same segments in several orders); the records name the segment actually read.
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Iterator, Literal, Sequence, TypedDict
+from typing import Annotated, Any, Callable, Literal, Sequence, TypedDict
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 
 from ..agents import CommunicationUnit, Manager, Worker, WorkerStep
-from ..backends.base import Completion
-from ..results import CallRecord
+from ..backends.base import Completion, TextCallback
+from ..results import Agent, CallRecord
 from ..segmenting import Segment
 
 
 class ChainState(TypedDict, total=False):
-    next_segment: int
+    next_segment: int  # position in the reading order
     notes: dict[str, Any]  # CommunicationUnit.to_dict()
     calls: Annotated[list[dict[str, Any]], operator.add]
     output: str
+    not_found: bool  # every worker found nothing: the answer says so without a manager call
+    lookback: list[int]  # segments whose source text the manager read
 
 
 @dataclass
 class ChainHooks:
-    """Optional callbacks: the memory stream archives each CU and recalls archived notes for the manager."""
+    """Optional callbacks around the chain's calls.
+
+    - `archive(segment, notes, passed_on)`: after each worker (the memory stream archives the notes);
+    - `recall(notes)`: archived notes for the manager, as many as fit beside the last CU;
+    - `lookback(notes, extra)`: (source text of cited segments that fits the manager's window, their indices);
+    - `started(agent, segment)` / `finished(record)`: before and after each call (progress displays);
+    - `on_text`: receives the manager's answer as it is written.
+    """
 
     archive: Callable[[Segment, CommunicationUnit, bool], None] | None = None
     recall: Callable[[CommunicationUnit], Sequence[str]] | None = None
-
-
-def _record(agent: str, segment: int | None, completion: Completion, max_new: int, passed_on: bool = False) -> dict:
-    return CallRecord(
-        agent=agent,  # type: ignore[arg-type]
-        segment=segment,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        max_new_tokens=max_new,
-        seconds=round(completion.seconds, 6),
-        cost_usd=completion.cost_usd,
-        cached_prompt_tokens=completion.cached_prompt_tokens,
-        passed_on=passed_on,
-    ).to_dict()
+    lookback: Callable[[CommunicationUnit, Sequence[str]], tuple[str, list[int]]] | None = None
+    started: Callable[[Agent, int | None], None] | None = None
+    finished: Callable[[CallRecord], None] | None = None
+    on_text: TextCallback | None = None
 
 
 def after_worker(state: ChainState, total: int) -> Literal["worker", "manager"]:
@@ -60,36 +60,72 @@ def build_chain_graph(
     *,
     checkpointer: Any = None,
     hooks: ChainHooks | None = None,
+    order: Sequence[int] | None = None,
+    path: int | None = None,
 ):
     """The compiled graph. The checkpointer is passed in (SqliteSaver in the CLI), never created here."""
     hooks = hooks or ChainHooks()
-    total = len(segments)
+    order = list(range(len(segments))) if order is None else list(order)
+    total = len(order)
 
-    def worker_update(index: int, step: WorkerStep) -> ChainState:
+    def started(agent: Agent, segment: int | None) -> None:
+        if hooks.started:
+            hooks.started(agent, segment)
+
+    def worker_update(position: int, step: WorkerStep) -> ChainState:
+        segment = segments[order[position]]
         if hooks.archive:
-            hooks.archive(segments[index], step.notes, step.passed_on)
-        record = _record("worker", index, step.completion, worker.budget.notes_tokens, step.passed_on)
-        return {"next_segment": index + 1, "notes": step.notes.to_dict(), "calls": [record]}
+            hooks.archive(segment, step.notes, step.passed_on)
+        record = CallRecord.of("worker", segment.index, step.completion, worker.budget.notes_tokens,
+                               passed_on=step.passed_on, path=path)
+        if hooks.finished:
+            hooks.finished(record)
+        return {"next_segment": position + 1, "notes": step.notes.to_dict(), "calls": [record.to_dict()]}
 
     def read_segment(state: ChainState) -> ChainState:
-        index = state["next_segment"]
-        return worker_update(index, worker.read(segments[index], CommunicationUnit.from_dict(state["notes"])))
+        position = state["next_segment"]
+        segment = segments[order[position]]
+        started("worker", segment.index)
+        return worker_update(position, worker.read(segment, CommunicationUnit.from_dict(state["notes"]), path))
 
     async def aread_segment(state: ChainState) -> ChainState:
-        index = state["next_segment"]
-        return worker_update(index, await worker.aread(segments[index], CommunicationUnit.from_dict(state["notes"])))
+        position = state["next_segment"]
+        segment = segments[order[position]]
+        started("worker", segment.index)
+        step = await worker.aread(segment, CommunicationUnit.from_dict(state["notes"]), path)
+        return worker_update(position, step)
 
-    def manager_inputs(state: ChainState) -> tuple[CommunicationUnit, Sequence[str]]:
+    def manager_inputs(state: ChainState) -> tuple[CommunicationUnit, Sequence[str], str, list[int]]:
         notes = CommunicationUnit.from_dict(state["notes"])
-        return notes, (hooks.recall(notes) if hooks.recall else ())
+        extra = list(hooks.recall(notes)) if hooks.recall else []
+        sources, looked = hooks.lookback(notes, extra) if hooks.lookback else ("", [])
+        return notes, extra, sources, looked
+
+    def answered(completion: Completion, looked: list[int]) -> ChainState:
+        record = CallRecord.of("manager", None, completion, manager.budget.answer_tokens, path=path)
+        if hooks.finished:
+            hooks.finished(record)
+        return {"output": completion.text, "calls": [record.to_dict()], "not_found": False, "lookback": looked}
+
+    def not_found() -> ChainState:
+        answer = manager.not_found(len(segments))
+        if hooks.on_text:
+            hooks.on_text(answer)
+        return {"output": answer, "calls": [], "not_found": True, "lookback": []}
 
     def write_answer(state: ChainState) -> ChainState:
-        completion = manager.write(*manager_inputs(state))
-        return {"output": completion.text, "calls": [_record("manager", None, completion, manager.budget.answer_tokens)]}
+        notes, extra, sources, looked = manager_inputs(state)
+        if manager.nothing_to_read(notes, extra, sources):
+            return not_found()
+        started("manager", None)
+        return answered(manager.write(notes, extra, sources, path=path, on_text=hooks.on_text), looked)
 
     async def awrite_answer(state: ChainState) -> ChainState:
-        completion = await manager.awrite(*manager_inputs(state))
-        return {"output": completion.text, "calls": [_record("manager", None, completion, manager.budget.answer_tokens)]}
+        notes, extra, sources, looked = manager_inputs(state)
+        if manager.nothing_to_read(notes, extra, sources):
+            return not_found()
+        started("manager", None)
+        return answered(await manager.awrite(notes, extra, sources, path=path, on_text=hooks.on_text), looked)
 
     def route(state: ChainState) -> Literal["worker", "manager"]:
         return after_worker(state, total)
@@ -105,56 +141,5 @@ def build_chain_graph(
 
 
 def initial_state() -> ChainState:
-    return {"next_segment": 0, "notes": CommunicationUnit().to_dict(), "calls": [], "output": ""}
-
-
-def run_config(thread_id: str, segments: int) -> dict[str, Any]:
-    # One super-step per worker plus the manager; LangGraph's default limit of 25 would stop any book.
-    return {"configurable": {"thread_id": thread_id}, "recursion_limit": segments + 10}
-
-
-def _start_input(graph: Any, config: dict[str, Any]) -> ChainState | None:
-    """None to resume an interrupted run of this thread; a fresh state otherwise (a finished run is cleared)."""
-    if graph.checkpointer is None:
-        return initial_state()
-    snapshot = graph.get_state(config)
-    if snapshot.next:
-        return None
-    if snapshot.values:
-        graph.checkpointer.delete_thread(config["configurable"]["thread_id"])
-    return initial_state()
-
-
-async def _astart_input(graph: Any, config: dict[str, Any]) -> ChainState | None:
-    if graph.checkpointer is None:
-        return initial_state()
-    snapshot = await graph.aget_state(config)
-    if snapshot.next:
-        return None
-    if snapshot.values:
-        await graph.checkpointer.adelete_thread(config["configurable"]["thread_id"])
-    return initial_state()
-
-
-def stream_chain(graph: Any, thread_id: str, segments: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Runs (or resumes) the chain, yielding ("update", {node: update}) per step and finally ("final", state)."""
-    config = run_config(thread_id, segments)
-    final: dict[str, Any] = {}
-    for mode, chunk in graph.stream(_start_input(graph, config), config, stream_mode=["updates", "values"]):
-        if mode == "updates":
-            yield "update", chunk
-        else:
-            final = chunk
-    yield "final", final
-
-
-async def astream_chain(graph: Any, thread_id: str, segments: int):
-    config = run_config(thread_id, segments)
-    final: dict[str, Any] = {}
-    start = await _astart_input(graph, config)
-    async for mode, chunk in graph.astream(start, config, stream_mode=["updates", "values"]):
-        if mode == "updates":
-            yield "update", chunk
-        else:
-            final = chunk
-    yield "final", final
+    return {"next_segment": 0, "notes": CommunicationUnit().to_dict(), "calls": [], "output": "", "not_found": False,
+            "lookback": []}

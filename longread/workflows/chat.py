@@ -13,22 +13,25 @@
   pass over the document with the question (its notes are archived, and recalled for its manager);
 - **write_back** archives the question and answer in the memory stream and appends the turn to the history.
 
-The nodes are thin: each calls one step of `Reader` (reader.py), where the rule is documented. The checkpointer
-is passed in (SqliteSaver per session in the CLI) and the thread id is the session, so reopening a session
-restores its turn history; the memory stream restores its memory.
+The nodes are thin: each calls one step of a `ChatSteps` (the memory policy lives in memory/reading.py and the
+controller; `Reader.chat_steps()` builds one, and the rule is documented on Reader). The checkpointer is passed
+in (SqliteSaver per session in the CLI) and the thread id is the session, so reopening a session restores its
+turn history; the memory stream restores its memory.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping, TypedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Sequence, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from ..results import CallRecord, Citation, Result
+from ..backends.base import Completion, Message
+from ..results import CallRecord, Citation, Result, unique_citations
 
 if TYPE_CHECKING:
-    from ..reader import EventHandler, Reader
+    from ..memory.reading import ReadingMemory
 
 PREVIEW_CHARS = 240
 
@@ -120,19 +123,30 @@ def after_respond(state: ChatState) -> Literal["write_back", "read"]:
     return "write_back" if state["sufficient"] else "read"
 
 
-def build_chat_graph(reader: "Reader", *, checkpointer: Any = None, on_event: "EventHandler | None" = None):
-    """The compiled session graph over a Reader with memory. `on_event` sees the calls of a fallback chain pass."""
-    from ..memory import Recalled
-    from ..reader import citations_of, judged_insufficient
+@dataclass
+class ChatSteps:
+    """What a session's nodes call: the memory of the document, one answer call, and a fresh read."""
 
-    if reader.memory is None:
-        raise ValueError("a chat session needs a Reader with memory (memory=PATH or a MemoryStream)")
+    memory: "ReadingMemory"
+    window: int
+    answer_tokens: Callable[[str], int]  # the answer cap of a question
+    respond: Callable[[str, Sequence[Message]], tuple[Completion, CallRecord]]  # one call from the fused prompt
+    read: Callable[[str], Result]  # a fresh pass over the document with the question (the reader's strategy)
+
+
+def build_chat_graph(source: Any, *, checkpointer: Any = None, on_event: Any = None):
+    """The compiled session graph over ChatSteps, or over a Reader with memory (its `chat_steps`). `on_event`
+    sees the calls of a fallback read."""
+    from ..memory import Recalled
+
+    steps: ChatSteps = source.chat_steps(on_event=on_event) if hasattr(source, "chat_steps") else source
+    memory = steps.memory
 
     def acquire(state: ChatState) -> ChatState:
         question = (state.get("question") or "").strip()
         if not question:
             raise ValueError("the question is empty")
-        has_notes = reader.has_notes()
+        has_notes = memory.has_notes()
         return {
             "question": question, "has_notes": has_notes, "needed": False, "activated": [], "prompt": [], "used": [],
             "recalled": [], "reply": "", "sufficient": False, "answered_from": "memory", "citations": [], "calls": [],
@@ -141,33 +155,34 @@ def build_chat_graph(reader: "Reader", *, checkpointer: Any = None, on_event: "E
         }
 
     def activate(state: ChatState) -> ChatState:
-        needed, calls = reader.needs_memory(state["question"])
+        needed, calls = memory.needs_memory(state["question"])
         update: ChatState = {"needed": needed, "calls": _calls(state, calls)}
         if not needed:
             update["reason"] = "the activation gate judged archived memory not needed"
         return update
 
     def retrieve(state: ChatState) -> ChatState:
-        recalled, calls = reader.activate(state["question"])
+        recalled, calls = memory.activate(state["question"])
         update: ChatState = {"activated": [_activated_item(r) for r in recalled], "calls": _calls(state, calls)}
         if not recalled:
             update["reason"] = "no archived memory matched the question"
         return update
 
     def fuse(state: ChatState) -> ChatState:
-        items = {item.id: item for item in reader.memory.get_many([a["id"] for a in state["activated"]])}
+        items = {item.id: item for item in memory.stream.get_many([a["id"] for a in state["activated"]])}
         recalled = [
             Recalled(items[a["id"]], a["text"], a["tokens"], a["summarized"])
             for a in state["activated"]
             if a["id"] in items
         ]
-        prompt = reader.memory_prompt(state["question"], recalled)
+        question = state["question"]
+        prompt = memory.prompt(question, recalled, steps.window, steps.answer_tokens(question))
         return {"prompt": [dict(m) for m in prompt.messages], "used": [r.item.id for r in prompt.kept]}
 
     def respond(state: ChatState) -> ChatState:
-        completion, record = reader.respond(state["question"], state["prompt"])  # type: ignore[arg-type]
+        completion, record = steps.respond(state["question"], state["prompt"])  # type: ignore[arg-type]
         reply = completion.text.strip()
-        sufficient = not judged_insufficient(reply)
+        sufficient = not memory.insufficient(reply)
         used = set(state["used"])
         spans = [Citation(**sp) for a in state["activated"] if a["id"] in used for sp in a["spans"]]
         if sufficient and not state["needed"]:
@@ -180,11 +195,11 @@ def build_chat_graph(reader: "Reader", *, checkpointer: Any = None, on_event: "E
             reason = f"{state['reason']}, and the reply without it was {reply[:60]!r}"
         return {
             "reply": reply, "sufficient": sufficient, "reason": reason, "calls": _calls(state, [record]),
-            "citations": [c.to_dict() for c in citations_of(spans)],
+            "citations": [c.to_dict() for c in unique_citations(spans)],
         }
 
     def read(state: ChatState) -> ChatState:
-        result = reader.read(state["question"], on_event=on_event)
+        result = steps.read(state["question"])
         return {
             "reply": result.text.strip(), "answered_from": "chain",
             "reason": f"{state['reason']}: a chain pass read the document",
@@ -195,7 +210,7 @@ def build_chat_graph(reader: "Reader", *, checkpointer: Any = None, on_event: "E
 
     def write_back(state: ChatState) -> ChatState:
         citations = [Citation(**c) for c in state["citations"]]
-        reader.remember(state["question"], state["reply"], citations)
+        memory.remember(state["question"], state["reply"], citations)
         turn = Turn(
             question=state["question"], answer=state["reply"], answered_from=state["answered_from"],
             reason=state["reason"], citations=state["citations"],
@@ -225,26 +240,3 @@ def history(graph: Any, session: str) -> list[Turn]:
     if graph.checkpointer is None:
         return []
     return list(graph.get_state(chat_config(session)).values.get("history", []))
-
-
-def turn_result(reader: "Reader", turn: Mapping[str, Any]) -> Result:
-    """A finished turn as a Result, with `extras["answered_from"]` and `["reason"]` (the rule in Reader)."""
-    return Result(
-        mode="query",
-        text=turn["answer"],
-        question=turn["question"],
-        citations=[Citation(**c) for c in turn["citations"]],
-        segments=turn["segments"],
-        calls=[CallRecord(**c) for c in turn["calls"]],
-        window=reader.window,
-        model=reader.model.name,
-        source=reader.document.source,
-        title=reader.document.title,
-        notes=turn["notes"],
-        document_tokens=turn["document_tokens"],
-        extras={
-            "answered_from": turn["answered_from"], "reason": turn["reason"], "session": reader.session,
-            "activated": [a["id"] for a in turn["activated"]], "used": list(turn["used"]),
-            "recalled": list(turn.get("recalled", [])),
-        },
-    )

@@ -1,0 +1,373 @@
+"""`longread eval report RESULTS.jsonl... --out DIR`: DIR/report.md with tables, and PNG plots beside it.
+
+- scores: setting x dataset, the mean score with its bootstrap 95% interval and n (scores.png: the same as bars);
+- cost: calls, prompt and completion tokens, dollars and seconds per case, and failures, per setting and dataset;
+- accuracy against document length, one panel per dataset, a line per setting (accuracy_by_length.png);
+- needles: a depth x length heat map per setting and needle kind (needles_heatmap.png), and a table by length;
+- score against seconds per case (cost.png): what each setting's score costs.
+
+A setting is a strategy, with the model, window and kv added to its name when the files hold more than one.
+Results of the same case and setting appear once (the last line wins, as after a resumed run with retries).
+Failed cases are not scored: they are counted in the `failed` column and listed at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import Any, Iterable, Sequence
+
+from .metrics import MAIN_METRIC, bootstrap_interval
+from .runner import line_key, read_results
+
+NEEDLE_PREFIX = "needle-"
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    latest: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        for line in read_results(path):
+            latest[line_key(line)] = line
+    return list(latest.values())
+
+
+@dataclass(frozen=True)
+class Labeller:
+    """Names a line's setting by what varies across the files: the strategy, then model, window and kv if needed."""
+
+    models: bool
+    windows: bool
+    kvs: bool
+
+    @classmethod
+    def of(cls, lines: Sequence[dict[str, Any]]) -> "Labeller":
+        return cls(len({l.get("model") for l in lines}) > 1, len({l.get("window") for l in lines}) > 1,
+                   len({l.get("kv") for l in lines}) > 1)
+
+    def __call__(self, line: dict[str, Any]) -> str:
+        parts = [str(line.get("strategy"))]
+        if self.models:
+            parts.append(_short_model(str(line.get("model"))))
+        if self.windows:
+            parts.append(f"w{line.get('window')}")
+        if self.kvs:
+            parts.append(f"kv {line.get('kv') or 'default'}")
+        return " · ".join(parts)
+
+
+def _short_model(model: str) -> str:
+    return model.rstrip("/").rsplit("/", 1)[-1] if model.startswith("hf:") else model
+
+
+def _scored(lines: Iterable[dict[str, Any]]) -> list[float]:
+    return [float(l["score"]) for l in lines if not l.get("error") and l.get("score") is not None]
+
+
+def _interval(values: Sequence[float]) -> str:
+    if not values:
+        return "—"
+    m, low, high = bootstrap_interval(values)
+    if math.isnan(low):
+        return f"{m:.3f} (n {len(values)})"
+    return f"{m:.3f} [{low:.3f}, {high:.3f}] (n {len(values)})"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _grouped(lines: Sequence[dict[str, Any]], label: Labeller) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for line in lines:
+        groups[(label(line), str(line.get("dataset")))].append(line)
+    return groups
+
+
+def _per_case(lines: Sequence[dict[str, Any]], field: str) -> float:
+    ok = [l for l in lines if not l.get("error")]
+    values = [float((l.get("usage") or {}).get(field) or 0) for l in ok]
+    return mean(values) if values else 0.0
+
+
+def _seconds(lines: Sequence[dict[str, Any]]) -> float:
+    ok = [float(l.get("seconds") or 0) for l in lines if not l.get("error")]
+    return mean(ok) if ok else 0.0
+
+
+def length_of(line: dict[str, Any]) -> int | None:
+    """The length a line is plotted at: a needle case's asked length, else the document's tokens as read."""
+    meta = line.get("metadata") or {}
+    if meta.get("length"):
+        return int(meta["length"])
+    tokens = line.get("document_tokens")
+    return int(tokens) if tokens else None
+
+
+def _length_bins(values: Sequence[int]) -> list[tuple[int, int]]:
+    """Ranges of lengths for a dataset: each distinct value when there are few (needles), else powers of two."""
+    distinct = sorted(set(values))
+    if len(distinct) <= 8:
+        return [(v, v) for v in distinct]
+    low = 2 ** math.floor(math.log2(max(1, distinct[0])))
+    bins = []
+    while low <= distinct[-1]:
+        bins.append((low, low * 2 - 1))
+        low *= 2
+    return [b for b in bins if any(b[0] <= v <= b[1] for v in distinct)]
+
+
+def _bin_label(b: tuple[int, int]) -> str:
+    def k(n: int) -> str:
+        return f"{n / 1000:.0f}k" if n >= 1000 else str(n)
+
+    return k(b[0]) if b[0] == b[1] else f"{k(b[0])}–{k(b[1] + 1)}"
+
+
+# -- markdown -------------------------------------------------------------------------------------------------------
+def write_report(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
+    """Writes OUT/report.md and the plots; returns the report's path. ValueError when there is nothing to report."""
+    lines = load_results(paths)
+    if not lines:
+        raise ValueError("no result lines in " + ", ".join(str(p) for p in paths))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    label = Labeller.of(lines)
+    groups = _grouped(lines, label)
+    settings = sorted({s for s, _ in groups})
+    datasets = sorted({d for _, d in groups})
+    tasks = {str(l.get("dataset")): str(l.get("task")) for l in lines}
+
+    plots = _plots(lines, label, settings, datasets, out)
+    md: list[str] = ["# Evaluation report", ""]
+    md.append(f"{len(lines)} results from {', '.join(f'`{Path(p).name}`' for p in paths)}; "
+              f"models: {', '.join(sorted({str(l.get('model')) for l in lines}))}; windows: "
+              f"{', '.join(str(w) for w in sorted({l.get('window') for l in lines if l.get('window') is not None}))}; "
+              f"kv: {', '.join(sorted({str(l.get('kv') or 'default') for l in lines}))}.")
+    md.append("")
+    md.append("Scores are means with bootstrap 95% intervals (percentile, 2000 resamples, seed 0) and the number of "
+              "scored cases; the metric of each dataset: " +
+              ", ".join(f"{d} {MAIN_METRIC.get(tasks.get(d, ''), 'score')}" for d in datasets) + ".")
+    md += ["", "## Scores", ""]
+    md.append(_table(["setting", *datasets],
+                     [[s, *(_interval(_scored(groups.get((s, d), []))) for d in datasets)] for s in settings]))
+    if "scores.png" in plots:
+        md += ["", "![scores by setting and dataset](scores.png)"]
+    md += ["", "## Cost per case", "",
+           "Means over the cases that finished: model calls, prompt and completion tokens, dollars (API prices known "
+           "to litellm; local models are free) and wall-clock seconds.", ""]
+    rows = []
+    for s in settings:
+        for d in datasets:
+            group = groups.get((s, d))
+            if not group:
+                continue
+            failed = sum(1 for l in group if l.get("error"))
+            rows.append([s, d, len(group) - failed, failed, f"{_per_case(group, 'calls'):.1f}",
+                         f"{_per_case(group, 'prompt_tokens'):,.0f}", f"{_per_case(group, 'completion_tokens'):,.0f}",
+                         f"${_per_case(group, 'cost_usd'):.4f}", f"{_seconds(group):.1f}"])
+    md.append(_table(["setting", "dataset", "n", "failed", "calls", "prompt tokens", "completion tokens", "cost",
+                      "seconds"], rows))
+    if "cost.png" in plots:
+        md += ["", "![score against seconds per case](cost.png)"]
+    if "accuracy_by_length.png" in plots:
+        md += ["", "## Accuracy against document length", "", "![accuracy by document length](accuracy_by_length.png)"]
+    md += _needle_section(lines, label, settings, plots)
+    md += _failures(lines, label)
+    target = out / "report.md"
+    target.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return target
+
+
+def _needle_section(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[str],
+                    plots: Sequence[str]) -> list[str]:
+    needles = [l for l in lines if str(l.get("dataset", "")).startswith(NEEDLE_PREFIX)]
+    if not needles:
+        return []
+    md = ["", "## Needles", "", "Mean score by needle kind and length (over every depth), with n."]
+    kinds = sorted({(l.get("metadata") or {}).get("kind", l["dataset"][len(NEEDLE_PREFIX):]) for l in needles})
+    lengths = sorted({length_of(l) for l in needles if length_of(l)})
+    header = ["setting", *(f"{k} {_bin_label((n, n))}" for k in kinds for n in lengths)]
+    rows = []
+    for s in settings:
+        row: list[Any] = [s]
+        for k in kinds:
+            for n in lengths:
+                scores = _scored(l for l in needles if label(l) == s and _kind(l) == k and length_of(l) == n)
+                row.append(f"{mean(scores):.2f} ({len(scores)})" if scores else "—")
+        rows.append(row)
+    md += ["", _table(header, rows)]
+    if "needles_heatmap.png" in plots:
+        md += ["", "Depth x length, one map per setting and kind:", "", "![needles heat map](needles_heatmap.png)"]
+    return md
+
+
+def _kind(line: dict[str, Any]) -> str:
+    return (line.get("metadata") or {}).get("kind") or str(line.get("dataset", ""))[len(NEEDLE_PREFIX):]
+
+
+def _failures(lines: Sequence[dict[str, Any]], label: Labeller) -> list[str]:
+    failed = [l for l in lines if l.get("error")]
+    if not failed:
+        return []
+    counts = Counter((label(l), str(l["error"])[:160]) for l in failed)
+    md = ["", "## Failures", "", f"{len(failed)} case(s) failed and are not scored above."]
+    md += ["", _table(["setting", "error", "cases"],
+                      [[s, e.replace("|", "\\|"), n] for (s, e), n in counts.most_common(20)])]
+    return md
+
+
+# -- plots ----------------------------------------------------------------------------------------------------------
+def _plots(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[str], datasets: Sequence[str],
+           out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    made = []
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(settings)}
+    groups = _grouped(lines, label)
+    for name, draw in (("scores.png", _plot_scores), ("accuracy_by_length.png", _plot_lengths),
+                       ("needles_heatmap.png", _plot_heatmaps), ("cost.png", _plot_cost)):
+        figure = draw(plt, lines, groups, label, settings, datasets, colors)
+        if figure is not None:
+            figure.savefig(out / name, dpi=110, bbox_inches="tight")
+            plt.close(figure)
+            made.append(name)
+    return made
+
+
+def _plot_scores(plt, lines, groups, label, settings, datasets, colors):
+    figure, ax = plt.subplots(figsize=(max(6, 1.2 * len(datasets) * max(1, len(settings)) / 2 + 2), 4))
+    width = 0.8 / max(1, len(settings))
+    for i, s in enumerate(settings):
+        xs, ys, errs = [], [], [[], []]
+        for j, d in enumerate(datasets):
+            values = _scored(groups.get((s, d), []))
+            if not values:
+                continue
+            m, low, high = bootstrap_interval(values)
+            xs.append(j + (i - (len(settings) - 1) / 2) * width)
+            ys.append(m)
+            errs[0].append(0 if math.isnan(low) else m - low)
+            errs[1].append(0 if math.isnan(high) else high - m)
+        bars = ax.bar(xs, ys, width, yerr=errs, capsize=3, label=s, color=colors[s])
+        ax.bar_label(bars, labels=[f"{y:.2f}" for y in ys], fontsize=7, padding=2, label_type="edge")
+    ax.set_xticks(range(len(datasets)), datasets, rotation=20, ha="right")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("mean score (95% interval)")
+    ax.set_title("Score by dataset")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def _plot_lengths(plt, lines, groups, label, settings, datasets, colors):
+    panels = [d for d in datasets if any(length_of(l) for s in settings for l in groups.get((s, d), []))]
+    if not panels:
+        return None
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, d in zip(axes.flat, panels):
+        lengths = [length_of(l) for s in settings for l in groups.get((s, d), []) if length_of(l)]
+        bins = _length_bins(lengths)
+        for s in settings:
+            xs, ys = [], []
+            for b in bins:
+                values = _scored(l for l in groups.get((s, d), []) if (length_of(l) or -1) in range(b[0], b[1] + 1))
+                if values:
+                    xs.append(math.sqrt(b[0] * (b[1] + 1)) if b[0] != b[1] else b[0])
+                    ys.append(mean(values))
+            if xs:
+                ax.plot(xs, ys, marker="o", label=s, color=colors[s])
+        ax.set_xscale("log")
+        ticks = [math.sqrt(b[0] * (b[1] + 1)) if b[0] != b[1] else b[0] for b in bins]
+        ax.set_xticks(ticks, [_bin_label(b) for b in bins], fontsize=8)
+        ax.minorticks_off()
+        if len(ticks) == 1:
+            ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
+        ax.set_title(d)
+        ax.set_xlabel("document tokens")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("mean score")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    figure.tight_layout()
+    figure.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8)
+    return figure
+
+
+def _plot_heatmaps(plt, lines, groups, label, settings, datasets, colors):
+    needles = [l for l in lines if str(l.get("dataset", "")).startswith(NEEDLE_PREFIX) and length_of(l) is not None]
+    if not needles:
+        return None
+    kinds = sorted({_kind(l) for l in needles})
+    shown = [s for s in settings if any(label(l) == s for l in needles)]
+    lengths = sorted({length_of(l) for l in needles})
+    depths = sorted({float((l.get("metadata") or {}).get("depth", 0)) for l in needles})
+    figure, axes = plt.subplots(len(kinds), len(shown), figsize=(1.1 * len(lengths) * len(shown) + 1.5,
+                                                                  0.55 * len(depths) * len(kinds) + 1.2),
+                                squeeze=False)
+    image = None
+    for r, kind in enumerate(kinds):
+        for c, s in enumerate(shown):
+            ax = axes[r][c]
+            grid = [[math.nan] * len(lengths) for _ in depths]
+            for i, depth in enumerate(depths):
+                for j, n in enumerate(lengths):
+                    values = _scored(l for l in needles if label(l) == s and _kind(l) == kind and length_of(l) == n
+                                     and float((l.get("metadata") or {}).get("depth", 0)) == depth)
+                    if values:
+                        grid[i][j] = mean(values)
+                        ax.text(j, i, f"{grid[i][j]:.2f}", ha="center", va="center", fontsize=8,
+                                color="black" if 0.3 < grid[i][j] < 0.85 else "white")
+            image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+            ax.set_xticks(range(len(lengths)), [_bin_label((n, n)) for n in lengths], fontsize=8)
+            ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths] if c == 0 else [], fontsize=8)
+            if r == 0:
+                ax.set_title(s, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{kind}\ndepth", fontsize=9)
+            if r == len(kinds) - 1:
+                ax.set_xlabel("length (tokens)", fontsize=8)
+    if image is not None:
+        figure.colorbar(image, ax=axes, shrink=0.8, label="mean score")
+    return figure
+
+
+def _plot_cost(plt, lines, groups, label, settings, datasets, colors):
+    markers = "osD^vP*X<>"
+    figure, ax = plt.subplots(figsize=(6.5, 4.2))
+    drawn = False
+    for (s, d), group in groups.items():
+        values = _scored(group)
+        seconds = _seconds(group)
+        if values and seconds > 0:
+            ax.scatter(seconds, mean(values), color=colors[s], marker=markers[datasets.index(d) % len(markers)], s=50)
+            drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colors[s], label=s) for s in settings]
+    handles += [Line2D([], [], color="gray", marker=markers[i % len(markers)], linestyle="", label=d)
+                for i, d in enumerate(datasets)]
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per case")
+    ax.set_ylabel("mean score")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("Score against time per case")
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return figure

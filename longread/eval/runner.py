@@ -1,0 +1,328 @@
+"""Runs cases under settings (strategy x model x window x kv) and appends one JSON line per case per setting.
+
+Resumable: the results file is read first, and every (dataset, case, strategy, model, window, kv) it holds is
+finished and never recomputed (a failed case too: it is recorded with its error; `retry_errors` runs those
+again, and the report keeps the last line of a key). A line is written whole and flushed as soon as its case is
+done, so a killed run loses only the cases in flight; a half-written last line is cut off on the next start.
+
+The model is built once per (model, kv), only when a case needs it, and reused by every case and setting of it.
+Cases run one at a time on a local model; with `jobs` > 1 an API model runs that many cases at once (threads).
+Within one (model, kv) the order is case-major (each case under every window and strategy, then the next), so a
+run stopped early still compares the strategies on the same cases.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..documents import Document
+from .cases import Case
+from .metrics import score
+
+ReadFunction = Callable[..., Any]  # read_case's signature, returning a longread.Result (or anything like it)
+ModelFactory = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    strategy: str
+    model: str
+    window: int
+    kv: str | None = None
+
+    def key(self, case: Case) -> tuple:
+        return (case.dataset, case.id, self.strategy, self.model, self.window, self.kv)
+
+
+def line_key(line: dict[str, Any]) -> tuple:
+    return (line.get("dataset"), line.get("case"), line.get("strategy"), line.get("model"), line.get("window"),
+            line.get("kv"))
+
+
+def settings_of(strategies: Sequence[str], models: Sequence[str], windows: Sequence[int],
+                kvs: Sequence[str | None] = (None,)) -> list[Setting]:
+    return [Setting(s, m, w, k) for m, k, w, s in product(models, kvs or [None], windows, strategies)]
+
+
+# -- how a case is read -------------------------------------------------------------------------------------------
+CHOICE_INSTRUCTION = "Answer with the letter of the correct option ({letters})."
+
+
+def question_for(case: Case) -> str | None:
+    """The question as the strategy sees it; None for a summary.
+
+    A multiple-choice case is its question, a blank line, the options one a line as "(A) text", a blank line and
+    `CHOICE_INSTRUCTION` ("Answer with the letter of the correct option (A, B, C or D)."). Every other case is its
+    question as it is. `metrics.choice_letter` reads the letter back, whatever form the reply gives it in.
+    """
+    if case.question is None:
+        return None
+    if not case.choices:
+        return case.question
+    letters = list(case.choices)
+    spoken = ", ".join(letters[:-1]) + f" or {letters[-1]}" if len(letters) > 1 else letters[0]
+    options = "\n".join(f"({letter}) {text}" for letter, text in case.choices.items())
+    return f"{case.question.strip()}\n\n{options}\n\n{CHOICE_INSTRUCTION.format(letters=spoken)}"
+
+
+def check_strategies(names: Sequence[str]) -> None:
+    """ValueError naming a strategy spec ("rag", "multipath:paths=5") that the registry cannot build, before any
+    model loads."""
+    from ..workflows.registry import get_strategy
+
+    for name in names:
+        try:
+            get_strategy(name)
+        except Exception as exc:  # StrategyError, or whatever a plugin's factory raises
+            raise ValueError(_one_line(exc) or f"strategy {name!r} cannot be built") from None
+
+
+def read_case(case: Case, document: Document, model: Any, *, strategy: str, window: int, kv: str | None = None,
+              checkpointer: Any = None) -> Any:
+    """One case read by one strategy: `longread.Reader(...).ask(question)`, or `.summarize()` without a question.
+    The one place that knows how the eval calls the product."""
+    from ..reader import Reader
+
+    reader = Reader(document, model=model, window=window, kv=kv, strategy=strategy, checkpointer=checkpointer)
+    question = question_for(case)
+    return reader.summarize() if question is None else reader.ask(question)
+
+
+# -- the results file ---------------------------------------------------------------------------------------------
+class ResultsFile:
+    """The JSONL results: what it already holds, and appending whole lines to it (thread-safe)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lines: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        if self.path.exists():
+            self._repair()
+            self.lines = read_results(self.path)
+
+    def _repair(self) -> None:
+        """Cuts a half-written last line (a run killed while writing it), so the next line starts clean."""
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def finished(self, *, retry_errors: bool = False) -> set[tuple]:
+        latest: dict[tuple, dict[str, Any]] = {line_key(line): line for line in self.lines}
+        return {key for key, line in latest.items() if not (retry_errors and line.get("error"))}
+
+    def append(self, line: dict[str, Any]) -> None:
+        text = json.dumps(line, ensure_ascii=False) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.lines.append(line)
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Every line of a results file that parses (a half-written one is skipped)."""
+    lines = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for raw in handle:
+            if raw.strip():
+                try:
+                    line = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(line, dict):
+                    lines.append(line)
+    return lines
+
+
+# -- one case -----------------------------------------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def result_line(case: Case, setting: Setting, *, result: Any = None, error: BaseException | None = None,
+                seconds: float = 0.0, model_name: str | None = None) -> dict[str, Any]:
+    """The JSON line of one case under one setting (see docs/evaluation.md for the fields)."""
+    line: dict[str, Any] = {
+        "case": case.id, "dataset": case.dataset, "task": case.task, "strategy": setting.strategy,
+        "model": setting.model, "window": setting.window, "kv": setting.kv,
+        "score": None, "metrics": {}, "answer": "", "calls": [], "usage": {}, "seconds": round(seconds, 3),
+        "document_tokens": None, "segments": None, "error": None,
+    }
+    if result is not None:
+        answer = str(getattr(result, "text", ""))
+        value, metrics = score(case, answer)
+        usage = getattr(result, "usage", None)
+        line.update(
+            score=value, metrics=metrics, answer=answer,
+            calls=[c.to_dict() if hasattr(c, "to_dict") else dict(c) for c in getattr(result, "calls", [])],
+            usage=usage.to_dict() if hasattr(usage, "to_dict") else dict(usage or {}),
+            document_tokens=getattr(result, "document_tokens", None), segments=getattr(result, "segments", None),
+        )
+        extras = getattr(result, "extras", None)
+        if extras:
+            line["extras"] = _jsonable(extras)
+    if error is not None:
+        line["error"] = f"{type(error).__name__}: {_one_line(error) or 'no message'}"[:2000]
+    line.update(question=case.question, gold=case.gold, model_name=model_name, metadata=case.metadata,
+                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return line
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=str))
+
+
+def run_case(case: Case, document: Document | None, model: Any, setting: Setting, read: ReadFunction,
+             load_error: BaseException | None = None, checkpointer: Any = None) -> dict[str, Any]:
+    """Reads and scores one case; any failure becomes the line's error, never an exception."""
+    started = time.monotonic()
+    model_name = getattr(model, "name", None)
+    if load_error is not None:
+        return result_line(case, setting, error=load_error, model_name=model_name)
+    try:
+        result = read(case, document, model, strategy=setting.strategy, window=setting.window, kv=setting.kv,
+                      checkpointer=checkpointer)
+        return result_line(case, setting, result=result, seconds=time.monotonic() - started, model_name=model_name)
+    except Exception as exc:  # a failing case is recorded and the run goes on
+        return result_line(case, setting, error=exc, seconds=time.monotonic() - started, model_name=model_name)
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    cases: int = 0  # cases x settings asked for
+    skipped: int = 0  # already in the results file
+    ran: int = 0
+    failed: int = 0
+    models_failed: list[str] | None = None
+
+
+def _is_local(model: str) -> bool:
+    from ..backends.registry import is_local_model
+
+    return is_local_model(model)
+
+
+class _Documents:
+    """Each document loaded once, the first time a case needs it (many questions share one)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Document | None, BaseException | None]] = {}
+
+    def get(self, case: Case) -> tuple[Document | None, BaseException | None]:
+        key = case.document_key
+        if key not in self._cache:
+            try:
+                self._cache[key] = (case.load_document(), None)
+            except Exception as exc:  # a bad document fails its cases, not the run
+                self._cache[key] = (None, exc)
+        return self._cache[key]
+
+
+def run_eval(
+    cases: Sequence[Case],
+    settings: Sequence[Setting],
+    out: str | Path,
+    *,
+    jobs: int = 1,
+    limit: int | None = None,
+    retry_errors: bool = False,
+    read: ReadFunction = read_case,
+    model_factory: ModelFactory | None = None,
+    progress: Any = None,  # an EvalProgress (set_total, describe, finished)
+    on_note: Callable[[str], None] | None = None,
+    checkpointer: Any = None,
+) -> RunSummary:
+    """Runs what `out` does not hold yet; see the module docstring. `read` and `model_factory` (default
+    `longread.backends.get_model`) are the seams tests replace. A `checkpointer` (LangGraph saver) is passed to
+    every read, so a long case killed half-way resumes at its last worker step."""
+    if model_factory is None:
+        from ..backends import get_model as model_factory  # type: ignore[no-redef]
+    note = on_note or (lambda message: None)
+    chosen = list(cases)[:limit] if limit else list(cases)
+    results = ResultsFile(out)
+    done = results.finished(retry_errors=retry_errors)
+    summary = RunSummary(cases=len(chosen) * len(settings), models_failed=[])
+    groups: dict[tuple[str, str | None], list[Setting]] = {}
+    for setting in settings:
+        groups.setdefault((setting.model, setting.kv), []).append(setting)
+    pending = {
+        group: [(case, s) for case in chosen for s in members if s.key(case) not in done]
+        for group, members in groups.items()
+    }
+    summary.skipped = summary.cases - sum(len(p) for p in pending.values())
+    if progress is not None:
+        progress.set_total(summary.cases - summary.skipped)
+    if summary.skipped:
+        note(f"resuming {results.path}: {summary.skipped} of {summary.cases} already done, {summary.cases - summary.skipped} to run")
+    documents = _Documents()
+    for (model_string, kv), work in pending.items():
+        if not work:
+            continue
+        label = f"{model_string}" + (f" kv {kv}" if kv else "")
+        if progress is not None:
+            progress.describe(f"loading {label}")
+        try:
+            model = model_factory(model_string, kv=kv)
+        except Exception as exc:  # every case of this model would fail the same way: say it once, go on
+            note(f"error: --model {model_string}{' --kv ' + kv if kv else ''}: {_one_line(exc)}; its "
+                 f"{len(work)} case(s) are not run")
+            summary.models_failed.append(model_string)  # type: ignore[union-attr]
+            continue
+        workers = 1 if _is_local(model_string) or getattr(model, "is_local", False) else max(1, jobs)
+        if progress is not None:
+            progress.describe(label)
+        try:
+            _run_group(work, model, workers, read, documents, results, summary, progress, checkpointer)
+        finally:
+            del model
+            gc.collect()
+    return summary
+
+
+def _run_group(work: list[tuple[Case, Setting]], model: Any, workers: int, read: ReadFunction,
+               documents: _Documents, results: ResultsFile, summary: RunSummary, progress: Any,
+               checkpointer: Any) -> None:
+    def finish(line: dict[str, Any]) -> None:
+        results.append(line)
+        summary.ran += 1
+        summary.failed += bool(line.get("error"))
+        if progress is not None:
+            progress.finished(line)
+
+    if workers == 1:
+        for case, setting in work:
+            document, error = documents.get(case)
+            finish(run_case(case, document, model, setting, read, error, checkpointer))
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="longread-eval")
+    queue: Iterable[tuple[Case, Setting]] = iter(work)
+    running: set[Future] = set()
+    try:
+        for case, setting in queue:  # at most `workers` in flight: a stopped run leaves little half-done
+            document, error = documents.get(case)
+            running.add(pool.submit(run_case, case, document, model, setting, read, error, checkpointer))
+            if len(running) >= workers:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    finish(future.result())
+        for future in wait(running).done:
+            finish(future.result())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,85 @@
+"""`auto`: retrieval first, the chain only when retrieval cannot answer (Self-Route: Li et al., "Retrieval
+Augmented Generation or Long-Context LLMs? A Comprehensive Study and Hybrid Approach", EMNLP 2024 Industry).
+
+Self-Route asks the model to answer from the retrieved chunks or to say the question is unanswerable from them;
+only then does it pay for reading everything. Here the retrieval step is `rag` with that escape (UNANSWERABLE),
+and the fallback reads the whole document with `lookback` (the chain whose manager re-reads the cited passages).
+A summary has no question to retrieve for: it goes straight to the fallback. `Result.extras["route"]` says which
+way a question went, and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..agents import DirectReader, Mode, default_caps
+from ..agents.replies import found_nothing
+from ..memory.reading import INSUFFICIENT_PHRASES
+from ..results import Result
+from .base import ReadingContext, Strategy
+from .rag import RagStrategy
+
+
+@dataclass
+class RouteStep(RagStrategy):
+    """rag whose reader may answer UNANSWERABLE (not registered: the first step of `auto`)."""
+
+    @property
+    def spec(self) -> str:
+        return "route"
+
+    def reader(self, ctx: ReadingContext, mode: Mode, question: str | None) -> DirectReader:
+        prompts = ctx.prompts.with_overrides(reader_query_task=ctx.prompts.route_query_task)
+        return DirectReader(ctx.model, prompts, mode, question, ctx.window, default_caps(ctx.window, mode)[1])
+
+
+@dataclass
+class AutoStrategy(Strategy):
+    """Retrieval, then (only when it cannot answer) the whole document with `fallback`."""
+
+    name: ClassVar[str] = "auto"
+    fallback: str = "lookback"
+
+    def _fallback(self) -> Strategy:
+        from .registry import get_strategy
+
+        return get_strategy(self.fallback)
+
+    def thread_ids(self, ctx: ReadingContext, question: str | None) -> list[str]:
+        route = RouteStep().thread_ids(ctx, question) if question is not None else []
+        return route + self._fallback().thread_ids(ctx, question)
+
+    def run(self, ctx: ReadingContext, question: str | None) -> Result:
+        if self.check_mode(question) == "summary":
+            return self._relabel(self._fallback().run(ctx, None), "summary: the whole document is read")
+        first = RouteStep().run(ctx, question)
+        if not self.unanswered(ctx, first):
+            return self._relabel(first, "retrieval answered")
+        return self._combine(ctx, first, self._fallback().run(ctx, question))
+
+    async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
+        if self.check_mode(question) == "summary":
+            return self._relabel(await self._fallback().arun(ctx, None), "summary: the whole document is read")
+        first = await RouteStep().arun(ctx, question)
+        if not self.unanswered(ctx, first):
+            return self._relabel(first, "retrieval answered")
+        return self._combine(ctx, first, await self._fallback().arun(ctx, question))
+
+    @staticmethod
+    def unanswered(ctx: ReadingContext, result: Result) -> bool:
+        return found_nothing(result.text, ctx.prompts.unanswerable, INSUFFICIENT_PHRASES)
+
+    def _relabel(self, result: Result, reason: str) -> Result:
+        from dataclasses import replace
+
+        route = "rag" if reason == "retrieval answered" else self.fallback
+        return replace(result, strategy=self.name, extras={**result.extras, "route": route, "route_reason": reason})
+
+    def _combine(self, ctx: ReadingContext, first: Result, second: Result) -> Result:
+        from dataclasses import replace
+
+        reason = f"retrieval could not answer ({first.text.strip()[:60]!r}): {self.fallback} read the document"
+        return replace(second, strategy=self.name, calls=[*first.calls, *second.calls],
+                       extras={**second.extras, "route": self.fallback, "route_reason": reason,
+                               "retrieved": first.extras.get("retrieved", [])})

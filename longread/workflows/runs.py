@@ -1,0 +1,79 @@
+"""Running a compiled graph on a checkpoint thread: resume what was interrupted, keep what was finished.
+
+- A thread with pending steps (a run was killed or failed) resumes where it stopped: no finished call is repeated.
+- A finished thread is kept and its final state returned without a call: a result that was paid for is not paid
+  for again (for example when writing the output failed after the run). `fresh=True` deletes the thread first
+  and starts over.
+- Without a checkpointer every run starts from the initial state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, TypedDict
+
+
+def run_config(thread_id: str, steps: int) -> dict[str, Any]:
+    # One super-step per call plus slack; LangGraph's default limit of 25 would stop any book.
+    return {"configurable": {"thread_id": thread_id}, "recursion_limit": steps + 10}
+
+
+def run_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False
+              ) -> tuple[dict[str, Any], bool]:
+    """(final state, whether it was a finished thread's state, reused without a call)."""
+    config = run_config(thread_id, steps)
+    start: dict[str, Any] | None = initial
+    if graph.checkpointer is not None:
+        if fresh:
+            graph.checkpointer.delete_thread(thread_id)
+        snapshot = graph.get_state(config)
+        if snapshot.next:
+            start = None
+        elif snapshot.values:
+            return dict(snapshot.values), True
+    return dict(graph.invoke(start, config)), False
+
+
+async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False
+                     ) -> tuple[dict[str, Any], bool]:
+    config = run_config(thread_id, steps)
+    start: dict[str, Any] | None = initial
+    if graph.checkpointer is not None:
+        if fresh:
+            await graph.checkpointer.adelete_thread(thread_id)
+        snapshot = await graph.aget_state(config)
+        if snapshot.next:
+            start = None
+        elif snapshot.values:
+            return dict(snapshot.values), True
+    return dict(await graph.ainvoke(start, config)), False
+
+
+def forget(checkpointer: Any, thread_ids: list[str]) -> None:
+    """Deletes threads, so their next run starts over."""
+    if checkpointer is not None:
+        for thread_id in thread_ids:
+            checkpointer.delete_thread(thread_id)
+
+
+# -- one-call graphs ---------------------------------------------------------------------------------------------------
+class CallState(TypedDict, total=False):
+    output: str
+    calls: list[dict[str, Any]]
+    extras: dict[str, Any]
+
+
+def one_call_graph(call: Callable[[], CallState], acall: Callable[[], Awaitable[CallState]], *, checkpointer: Any,
+                   name: str = "call") -> Any:
+    """A graph of one node that makes one call: what a one-call strategy (or multipath's judge) checkpoints, so a
+    finished answer is kept like a finished chain's."""
+    from langchain_core.runnables import RunnableLambda
+    from langgraph.graph import END, START, StateGraph
+
+    async def anode(state: CallState) -> CallState:
+        return await acall()
+
+    graph = StateGraph(CallState)
+    graph.add_node(name, RunnableLambda(lambda state: call(), afunc=anode, name=name))
+    graph.add_edge(START, name)
+    graph.add_edge(name, END)
+    return graph.compile(checkpointer=checkpointer)
