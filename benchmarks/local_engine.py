@@ -59,8 +59,9 @@ SHORT = [{"role": "user", "content": "What is the capital of France? Answer in o
 # -- the prompts (built once, here, so every variant gets the very same messages) ----------------------------------
 def worker_prompt(model: str, target_tokens: int) -> tuple[list[dict], int, int]:
     """(messages, cache_prefix, prompt tokens): a worker prompt of about target_tokens for this model."""
+    from longread.agents import worker_messages
+    from longread.agents.messages import worker_prefix_chars
     from longread.agents.prompts import DEFAULT_PROMPTS as prompts
-    from longread.agents.worker import worker_messages
     from longread.backends.local.weights import embedded_model_dir
     from transformers import AutoTokenizer
 
@@ -73,7 +74,7 @@ def worker_prompt(model: str, target_tokens: int) -> tuple[list[dict], int, int]
     def build(n: int) -> tuple[list[dict], int, int]:
         segment = tokenizer.decode(ids[:n])
         messages = worker_messages(prompts, "query", QUESTION, segment, EARLIER_NOTES, 2)
-        prefix = len(prompts.segment_heading.format(number=2)) + len(segment)
+        prefix = worker_prefix_chars(prompts, segment, 2, QUESTION)
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return messages, prefix, len(tokenizer.encode(rendered, add_special_tokens=False))
 

@@ -116,7 +116,7 @@ def test_snapshots_and_saved_state_hold_only_the_filled_part(llama):
     layer = cache.layers[0]
     assert layer._key_buffer.shape[-2] > 53  # there is spare room ...
     twin = copy.deepcopy(cache)
-    assert twin.layers[0].keys.untyped_storage().nbytes() == layer.keys[..., :53, :].contiguous().nbytes  # ... not copied
+    assert twin.layers[0].keys.untyped_storage().nbytes() == layer.keys[..., :53, :].contiguous().nbytes  # not copied
     assert torch.equal(twin.layers[0].keys, layer.keys) and twin.layers[0].seen == 53
     buffer = io.BytesIO()
     torch.save(export_state(cache), buffer)

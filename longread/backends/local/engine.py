@@ -91,6 +91,7 @@ class LocalModel(ChatModel):
         twin.kv = twin.kv_policy.name
         twin.stats = EngineStats()
         twin._lock = self._lock  # one forward pass at a time on shared weights
+        # (the tokenized-prompt memo is shared too, through __dict__: tokenizing does not depend on the policy)
         return twin
 
     @classmethod
