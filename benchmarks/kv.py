@@ -59,7 +59,7 @@ from longread.backends.local.generation import RepetitionGuard, generate, prefil
 
 OURS = ["full", "quant:8", "quant:4", "quant:2", "sink:2048", "snap:2048", "mixed:2048:4", "mixed:2048:2"]
 THEIRS = ["hf-quanto:4", "hf-quanto:2", "hf-hqq:4", "hf-hqq:2"]
-BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s, datasheet (GPU.md uses the H100's)
+BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}  # bytes/s, datasheet
 NEEDLE = "The secret passphrase for the lighthouse is {code}."
 QUESTION = "What is the secret passphrase for the lighthouse? Answer with the passphrase only."
 CODES = ["7319", "4682", "5907", "2841", "8156", "3270", "6493", "1758", "9024", "5361"]
@@ -398,7 +398,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = args.device
     if device.startswith("cuda"):
-        torch.backends.cuda.enable_cudnn_sdp(False)  # GPU.md: cuDNN attention costs ~2 ms of CPU per call
+        torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN attention: ~2 ms of CPU a call (docs/architecture.md)
     sections = args.sections.split(",")
     policies, skipped = [], []
     for p in args.policies.split(","):

@@ -3,21 +3,51 @@
     import longread
     result = longread.ask("book.txt", "Who is the narrator?", model="local")
     print(result.answer, result.citations, result.usage)
+
+The names below are imported on first use (PEP 562): `import longread` and the command line's `--help` stay fast,
+and langgraph, transformers and litellm load only when a read needs them.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from . import _env  # noqa: F401  (offline settings before any heavy import)
-from .documents import Document, load_document
-from .errors import (DocumentError, DocumentTooLong, LongreadError, ModelError, StrategyError, WindowExceeded,
-                     WindowTooSmall)
-from .reader import Reader, aask, ask, asummarize, summarize
-from .results import CallRecord, ChainEvent, Citation, ReadEvent, Result, Usage
-from .workflows import Strategy, available_strategies, get_strategy, register_strategy
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CallRecord", "ChainEvent", "Citation", "Document", "DocumentError", "DocumentTooLong", "LongreadError",
-    "ModelError", "ReadEvent", "Reader", "Result", "Strategy", "StrategyError", "Usage", "WindowExceeded",
-    "WindowTooSmall", "aask", "ask", "asummarize", "available_strategies", "get_strategy", "load_document",
-    "register_strategy", "summarize",
-]
+_EXPORTS = {
+    "Document": "documents", "load_document": "documents",
+    "DocumentError": "errors", "DocumentTooLong": "errors", "LongreadError": "errors", "ModelError": "errors",
+    "StrategyError": "errors", "WindowExceeded": "errors", "WindowTooSmall": "errors",
+    "Reader": "reader", "aask": "reader", "ask": "reader", "asummarize": "reader", "summarize": "reader",
+    "CallRecord": "results", "ChainEvent": "results", "Citation": "results", "ReadEvent": "results",
+    "Result": "results", "Usage": "results",
+    "Strategy": "workflows", "available_strategies": "workflows", "get_strategy": "workflows",
+    "register_strategy": "workflows",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'longread' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from .documents import Document, load_document
+    from .errors import (DocumentError, DocumentTooLong, LongreadError, ModelError, StrategyError, WindowExceeded,
+                         WindowTooSmall)
+    from .reader import Reader, aask, ask, asummarize, summarize
+    from .results import CallRecord, ChainEvent, Citation, ReadEvent, Result, Usage
+    from .workflows import Strategy, available_strategies, get_strategy, register_strategy

@@ -17,12 +17,13 @@ can be scripted: `printf 'Who is Ada?\\n/memory\\n' | longread chat story.md`.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sqlite3
 import sys
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,8 +35,8 @@ from rich.text import Text
 
 from . import backends
 from .backends.base import ChatModel
-from .console import RunProgress, note, stderr_console
-from .documents import Document, load_document
+from .console import Display, TextStream, note, stderr_console
+from .documents import Document, load_source
 from .errors import LongreadError
 from .memory.store import EmbedderMismatch
 from .reader import ChainEvent, Reader, default_session
@@ -56,12 +57,16 @@ COMMANDS = {
 
 @dataclass(frozen=True)
 class ChatSettings:
-    path: Path
+    path: str | Path  # a file or an http(s) URL
     session: str | None
     model: str
     window: int | None
     kv: str | None
     workspace: Path
+    strategy: str = "chain"
+    as_json: bool = False  # one JSON object per answer on stdout
+    quiet: bool = False  # no progress and no notes
+    stream: bool = True
 
 
 def session_folder(workspace: Path, session: str) -> Path:
@@ -100,13 +105,23 @@ def _preview(text: str, chars: int = 90) -> str:
 class ChatSession:
     """The commands and the rendering of one session; `ask` runs one turn through the graph."""
 
-    def __init__(self, reader: Reader, checkpointer: Any, out: Console, err: Console):
+    def __init__(self, reader: Reader, checkpointer: Any, out: Console, err: Console, *, as_json: bool = False,
+                 quiet: bool = False, stream: bool = True):
         self.reader = reader
         self.out = out
         self.err = err
+        self.as_json = as_json
+        self.quiet = quiet
+        self.streamed = False
         self.checkpointer = checkpointer
         self._on_event: Callable[[ChainEvent], None] | None = None
-        self.graph = build_chat_graph(reader, checkpointer=checkpointer, on_event=self._event)
+        self._stream: TextStream | None = None
+        steps = reader.chat_steps(on_event=self._event)
+        if stream and not as_json:
+            # Only a fresh read streams its answer: a reply from memory is one short call that may still be judged
+            # insufficient, and text on screen cannot be taken back.
+            steps = replace(steps, read=lambda question: reader.read(question, on_event=self._event, on_text=self._text))
+        self.graph = build_chat_graph(steps, checkpointer=checkpointer)
         self.config = chat_config(reader.session)
 
     @property
@@ -117,6 +132,10 @@ class ChatSession:
     def _event(self, event: ChainEvent) -> None:
         if self._on_event is not None:
             self._on_event(event)
+
+    def _text(self, piece: str) -> None:
+        if self._stream is not None:
+            self._stream(piece)
 
     def turns(self) -> list[Turn]:
         return history(self.graph, self.reader.session)
@@ -130,49 +149,69 @@ class ChatSession:
         if self.memory.items(self.reader.session, kinds=("summary",), last=1):
             notes = len(self.memory.items(self.reader.session, kinds=("note",)))
             turns = self.turns()
-            note(self.err, f"session {self.reader.session}: {notes} notes of the document in memory, "
-                           f"{len(turns)} earlier turn(s) restored", "dim")
+            self.note(f"session {self.reader.session}: {notes} notes of the document in memory, "
+                      f"{len(turns)} earlier turn(s) restored", "dim")
             for turn in turns[-3:]:
-                note(self.err, f"  you: {_preview(turn['question'])}  ->  {_preview(turn['answer'], 60)}", "dim")
+                self.note(f"  you: {_preview(turn['question'])}  ->  {_preview(turn['answer'], 60)}", "dim")
             return
         started = time.monotonic()
-        with RunProgress(self.err, 1) as progress:
-            progress.start_document(self.reader.document.source)
-            result = self.reader.summarize(on_event=progress.on_event)
-            progress.finish_document()
+        with Display(self.err, 1, enabled=not self.quiet) as display:
+            line = display.document(self.reader.document.source, "summary")
+            result = self.reader.summarize(on_event=line.on_event)
+            display.finish(line, "done")
         notes = len(self.memory.items(self.reader.session, kinds=("note",)))
-        note(self.err, f"read {self.reader.document.source}: {result.segments} segment(s), {notes} notes in memory, "
-                       f"{time.monotonic() - started:.1f} s", "dim")
+        self.note(f"read {self.reader.document.source}: {result.segments} segment(s), {notes} notes in memory, "
+                  f"{time.monotonic() - started:.1f} s", "dim")
+
+    def note(self, message: str, style: str | None = None) -> None:
+        if not self.quiet:
+            note(self.err, message, style)
 
     # -- one turn ---------------------------------------------------------------------------------------------------
     def ask(self, question: str) -> Turn | None:
         """One turn; None when it was cancelled with Ctrl-C (nothing of it is kept in the history)."""
         done = len(self.turns())
         try:
-            with RunProgress(self.err, 1) as progress:
-                progress.start_document("answering")
-                progress.progress.update(progress.segments, description="answering from memory")
-                self._on_event = progress.on_event
+            with Display(self.err, 1, enabled=not self.quiet) as display:
+                line = display.document("answering")
+                line.set_phase("from memory")
+                self._on_event = line.on_event
+                self._stream = TextStream(display)
                 state = self.graph.invoke({"question": question}, self.config)
+                self._stream.close()
+                self.streamed = self._stream.started
+                self._stream.resume()
+                display.finish(line, "done")
         except KeyboardInterrupt:
             # The checkpoint of the cancelled turn stays pending; the next turn's input starts the graph afresh.
             note(self.err, "answer cancelled (the session goes on)", "yellow")
             return None
         finally:
             self._on_event = None
+            if self._stream is not None:
+                self._stream.resume()
+            self._stream = None
         turns = state["history"]
         return turns[-1] if len(turns) > done else None
 
     def render(self, turn: Turn) -> None:
-        self.out.print(Markdown(turn["answer"] or "_(empty answer)_"))
+        if self.as_json:
+            print(json.dumps(turn_json(turn), ensure_ascii=False), flush=True)
+            return
+        if self.streamed:
+            self.streamed = False  # written as it came
+        elif self.out.is_terminal:
+            self.out.print(Markdown(turn["answer"] or "_(empty answer)_"))
+        else:  # a pipe gets the text as written: no wrapping at 80 columns, no padding
+            print(turn["answer"].strip() or "(empty answer)", flush=True)
         if turn["citations"]:
             cited = ", ".join(f"part {c['segment'] + 1} (chars {c['start']}-{c['end']})" for c in turn["citations"])
-            self.out.print(Text(f"sources: {cited}  (/sources shows them)", style="cyan"))
+            self.out.print(Text(f"sources: {cited}  (/sources shows them)", style="cyan"), soft_wrap=True)
         calls = turn["calls"]
         tokens = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls)
         seconds = sum(c["seconds"] for c in calls)
-        self.out.print(Text(f"answered from {turn['answered_from']}: {turn['reason']}", style="dim"))
-        self.out.print(Text(f"{len(calls)} call(s), {tokens:,} tokens, {seconds:.1f} s", style="dim"))
+        self.out.print(Text(f"answered from {turn['answered_from']}: {turn['reason']}", style="dim"), soft_wrap=True)
+        self.out.print(Text(f"{len(calls)} call(s), {tokens:,} tokens, {seconds:.1f} s", style="dim"), soft_wrap=True)
 
     # -- commands -------------------------------------------------------------------------------------------------
     def command(self, line: str) -> bool:
@@ -264,6 +303,20 @@ class ChatSession:
                        "the notes of the document stay in memory", "green")
 
 
+def turn_json(turn: Turn) -> dict[str, Any]:
+    """One answer of `chat --json`: the question, the answer, where it came from, its citations and calls."""
+    keys = ("question", "answer", "answered_from", "reason", "citations", "calls", "segments")
+    data = {key: turn[key] for key in keys if key in turn}
+    calls = turn.get("calls") or []
+    data["usage"] = {
+        "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "cost_usd": sum(c.get("cost_usd", 0.0) for c in calls),
+        "seconds": sum(c["seconds"] for c in calls),
+    }
+    return data
+
+
 def transcript(reader: Reader, turns: list[Turn]) -> str:
     """The conversation as Markdown: each question, its answer, where it came from, and its cited passages."""
     lines = [f"# {reader.document.title or reader.document.source}", "",
@@ -314,7 +367,7 @@ def open_reader(settings: ChatSettings, document: Document, model: ChatModel, st
     )
     chain_checkpoints = stack.enter_context(sqlite_saver(settings.workspace / "checkpoints.sqlite"))
     return Reader(document, model=model, window=settings.window, memory=stream, session=session,
-                  checkpointer=chain_checkpoints)
+                  checkpointer=chain_checkpoints, strategy=settings.strategy)
 
 
 def run_chat(settings: ChatSettings) -> int:
@@ -323,36 +376,38 @@ def run_chat(settings: ChatSettings) -> int:
     interactive = sys.stdin.isatty()
     try:
         with ExitStack() as stack:
-            document = load_document(settings.path)
+            document = load_source(str(settings.path))
             model = backends.get_model(settings.model, kv=settings.kv)
             if settings.window and settings.window > model.context_window:
                 raise LongreadError(f"--window {settings.window} is larger than the context window of {model.name} "
                                     f"({model.context_window})")
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
-            chat = ChatSession(reader, stack.enter_context(sqlite_saver(folder / "chat.sqlite")), out, err)
-            note(err, f"longread chat: {document.title or document.source} | session {reader.session} | "
-                      f"model {model.name} | window {reader.window}", "bold")
+            chat = ChatSession(reader, stack.enter_context(sqlite_saver(folder / "chat.sqlite")), out, err,
+                               as_json=settings.as_json, quiet=settings.quiet, stream=settings.stream)
+            chat.note(f"longread chat: {document.title or document.source} | session {reader.session} | "
+                        f"model {model.name} | window {reader.window}", "bold")
             try:
                 chat.read_once()
             except KeyboardInterrupt:
                 note(err, "reading interrupted: run the same command again to resume it", "yellow")
                 return EXIT_INTERRUPTED
             if interactive:
-                note(err, "ask a question about the document; /help lists the commands", "dim")
+                chat.note("ask a question about the document; /help lists the commands", "dim")
             for line in _questions(out, interactive):
                 if line.startswith("/"):
-                    if not interactive:
+                    if not interactive and not settings.as_json:
                         out.print(Text(f"> {line}", style="bold"))
                     if not chat.command(line):
                         break
                     continue
-                if not interactive:
+                if not interactive and not settings.as_json:
                     out.print(Text(f"> {line}", style="bold"))
                 turn = chat.ask(line)
                 if turn is not None:
                     chat.render(turn)
-                out.print()
+                if not settings.as_json:
+                    out.print()
     except (LongreadError, ValueError, ImportError, OSError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, EmbedderMismatch):  # reembed=True is the library's way out; the CLI's is a new session

@@ -1,21 +1,38 @@
-"""Rich helpers shared by the commands: the progress display, notes and the table of failed files (all on stderr).
+"""The one display design of every command: results on stdout, a live progress display and notes on stderr.
 
-Results go to stdout; everything a person watches while a run goes on goes to stderr, so `longread ... --json`
-can be piped without the progress display getting in the way.
+- Results go to stdout, and only while the live display is stopped (`Display.paused`): on a terminal the display
+  makes way (its lines are cleared, nothing else is), the result is written, the display comes back below it.
+  So no answer starts on a bar's line, and no line of output is ever erased.
+- The live display shows only when stderr is a terminal (and not with --quiet). A pipe gets no control codes:
+  stdout never does, and a piped stderr gets plain lines (`skipped ...`, `done ...`, errors).
+- It serves N documents in flight: one overall line (documents done, failed, skipped, elapsed time) and one
+  line per document being read: its name, `segment k/n` as each call starts, the phase (reading, writing the
+  answer, judging, ...), tokens/s, and an ETA from the seconds per segment measured in this run. A resumed run
+  says `resuming at k/n`.
+- `TextStream` writes the final answer to stdout as the model writes it.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from .results import ChainEvent
+PHASES = {
+    "worker": "reading",
+    "reader": "reading",
+    "manager": "writing the answer",
+    "judge": "judging",
+    "controller": "recalling memory",
+}
 
 
 def stderr_console() -> Console:
@@ -27,94 +44,293 @@ def note(console: Console, message: str, style: str | None = None) -> None:
     console.print(Text(message, style=style or ""), soft_wrap=True)
 
 
+def clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 @dataclass
 class DocumentTally:
-    """Running totals of the document being read, for tokens/s."""
+    """What one document's reading has measured so far: for tokens/s and the ETA."""
 
     started: float = field(default_factory=time.monotonic)
     tokens: int = 0
     calls: int = 0
+    segments: int | None = None
+    segments_done: int = 0
+    first_segment: int | None = None  # where this run started: > 0 when it resumed
+    segment_seconds: list[float] = field(default_factory=list)  # wall time of each worker call, measured here
+    call_started: float | None = None
 
     def tokens_per_second(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.tokens / elapsed if elapsed > 0 else 0.0
 
+    def seconds_per_segment(self) -> float | None:
+        return sum(self.segment_seconds) / len(self.segment_seconds) if self.segment_seconds else None
 
-class RunProgress:
-    """Documents done/total, then the current document's segment i/n with tokens/s and an ETA.
+    def eta(self) -> float | None:
+        """Seconds left: the remaining segments, plus the final call, at the measured seconds per segment."""
+        per = self.seconds_per_segment()
+        if per is None or self.segments is None:
+            return None
+        left = max(self.segments - self.segments_done, 0) + 1  # + the final call, about one segment's time
+        running = time.monotonic() - self.call_started if self.call_started else 0.0
+        return max(left * per - running, 0.0)
 
-    The display shows only on a terminal (and not with --quiet); the tally runs either way, so the same code
-    path serves logs and tests.
-    """
 
-    def __init__(self, console: Console, documents: int, *, enabled: bool = True):
+class DocumentProgress:
+    """The line of one document in flight; `on_event` takes the strategies' call events."""
+
+    def __init__(self, display: "Display", name: str, task: TaskID | None, mode: str = "query"):
+        self.display = display
+        self.name = name
+        self.task = task
+        self.mode = mode
+        self.tally = DocumentTally()
+        self.phase = "loading"
+        self.position = ""
+        self._lock = threading.Lock()
+
+    # -- events ----------------------------------------------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        """An event with `kind` ("call_started" / "call_finished"), `agent`, `segment`, `segments`, `path`,
+        `record` (None at call start); events without `kind` are finished calls."""
+        kind = getattr(event, "kind", "call_finished")
+        agent = getattr(event, "agent", "worker")
+        segment = getattr(event, "segment", None)
+        segments = getattr(event, "segments", None)
+        path = getattr(event, "path", None)
+        with self._lock:
+            tally = self.tally
+            if segments:
+                tally.segments = segments
+            if kind == "call_started":
+                tally.call_started = time.monotonic()
+                self.phase = self._phase(agent)
+                if agent in ("worker", "reader") and segment is not None and segments:
+                    if tally.first_segment is None:
+                        tally.first_segment = segment
+                        tally.segments_done = max(tally.segments_done, segment)
+                    resumed = tally.first_segment > 0 and tally.segments_done == tally.first_segment
+                    where = f"resuming at {segment + 1}/{segments}" if resumed else f"segment {segment + 1}/{segments}"
+                    self.position = where + (f", path {path + 1}" if isinstance(path, int) else "")
+                elif agent not in ("worker", "reader"):
+                    self.position = ""
+            else:
+                record = getattr(event, "record", None)
+                if record is not None:
+                    tally.tokens += record.prompt_tokens + record.completion_tokens
+                    tally.calls += 1
+                if agent == "worker" and segment is not None:
+                    if tally.first_segment is None:  # no start event came (an older strategy)
+                        tally.first_segment = segment
+                    if tally.call_started is not None:
+                        tally.segment_seconds.append(time.monotonic() - tally.call_started)
+                    elif record is not None:
+                        tally.segment_seconds.append(record.seconds)
+                    tally.segments_done = max(tally.segments_done, segment + 1)
+                    if segments and tally.segments_done >= segments:
+                        self.phase, self.position = self._phase("manager"), ""
+                tally.call_started = None
+        self.refresh()
+
+    def _phase(self, agent: str) -> str:
+        if agent == "manager" and self.mode == "summary":
+            return "writing the summary"
+        return PHASES.get(agent, agent)
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.refresh()
+
+    # -- the line --------------------------------------------------------------------------------------------------
+    def description(self) -> str:
+        parts = [self.name, self.position, self.phase] if self.position else [self.name, self.phase]
+        return "  ".join(p for p in parts if p)
+
+    def stats(self) -> str:
+        tally = self.tally
+        parts = []
+        if tally.tokens:
+            parts.append(f"{tally.tokens_per_second():,.0f} tok/s")
+        eta = tally.eta()
+        if eta is not None:
+            parts.append(f"ETA {clock(eta)}")
+        elif tally.segments:
+            parts.append("ETA after the first segment")
+        return "  ".join(parts)
+
+    def refresh(self) -> None:
+        if self.task is None:
+            return
+        total = self.tally.segments
+        self.display.progress.update(
+            self.task, description=self.description(), stats=self.stats(), total=total,
+            completed=min(self.tally.segments_done, total) if total else 0,
+        )
+
+
+class Display:
+    """The live display of a run on stderr (see the module docstring); a no-op display where it cannot show."""
+
+    def __init__(self, console: Console, documents: int, *, enabled: bool = True, stdout: IO[str] | None = None):
         self.console = console
+        self.live = enabled and console.is_terminal
+        self._stdout = stdout
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}", markup=False),
-            TimeRemainingColumn(),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[stats]}", markup=False),
             console=console,
-            disable=not (enabled and console.is_terminal),
-            # Results print to stdout while the display runs. Only when stdout is the same kind of terminal do we
-            # route it through the display (so lines land above the bars); a piped stdout must stay untouched.
-            redirect_stdout=sys.stdout.isatty(),
-            # Transient: when the run ends, the bars make way for the per-document lines and the error table.
-            transient=True,
+            disable=not self.live,
+            redirect_stdout=False,  # stdout is written only while the display is stopped (`paused`)
+            transient=True,  # stopping clears the display's own lines, never output
         )
-        self.documents = self.progress.add_task("documents", total=documents, rate="")
-        self.segments = self.progress.add_task("", total=None, visible=False, rate="")
-        self.tally = DocumentTally()
-        self._name = ""
-        self._seen_first_event = False
+        self.total = documents
+        self.done = self.failed = self.skipped = 0
+        self.started = time.monotonic()
+        self.overall = self.progress.add_task("", total=max(documents, 1), stats="", visible=documents > 1)
+        self._running = False
+        self._pauses = 0
+        self._stopped_for_output = False
+        self._lock = threading.RLock()
+        self._update_overall()
 
-    def __enter__(self) -> "RunProgress":
-        self.progress.start()
+    @property
+    def stdout(self) -> IO[str]:
+        return self._stdout or sys.stdout
+
+    def __enter__(self) -> "Display":
+        self.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.progress.stop()
+        self.stop()
 
-    def start_document(self, name: str) -> None:
-        self._name = name
-        self.tally = DocumentTally()
-        self._seen_first_event = False
-        self.progress.reset(self.segments, total=None, visible=True, description=f"{name}: reading", rate="")
+    def start(self) -> None:
+        with self._lock:
+            if self.live and not self._running:
+                self.progress.start()
+                self._running = True
 
-    def on_event(self, event: ChainEvent) -> None:
-        record = event.record
-        if record is None:  # a call starting: the display moves when it finishes
-            return
-        self.tally.tokens += record.prompt_tokens + record.completion_tokens
-        self.tally.calls += 1
-        rate = f"{self.tally.tokens_per_second():,.0f} tok/s"
-        if event.agent == "manager":
-            self.progress.update(
-                self.segments, completed=event.segments, description=f"{self._name}: writing", rate=rate
-            )
-            return
-        done = (event.segment or 0) + 1
-        if not self._seen_first_event:
-            # A resumed run starts part-way through: reset so the ETA is not computed from a jump of k segments.
-            self._seen_first_event = True
-            self.progress.reset(self.segments, total=event.segments, completed=done - 1, rate=rate)
-        self.progress.update(
-            self.segments,
-            total=event.segments,
-            completed=done,
-            description=f"{self._name}: segment {done}/{event.segments}",
-            rate=rate,
-        )
+    def stop(self) -> None:
+        with self._lock:
+            if self._running:
+                self.progress.stop()
+                self._running = False
 
-    def finish_document(self) -> None:
-        self.progress.advance(self.documents)
-        self.progress.update(self.segments, visible=False)
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stdout may be written inside: on a terminal the display steps aside and comes back below."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
-    def print(self, message: str, style: str | None = None) -> None:
-        """A line above the live display (or plainly, when there is none)."""
-        note(self.progress.console, message, style)
+    def pause(self) -> None:
+        # A count, not a lock held across the pause: a stream's chunks and its end may come from other threads.
+        with self._lock:
+            self._pauses += 1
+            if self._pauses == 1 and self._running and self._shares_screen():
+                self.stop()
+                self._stopped_for_output = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._pauses = max(self._pauses - 1, 0)
+            try:
+                self.stdout.flush()
+            except (OSError, ValueError):
+                pass
+            if self._pauses == 0 and self._stopped_for_output:
+                self._stopped_for_output = False
+                self.start()
+
+    def _shares_screen(self) -> bool:
+        try:
+            return self.stdout.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    # -- documents -------------------------------------------------------------------------------------------------
+    def document(self, name: str, mode: str = "query") -> DocumentProgress:
+        task = self.progress.add_task(name, total=None, stats="") if self.live else None
+        line = DocumentProgress(self, name, task, mode)
+        line.refresh()
+        return line
+
+    def finish(self, line: DocumentProgress | None, outcome: str) -> None:
+        """outcome: done | failed | skipped."""
+        with self._lock:
+            if outcome == "failed":
+                self.failed += 1
+            elif outcome == "skipped":
+                self.skipped += 1
+            else:
+                self.done += 1
+            if line is not None and line.task is not None:
+                self.progress.remove_task(line.task)
+            self._update_overall()
+
+    def _update_overall(self) -> None:
+        finished = self.done + self.failed + self.skipped
+        parts = [f"{finished}/{self.total} documents"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        self.progress.update(self.overall, completed=finished, description=", ".join(parts),
+                             stats=f"elapsed {clock(time.monotonic() - self.started)}")
+
+    def note(self, message: str, style: str | None = None) -> None:
+        """A line on stderr, above the live display while it runs."""
+        note(self.console, message, style)
+
+
+class TextStream:
+    """Writes the final answer to stdout as the model writes it (`on_text` chunks), the display paused meanwhile.
+
+    `before` runs once, just before the first chunk (a document's heading). Leading whitespace is dropped, so the
+    text starts where a printed answer would; `close` ends the line and lets the display come back.
+    """
+
+    def __init__(self, display: Display, before: Callable[[], None] | None = None):
+        self.display = display
+        self.before = before
+        self.started = False
+        self.text = ""
+        self._lock = threading.Lock()
+
+    def __call__(self, chunk: str) -> None:
+        with self._lock:
+            if not self.started:
+                chunk = chunk.lstrip()
+                if not chunk:
+                    return
+                self.started = True
+                self.display.pause()
+                if self.before:
+                    self.before()
+            self.text += chunk
+            self.display.stdout.write(chunk)
+            self.display.stdout.flush()
+
+    def close(self) -> None:
+        """Ends the streamed text with a newline; the caller prints the rest, then calls `resume`."""
+        with self._lock:
+            if self.started and not self.text.endswith("\n"):
+                self.display.stdout.write("\n")
+            self.display.stdout.flush()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self.started:
+                self.started = False
+                self.display.resume()
 
 
 def failures_table(failures: list[tuple[str, str]], total: int) -> Table:

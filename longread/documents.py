@@ -1,8 +1,15 @@
-"""Load documents (.txt .md .html .pdf .epub) into one shape: `Document(text, source, title, metadata)`.
+"""Load documents (.txt .md .html .pdf .epub, and what plugins add) into one shape: `Document(text, source, title,
+metadata)`, from a file, standard input (`-`) or an http(s) URL.
 
 Each format is read by the library that does it well (pypdf, ebooklib, BeautifulSoup); this module only
 decides the encoding of text files, turns HTML into readable text, and turns every failure into a
 `DocumentError` that names the file and says why, so a folder run can report it and go on.
+
+Loaders are found by extension in a registry that installed packages extend (entry points `longread.loaders`,
+see `longread.plugins`): a plugin's loader is `loader(path) -> str | Document`, e.g.
+
+    [project.entry-points."longread.loaders"]
+    docx = "longread_docx:load"
 """
 
 from __future__ import annotations
@@ -15,13 +22,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from bs4 import BeautifulSoup, NavigableString, Tag
-from bs4.dammit import EncodingDetector
-from bs4.element import PreformattedString
-
+from . import plugins
 from .errors import DocumentError
+
+if TYPE_CHECKING:
+    from bs4 import BeautifulSoup
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -29,14 +36,24 @@ __all__ = [
     "Document",
     "EncodingFallbackWarning",
     "as_document",
+    "fetch_url",
     "find_documents",
     "html_to_text",
+    "is_url",
+    "load_bytes",
     "load_document",
+    "load_source",
+    "read_stdin",
+    "register_loader",
+    "supported_extensions",
 ]
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".epub")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".epub")  # built in
 TEXT_SOURCE = "<text>"
+STDIN = "-"
+STDIN_SOURCE = "<stdin>"
+URL_TIMEOUT_SECONDS = 30.0
 
 # as_document treats a longer string, or one with a newline, as text even if it ends in ".txt".
 _MAX_PATH_CHARS = 4096
@@ -72,8 +89,9 @@ def as_document(source: str | os.PathLike[str] | Document) -> Document:
     The rule:
     - a `Document` is returned as it is;
     - a `Path` (any `os.PathLike`) is loaded with `load_document`;
+    - a `str` that is an http(s) URL (one line, no spaces) is fetched (`fetch_url`);
     - a `str` is loaded as a path when it names an existing file or folder, or when it ends in a supported
-      extension (`SUPPORTED_EXTENSIONS`), has no newline and is short (at most 4096 characters); a missing
+      extension (`supported_extensions()`), has no newline and is short (at most 4096 characters); a missing
       "notes.txt" is therefore a `DocumentError` ("no such file"), not a document whose text is "notes.txt";
     - any other `str` is the text itself (`Document.from_text`).
     """
@@ -82,6 +100,8 @@ def as_document(source: str | os.PathLike[str] | Document) -> Document:
     if isinstance(source, os.PathLike):
         return load_document(source)
     if isinstance(source, str):
+        if is_url(source):
+            return fetch_url(source)
         if _looks_like_path(source):
             return load_document(source)
         return Document.from_text(source)
@@ -92,7 +112,7 @@ def _looks_like_path(text: str) -> bool:
     if not text or "\n" in text or "\r" in text or len(text) > _MAX_PATH_CHARS:
         return False
     path = Path(text)
-    if path.suffix.lower() in SUPPORTED_EXTENSIONS:
+    if path.suffix.lower() in supported_extensions():
         return True
     try:
         return path.exists()
@@ -114,21 +134,24 @@ def find_documents(path: str | os.PathLike[str]) -> list[Path]:
     found: list[Path] = []
     for folder, subfolders, files in os.walk(root):  # does not follow symlinked folders, so no cycles
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        extensions = supported_extensions()
         for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_EXTENSIONS:
+            if not name.startswith(".") and Path(name).suffix.lower() in extensions:
                 found.append(Path(folder) / name)
     return sorted(found)
 
 
 # -- loading ----------------------------------------------------------------------------------------------------------
-def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES,
+                  source: str | None = None) -> Document:
     """Read one file into a Document. Any problem with the file raises DocumentError(path, reason).
 
     Title: the HTML <title>, the PDF or EPUB metadata title, a markdown file's first "# heading",
-    else the file name without its extension.
+    else the file name without its extension. `source` names the document in errors and in Document.source
+    (default: the path; stdin and URLs are read through a temporary file and keep their own name).
     """
     file = Path(path)
-    source = str(path)
+    source = str(path) if source is None else source
     try:
         if not file.exists():
             raise DocumentError(source, "no such file")
@@ -137,17 +160,19 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
         if not file.is_file():
             raise DocumentError(source, "not a regular file")
         extension = file.suffix.lower()
-        loader = _LOADERS.get(extension)
+        loader = LOADERS.get(extension) if extension else None
         if loader is None:
             what = f"unsupported file type {extension!r}" if extension else "no file extension"
-            raise DocumentError(source, f"{what} (supported: {' '.join(SUPPORTED_EXTENSIONS)})")
+            raise DocumentError(source, f"{what} (supported: {' '.join(supported_extensions())})")
         size = file.stat().st_size
         if size > max_bytes:
             raise DocumentError(
                 source, f"too large: {_size(size)}, over the limit of {_size(max_bytes)} (pass max_bytes to raise it)")
         if size == 0:
             raise DocumentError(source, "empty file (0 bytes)")
-        text, title, metadata = loader(file, source)
+        text, title, metadata = _read_with(loader, extension, file, source)
+    except plugins.PluginError as exc:
+        raise DocumentError(source, str(exc)) from exc
     except OSError as exc:  # permission denied, a file removed while we read it, ...
         raise DocumentError(source, f"cannot read: {exc.strerror or exc}") from exc
     text = _normalize_newlines(text)
@@ -171,6 +196,8 @@ def _load_markdown(file: Path, source: str) -> Loaded:
 
 
 def _load_html(file: Path, source: str) -> Loaded:
+    from bs4.dammit import EncodingDetector
+
     data = file.read_bytes()
     text, encoding = _decode(data, source, declared=EncodingDetector.find_declared_encoding(data, is_html=True))
     body, title = _html_text_and_title(text)
@@ -283,16 +310,166 @@ def _missing_member(exc: KeyError) -> str:
     return match.group(1) if match else "a file it names"
 
 
-_LOADERS: dict[str, Callable[[Path, str], Loaded]] = {
-    ".txt": _load_text,
-    ".md": _load_markdown,
-    ".markdown": _load_markdown,
-    ".html": _load_html,
-    ".htm": _load_html,
-    ".pdf": _load_pdf,
-    ".epub": _load_epub,
+# -- the loader registry ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Builtin:
+    """A loader of this module: it takes the source name too, so its errors name a URL or stdin, not a temp file."""
+
+    read: Callable[[Path, str], Loaded]
+
+
+def _extension(name: str) -> str:
+    name = name.strip().lower()
+    return name if name.startswith(".") else f".{name}"
+
+
+LOADERS: plugins.Registry[Any] = plugins.Registry(plugins.LOADERS, normalize=_extension)
+for _ext, _read in {".txt": _load_text, ".md": _load_markdown, ".markdown": _load_markdown, ".html": _load_html,
+                    ".htm": _load_html, ".pdf": _load_pdf, ".epub": _load_epub}.items():
+    LOADERS.register(_ext, _Builtin(_read))
+
+
+def register_loader(extension: str, loader: Callable[[Path], "str | Document"]) -> None:
+    """Read files ending in `extension` with `loader(path) -> str | Document` (the text, or a Document with its own
+    title and metadata). Whatever it raises becomes a DocumentError naming the file."""
+    LOADERS.register(extension, loader)
+
+
+def supported_extensions() -> tuple[str, ...]:
+    """The built-in extensions, then those that registered or installed loaders add (nothing is imported)."""
+    return tuple(LOADERS.names())
+
+
+def _read_with(loader: Any, extension: str, file: Path, source: str) -> Loaded:
+    if isinstance(loader, _Builtin):
+        return loader.read(file, source)
+    try:
+        loaded = loader(file)
+    except DocumentError as exc:
+        raise DocumentError(source, exc.reason) from exc
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure, reported with the file
+        raise DocumentError(source, f"the {extension} loader failed ({_describe(exc)})") from exc
+    if isinstance(loaded, Document):
+        return loaded.text, loaded.title if loaded.title != "untitled" else "", dict(loaded.metadata)
+    if isinstance(loaded, str):
+        return loaded, "", {}
+    raise DocumentError(source, f"the {extension} loader returned {type(loaded).__name__}, not text or a Document")
+
+
+# -- standard input and URLs -------------------------------------------------------------------------------------------
+def is_url(text: str) -> bool:
+    head = text[:8].lower()
+    return (head.startswith("http://") or head.startswith("https://")) and not any(c.isspace() for c in text)
+
+
+def _sniff_extension(data: bytes) -> str:
+    """The format of bytes that came without a file name: PDF, EPUB, HTML, else text (read as Markdown)."""
+    if data.startswith(b"%PDF"):
+        return ".pdf"
+    if data.startswith(b"PK\x03\x04") and b"application/epub+zip" in data[:200]:
+        return ".epub"
+    head = data[:2048].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:512]:
+        return ".html"
+    return ".md"
+
+
+def load_bytes(data: bytes, source: str, *, extension: str | None = None, name: str = "document",
+               max_bytes: int = DEFAULT_MAX_BYTES, metadata: dict[str, Any] | None = None) -> Document:
+    """A Document from bytes (stdin, a download): written to a temporary file so every loader, plugins' too,
+    reads it the same way; errors and Document.source name `source`. `extension`: the format (default: sniffed);
+    `name`: the title when the format gives none."""
+    import tempfile
+
+    if len(data) > max_bytes:
+        raise DocumentError(source, f"too large: over the limit of {_size(max_bytes)}")
+    extension = _extension(extension) if extension else _sniff_extension(data)
+    stem = re.sub(r"[^\w.-]+", "_", name).strip("._")[:80] or "document"
+    with tempfile.TemporaryDirectory(prefix="longread-") as folder:
+        file = Path(folder) / f"{stem}{extension}"
+        file.write_bytes(data)
+        document = load_document(file, max_bytes=max_bytes, source=source)
+    extra = {**document.metadata, **(metadata or {})}
+    return Document(text=document.text, source=source, title=document.title, metadata=extra)
+
+
+def read_stdin(*, max_bytes: int = DEFAULT_MAX_BYTES, stream: Any = None) -> Document:
+    """Standard input as a Document (`-` on the command line); its format is sniffed from the bytes."""
+    import sys
+
+    stream = stream if stream is not None else sys.stdin.buffer
+    data = stream.read(max_bytes + 1)
+    if not data:
+        raise DocumentError(STDIN_SOURCE, "empty input (nothing was piped in)")
+    return load_bytes(data, STDIN_SOURCE, name="stdin", max_bytes=max_bytes)
+
+
+_CONTENT_TYPES = {
+    "text/html": ".html", "application/xhtml+xml": ".html", "application/pdf": ".pdf",
+    "application/epub+zip": ".epub", "text/markdown": ".md", "text/x-markdown": ".md", "text/plain": ".txt",
 }
-assert set(_LOADERS) == set(SUPPORTED_EXTENSIONS)
+
+
+def fetch_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = URL_TIMEOUT_SECONDS) -> Document:
+    """Downloads an http(s) URL (at most max_bytes) into a Document; the format comes from the Content-Type,
+    else the URL's extension, else the bytes. Offline, unreachable, an HTTP error or too large: a DocumentError.
+    The standard library's urllib is enough for one GET; no dependency is added for it."""
+    import socket
+    import urllib.error
+    import urllib.request
+    from urllib.parse import unquote, urlparse
+
+    from . import __version__
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"longread/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise DocumentError(url, f"too large: {_size(int(declared))}, over the limit of {_size(max_bytes)}")
+            data = response.read(max_bytes + 1)
+            content_type = (response.headers.get_content_type() or "").lower()
+            final_url = response.geturl() or url
+    except DocumentError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise DocumentError(url, f"cannot fetch: HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, socket.gaierror):
+            why = "the host name does not resolve (offline, or a wrong address)"
+        elif isinstance(reason, (TimeoutError, socket.timeout)):
+            why = f"no answer within {timeout:g} s"
+        else:
+            why = _one_line(str(getattr(reason, "strerror", None) or reason))
+        raise DocumentError(url, f"cannot fetch: {why}") from exc
+    except (TimeoutError, socket.timeout) as exc:
+        raise DocumentError(url, f"cannot fetch: no answer within {timeout:g} s") from exc
+    except (OSError, ValueError) as exc:
+        raise DocumentError(url, f"cannot fetch: {_describe(exc)}") from exc
+    if len(data) > max_bytes:
+        raise DocumentError(url, f"too large: over the limit of {_size(max_bytes)}")
+    if not data:
+        raise DocumentError(url, "empty response (0 bytes)")
+    path = unquote(urlparse(final_url).path)
+    suffix = Path(path).suffix.lower()
+    extension = _CONTENT_TYPES.get(content_type) or (suffix if suffix in supported_extensions() else None)
+    if content_type in ("text/plain", "application/octet-stream", "") and suffix in supported_extensions():
+        extension = suffix  # a server that calls everything text/plain: trust the name
+    name = Path(path).stem or urlparse(final_url).hostname or "document"
+    return load_bytes(data, url, extension=extension, name=name, max_bytes=max_bytes,
+                      metadata={"url": final_url, "content_type": content_type})
+
+
+def load_source(spec: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """What a command line names: `-` (standard input), an http(s) URL, or a file path."""
+    if spec == STDIN:
+        return read_stdin(max_bytes=max_bytes)
+    if is_url(spec):
+        return fetch_url(spec, max_bytes=max_bytes)
+    return load_document(spec, max_bytes=max_bytes)
 
 
 # -- text files: encoding and binary detection ------------------------------------------------------------------------
@@ -369,6 +546,8 @@ def _decode_markup(data: bytes | str) -> str:
     for bom, codec, _name in _BOMS:
         if data.startswith(bom):
             return data[len(bom):].decode(codec, errors="replace")
+    from bs4.dammit import EncodingDetector
+
     declared = EncodingDetector.find_declared_encoding(data, is_html=True)
     for encoding in ([declared] if declared else []) + ["utf-8"]:
         try:
@@ -415,6 +594,8 @@ def html_to_text(markup: str | bytes) -> str:
 
 
 def _html_text_and_title(markup: str) -> tuple[str, str]:
+    from bs4 import BeautifulSoup  # imported here: the CLI lists files with this module before any is read
+
     soup = BeautifulSoup(markup, "html.parser")
     title_tag = soup.find("title")
     title = _one_line(title_tag.get_text()) if title_tag is not None else ""
@@ -426,6 +607,9 @@ class _Break(int):
 
 
 def _visible_text(soup: BeautifulSoup) -> str:
+    from bs4 import NavigableString, Tag
+    from bs4.element import PreformattedString
+
     out: list[str] = []
     pending: int | None = None  # newlines owed before the next text; None = nothing owed
     # An explicit stack rather than recursion: deeply nested pages would hit Python's recursion limit.

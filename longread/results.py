@@ -147,7 +147,7 @@ class Result:
         return final[-1].finish_reason if final else "stop"
 
     def to_dict(self) -> dict[str, Any]:
-        """The --json object of DESIGN.md."""
+        """The --json object (docs/architecture.md, "Contracts")."""
         key = "summary" if self.mode == "summary" else "answer"
         data: dict[str, Any] = {
             "source": self.source,

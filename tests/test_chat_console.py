@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -108,6 +109,7 @@ def test_a_person_asks_two_questions_looks_at_memory_quits_and_comes_back(worksp
     third = again.say("Where is the lamp?")
     assert "answered from memory" in third
     assert f"{notes + 1 + 6} item(s)" in again.say("/memory")
+    time.sleep(0.5)  # the prompt is drawn before readline takes the terminal; a Ctrl-D sent earlier can be lost
     again.child.sendeof()  # Ctrl-D leaves too
     again.child.expect(pexpect.EOF)
     again.child.close()
@@ -201,3 +203,18 @@ def test_an_interrupted_reading_resumes_where_it_stopped(workspace, monkeypatch)
     assert parts == list(range(3, segments + 1))  # parts 1 and 2 were read before the interruption
     assert f"{segments} notes in memory" in second.stderr  # each part's note once
     assert "answered from memory" in second.stdout
+
+
+def test_a_fresh_read_streams_its_answer_once_and_a_memory_reply_is_never_streamed(workspace, monkeypatch):
+    from .test_cli_conventions import Streaming
+
+    # Memory cannot answer, so each question is read again: that read's manager answer streams.
+    model = Streaming(completion_tokens=24, replies=scripted(memory_reply="INSUFFICIENT"))
+    monkeypatch.setattr(backends, "get_model", lambda *a, **k: model)
+    args = ["chat", str(STORY), "--window", "1024", "--workspace", str(workspace)]
+    result = CliRunner().invoke(app, args, input="Did the keeper see an otter?\n")
+    assert result.exit_code == 0, result.output
+    # The memory reply judged insufficient was never shown (only the reason line names it).
+    assert not [line for line in result.stdout.splitlines() if line.startswith("INSUFFICIENT")]
+    assert result.stdout.count("Manager answer.") == 1  # streamed, and not printed again
+    assert "manager" in model.streamed and "answered from chain" in result.stdout

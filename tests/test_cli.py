@@ -15,8 +15,11 @@ from typer.testing import CliRunner
 
 import longread.backends
 from longread import Reader
-from longread.cli import Job, OutputFolder, app, open_checkpointer
-from longread.console import RunProgress
+from longread.cli import app
+from longread.cli.jobs import Job
+from longread.cli.outputs import OutputFolder
+from longread.cli.runner import open_checkpointer
+from longread.console import Display
 from longread.documents import load_document
 from longread.errors import DocumentError, ModelError
 from longread.testing import MockModel
@@ -145,16 +148,16 @@ def test_ask_on_a_folder_answers_each_document_under_its_name(tmp_path, use_mode
 def test_progress_display_follows_the_chain_events():
     model = MockModel(completion_tokens=20)
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
-    progress = RunProgress(console, documents=1)
-    with progress:
-        progress.start_document("harbour.txt")
-        result = Reader(long_text(), model=model, window=1024).ask(QUESTION, on_event=progress.on_event)
-        segments_task = progress.progress.tasks[progress.segments]
-        assert segments_task.total == segments_task.completed == result.segments
-        assert progress.tally.calls == len(result.calls)
-        assert progress.tally.tokens == result.usage.prompt_tokens + result.usage.completion_tokens
-        progress.finish_document()
-        assert progress.progress.tasks[progress.documents].completed == 1
+    with Display(console, documents=1) as display:
+        line = display.document("harbour.txt")
+        result = Reader(long_text(), model=model, window=1024).ask(QUESTION, on_event=line.on_event)
+        task = display.progress.tasks[line.task]
+        assert task.total == task.completed == result.segments
+        assert line.tally.calls == len(result.calls)
+        assert line.tally.tokens == result.usage.prompt_tokens + result.usage.completion_tokens
+        assert len(line.tally.segment_seconds) == result.segments  # the ETA's measurements
+        display.finish(line, "done")
+        assert display.done == 1 and display.progress.tasks[display.overall].completed == 1
     assert "harbour.txt" in console.file.getvalue()
 
 
@@ -220,7 +223,7 @@ def test_a_folder_with_a_corrupt_and_an_empty_file_finishes_the_others_and_lists
     assert "2 of 4 document(s) failed" in table
     for name, reason in reasons.items():
         assert squash(f"{folder / name} {reason}") in table
-    assert str(folder / "good.txt") not in table.split("failed", 1)[1]
+    assert str(folder / "good.txt") not in table.split("document(s) failed", 1)[1]
 
 
 # -- summarize --------------------------------------------------------------------------------------------------------
@@ -313,7 +316,7 @@ def test_a_rerun_skips_finished_documents_and_force_redoes_them(tmp_path, use_mo
 
 
 def test_a_failed_write_keeps_the_previous_summary_whole(tmp_path, use_model, monkeypatch):
-    import longread.cli
+    import longread.cli.outputs
 
     doc = tmp_path / "report.txt"
     doc.write_text(long_text(6))
@@ -325,7 +328,7 @@ def test_a_failed_write_keeps_the_previous_summary_whole(tmp_path, use_model, mo
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(longread.cli.os, "fsync", disk_full)
+    monkeypatch.setattr(longread.cli.outputs.os, "fsync", disk_full)
     result = invoke("summarize", doc, "--out", out, "--window", 1024, "--force")
 
     assert result.exit_code == 1
@@ -426,11 +429,14 @@ def test_dry_run_on_an_api_model_estimates_a_cost_without_calling_it(tmp_path, m
     assert plain.exit_code == 0 and as_json.exit_code == 0, plain.output + as_json.output
     data = json.loads(as_json.stdout)
     estimate = data["estimate"]
-    assert data["dry_run"] is True and "answer" not in data
+    assert data["dry_run"] is True
+    # Nothing that looks like a result: no stand-in text, no stand-in citations, no cost that reads as spent.
+    assert not {"answer", "citations", "usage"} & set(data)
+    assert all("cost_usd" not in c and "completion_tokens" not in c for c in data["calls"])
     assert estimate["calls"] == len(data["calls"]) == data["segments"] + 1
     assert estimate["completion_tokens_max"] == sum(c["max_new_tokens"] for c in data["calls"])
     expected = sum(c["prompt_tokens"] for c in data["calls"]) * price_in + estimate["completion_tokens_max"] * price_out
-    assert estimate["cost_usd_max"] == pytest.approx(expected) and expected > 0
+    assert estimate["estimated_cost_usd_max"] == pytest.approx(expected) and expected > 0
     cost = re.search(r"estimated cost with openai/gpt-4o-mini: at most \$([0-9.]+)", plain.stdout)
     assert cost and float(cost.group(1)) == pytest.approx(expected, abs=5e-5)
     assert f"{data['segments']} segments, {estimate['calls']} calls" in plain.stdout
@@ -451,10 +457,12 @@ def test_dry_run_counts_with_the_chosen_models_tokenizer_and_writes_no_summaries
     assert chosen.calls == [] and not out.exists()
     for line in result.stdout.splitlines():
         data = json.loads(line)
+        estimate = data["estimate"]
         # Every call writes its full cap, so completion tokens and cost are upper bounds.
-        assert all(c["completion_tokens"] == c["max_new_tokens"] for c in data["calls"])
-        assert data["estimate"]["cost_usd_max"] == pytest.approx(
-            data["estimate"]["prompt_tokens"] * 1e-6 + data["estimate"]["completion_tokens_max"] * 4e-6
+        assert estimate["completion_tokens_max"] == sum(c["max_new_tokens"] for c in data["calls"])
+        assert estimate["prompt_tokens"] == sum(c["prompt_tokens"] for c in data["calls"])
+        assert estimate["estimated_cost_usd_max"] == pytest.approx(
+            estimate["prompt_tokens"] * 1e-6 + estimate["completion_tokens_max"] * 4e-6
         )
 
 
@@ -491,7 +499,9 @@ def test_the_cli_resumes_an_interrupted_run_and_force_starts_over(tmp_path, use_
     model = use_model(answering_mock(failure=ModelError, fail_on_calls={3}))
 
     failed = invoke("ask", doc, QUESTION, "--window", 1024, "--json")
-    assert failed.exit_code == 1 and failed.stdout == ""
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout) == {"source": str(doc), "error": "injected failure at call 3",
+                                         "error_type": "ModelError"}  # --json: a failure is a JSON line too
     assert failed.stderr.splitlines() == [f"error: {doc}: injected failure at call 3"]
     assert len(model.calls) == 2
 
@@ -540,5 +550,5 @@ def test_an_unknown_kv_policy_is_a_usage_error_before_anything_loads(tmp_path, m
 def test_models_lists_the_model_string_forms():
     result = invoke("models")
     assert result.exit_code == 0
-    for form in ("local", "hf:PATH", "PROVIDER/MODEL", "mock"):
+    for form in ("local", "hf:PATH", "openai/MODEL", "anthropic/MODEL", "mock"):
         assert form in result.stdout

@@ -1,4 +1,10 @@
-"""End to end with the real embedded model on a shared book: structure, not wording."""
+"""End to end with the real embedded model on a shared book: a Chain-of-Agents question over many segments, with
+its events and the local engine's streaming. Structure, not wording. (Every other strategy runs once on the real
+model in test_e2e_strategies.py.)
+
+The smallest input that still exercises the path: a part of the book that makes several segments at a 1024-token
+window. The embedded model is loaded once per test session (conftest's `embedded_model`).
+"""
 
 from __future__ import annotations
 
@@ -6,38 +12,59 @@ import json
 
 import pytest
 
-from longread import Reader
+from longread import Document, Reader
 
 from .conftest import shared_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-WINDOW = 2048
+WINDOW = 1024
+CHAIN_CHARS = 16_000  # about 4k tokens: six or more segments at this window
 
 
-def test_question_over_a_whole_book_with_the_embedded_model(embedded_model):
-    book = shared_file("books/murders_in_the_rue_morgue.txt")
-    questions = [json.loads(line) for line in shared_file("qa/longbench_v2_books.jsonl").read_text().splitlines()]
-    question = next(q for q in questions if q["book"].endswith("murders_in_the_rue_morgue.txt"))["question"]
+@pytest.fixture(scope="module")
+def book() -> str:
+    return shared_file("books/murders_in_the_rue_morgue.txt").read_text(encoding="utf-8")
 
-    reader = Reader(book, model=embedded_model, window=WINDOW)
-    events = []
-    result = reader.ask(question, on_event=events.append)
+
+@pytest.fixture(scope="module")
+def question() -> str:
+    rows = [json.loads(line) for line in shared_file("qa/longbench_v2_books.jsonl").read_text().splitlines()]
+    return next(q for q in rows if q["book"].endswith("murders_in_the_rue_morgue.txt"))["question"]
+
+
+def part(book: str, chars: int, title: str) -> Document:
+    return Document(text=book[:chars], source=f"rue_morgue[:{chars}]", title=title)
+
+
+def test_a_chain_of_agents_question_with_the_embedded_model(embedded_model, book, question):
+    reader = Reader(part(book, CHAIN_CHARS, "chain"), model=embedded_model, window=WINDOW)
+    events, streamed = [], []
+    result = reader.ask(question, on_event=events.append, on_text=streamed.append)
 
     n = result.segments
-    assert n >= 8, "a 20k-token book at a 2048-token window needs many segments"
+    assert n >= 6, "a 4k-token text at a 1024-token window needs several segments"
     # Every segment was read, in order, by exactly one worker; then one manager call.
     assert [c.segment for c in result.calls if c.agent == "worker"] == list(range(n))
     assert [c.agent for c in result.calls][-1] == "manager" and len(result.calls) == n + 1
-    assert [e.segment for e in events] == [c.segment for c in result.calls]
+    finished = [e for e in events if e.kind == "call_finished"]
+    assert [e.segment for e in finished] == [c.segment for c in result.calls]
+    assert [e.kind for e in events] == ["call_started", "call_finished"] * len(result.calls)
     # The window invariant held for every real call, counted with the model's own tokenizer.
     for call in result.calls:
         assert call.prompt_tokens + call.max_new_tokens <= WINDOW
         assert 0 < call.completion_tokens <= call.max_new_tokens
-    # Every document token was read once: the segments cover the whole book.
+    # Every document token was read once: the segments cover the whole text.
     text = reader.document.text
     segments = reader.segments(reader.budget("query", question).segment_tokens)
     assert "".join("".join(text[s.start : s.end] for s in segments).split()) == "".join(text.split())
     assert result.answer.strip()
+    # The engine streamed the manager's answer, and the pieces make up the text it returned; the newest tokens wait
+    # until the repetition guard can no longer drop them, so a longer answer arrives in more than one piece.
+    from longread.backends.local.generation import RepetitionGuard
+
+    assert "".join(streamed).strip() == result.answer.strip()
+    if result.calls[-1].completion_tokens > RepetitionGuard().holdback() + 1:
+        assert len(streamed) > 1
     for citation in result.citations:
         assert 0 <= citation.start < citation.end <= len(text)

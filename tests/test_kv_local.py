@@ -127,7 +127,9 @@ def test_peak_kv_memory_does_not_grow_with_the_prompt_for_eviction_policies(smol
     assert full.stats.peak_kv_bytes > 3 * peaks[1]
 
 
-CLI_POLICIES = ["full", "quant:8", "quant:4", "quant:2", "sink:192", "snap:192", "mixed:192:4", "mixed:192:2"]
+# One policy of each kind: every policy and bit width answers through `complete` above; this test checks what the
+# command line adds (the --kv string reaching the engine, every segment read, the eviction budgets kept).
+CLI_POLICIES = ["full", "quant:4", "sink:192", "snap:192", "mixed:192:2"]
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,7 @@ def short_story(tmp_path_factory) -> "Path":
 
     story = (Path(__file__).resolve().parents[1] / "examples" / "lighthouse_keeper.md").read_text(encoding="utf-8")
     path = tmp_path_factory.mktemp("story") / "opening.md"
-    path.write_text(story[:4000], encoding="utf-8")
+    path.write_text(story[:2600], encoding="utf-8")
     return path
 
 

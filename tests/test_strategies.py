@@ -309,3 +309,52 @@ def test_a_registered_strategy_is_used_by_reader():
     result = Reader(book(), model=model, window=1024, strategy="head-only-test").ask(QUESTION)
     assert result.strategy == "head-only-test" and result.text == "ok"
     assert available_strategies()["head-only-test"] == "test strategy"
+
+
+# -- evidence notes --------------------------------------------------------------------------------------------------
+def test_evidence_notes_keep_grounded_replies_as_items_and_drop_invented_ones():
+    from longread.agents.notes import evidence_items, grounded
+
+    probe = Reader(book(), model=MockModel(), window=1024)
+    segments = probe.segments(probe.budget("query", QUESTION).segment_tokens)
+    [part] = [s.index for s in segments if "Paragraph 17." in s.text]
+    assert grounded('Answer: fawn\nEvidence: "painted boat number 17 fawn at dawn"', segments[part].text, QUESTION)
+    assert not grounded("Answer: boat 17 was painted mauve by the mayor.", segments[part].text, QUESTION)
+
+    def worker(call):
+        if call.segment == part:
+            return 'Answer: fawn\nEvidence: "The harbour master painted boat number 17 fawn at dawn."'
+        return "Answer: boat 17 was painted mauve by the mayor."  # not in the part it read: dropped
+
+    model = MockModel(replies={"worker": worker, "manager": "fawn"})
+    result = Reader(book(), model=model, window=1024, strategy="chain:notes=evidence").ask(QUESTION)
+    workers = [c for c in result.calls if c.agent == "worker"]
+    assert [c.passed_on for c in workers] == [c.segment != part for c in workers]
+    assert evidence_items(result.notes) == [(part + 1, f"(part {part + 1}) Answer: fawn Evidence: \"The harbour "
+                                             "master painted boat number 17 fawn at dawn.\"")]
+    assert {c.segment for c in result.citations} == {part}
+    # The worker prompt asks for an answer and its evidence, and offers no escape marker.
+    assert "Evidence:" in user(model.calls_by("worker")[0]) and NOTHING_RELEVANT not in user(model.calls_by("worker")[0])
+
+
+def test_evidence_notes_stay_within_their_cap_dropping_the_least_relevant_item():
+    from longread.agents import CommunicationUnit
+    from longread.agents.notes import add_evidence, evidence_items
+
+    notes = CommunicationUnit()
+    fits = lambda text: len(text.split()) <= 12
+    rank = lambda items: [1.0 if "crimson" in t else 0.0 for t in items]
+    for i, reply in enumerate(["boat one was crimson", "boat two was grey", "boat three was grey"]):
+        notes = add_evidence(notes, i, reply, fits, rank)
+    parts = [p for p, _ in evidence_items(notes.text)]
+    assert 1 in parts and len(parts) == 2 and fits(notes.text)  # the relevant item survived; order is kept
+    assert parts == sorted(parts) and notes.evidence == tuple(p - 1 for p in parts)
+
+
+def test_map_notes_never_show_a_worker_the_earlier_notes():
+    model = MockModel(replies={"worker": lambda call: f'Answer: boat\nEvidence: "Paragraph {call.segment}"',
+                               "manager": "done"})
+    result = Reader(book(), model=model, window=1024, strategy="chain:notes=map").ask(QUESTION)
+    for call in model.calls_by("worker"):
+        assert "Notes on the earlier parts" not in user(call) and "Answer: boat" not in user(call)
+    assert result.strategy == "chain:notes=map"

@@ -4,12 +4,12 @@ Adapted from Chain-of-Agents (Zhang et al., NeurIPS 2024, Appendix: worker and m
 that docs/quality.md measures:
 - the worker prompt puts the segment first ([system][segment][previous notes][question][task]) so the prefix
   that does not depend on the question can keep its KV cache across questions (docs/architecture.md);
-- notes are a short list of facts, each quoting the source's words and naming the part it comes from
-  (LLM x MapReduce's structured information): a small model extracts far more reliably than it rewrites, and
-  the manager and lookback can tell where each fact came from;
 - a worker that finds nothing relevant answers a fixed marker, and the agent passes the previous notes on
   unchanged, instead of writing "I don't know" into the chain (a failure the paper reports); only a reply that is
   the marker alone counts (see replies.py);
+- evidence notes (`worker_evidence_task`, `worker_map_task`, chain option `notes=evidence|map`): the worker
+  answers from its part with a quote and has no escape to take; code keeps the reply only if it is grounded in
+  the part and appends it as an item naming the part (LLM x MapReduce's structured information);
 - the manager given no notes says the document does not hold the answer, without a model call that could
   invent one (`not_found_answer`);
 - the judge of multipath reading (the paper's section 5) compares the answers of several reading orders with
@@ -42,6 +42,19 @@ class Prompts:
         "fact from both that helps answer the question, quoting names, numbers and key phrases exactly. "
         "Write only the notes. If the source text holds nothing relevant to the question, reply with exactly: "
         + NOTHING_RELEVANT
+    )
+    # Evidence notes (ChainStrategy(notes="evidence")): no escape to take; the reply is grounded in code.
+    worker_evidence_task: str = (
+        "Question: {question}\n\n"
+        "Answer the question as well as the source text above allows, using the notes on the earlier parts if "
+        "they help. Then copy, word for word in quotes, the sentence of the source text that your answer comes "
+        "from. Write exactly two lines:\nAnswer: ...\nEvidence: \"...\""
+    )
+    worker_map_task: str = (
+        "Question: {question}\n\n"
+        "Answer the question as well as the source text above allows. Then copy, word for word in quotes, the "
+        "sentence of the source text that your answer comes from. Write exactly two lines:\nAnswer: ...\n"
+        "Evidence: \"...\""
     )
     worker_summary_task: str = (
         "Read the source text and the notes on the earlier parts. Write a detailed summary that covers both: "

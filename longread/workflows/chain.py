@@ -12,7 +12,7 @@ caches are warm already. Both run as the LangGraph chain of chain_of_agents.py, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
 from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, lookback_text
@@ -63,6 +63,16 @@ def lookback_passages(ctx: ReadingContext, manager: Manager, segments: Sequence[
 FOCUS_CHUNK_TOKENS = 128
 
 
+def item_ranker(ctx: ReadingContext, question: str) -> Callable[[Sequence[str]], list[float]]:
+    """Cosine similarity of each evidence item to the question (the memory's embedder)."""
+
+    def rank(items: Sequence[str]) -> list[float]:
+        embedder = ctx.get_embedder()
+        return [float(v) for v in embedder.embed_documents(list(items)) @ embedder.embed_query(question)]
+
+    return rank
+
+
 def focus_passages(ctx: ReadingContext, query: str, room: int) -> Callable[[Segment], list[str]]:
     """For a guided chain: the retrieval chunks inside a segment most similar to the query, best first, within
     `room` tokens (each with its quoting frame), for the worker to see right before its task."""
@@ -95,11 +105,22 @@ class ChainStrategy(Strategy):
     name: ClassVar[str] = "chain"
     lookback: bool = False
     guided: bool = False
+    # "rewrite": each worker rewrites the notes it received (CoA); "evidence": each worker answers from its part
+    # with a quote, grounded and appended by code (agents/notes.py); "map": evidence, but a worker does not see
+    # the earlier notes (LLM x MapReduce's map step: small models copy what they are shown).
+    notes: str = "rewrite"
+
+    def __post_init__(self) -> None:
+        if self.notes not in ("rewrite", "evidence", "map"):
+            raise ValueError(f"notes must be rewrite, evidence or map, got {self.notes!r}")
 
     @property
     def spec(self) -> str:
         base = "lookback" if self.lookback else "chain"
-        return f"{base}:guided=true" if self.guided else base
+        options = [f"{k}=true" for k in ("guided",) if getattr(self, k)]
+        if self.notes != "rewrite":
+            options.append(f"notes={self.notes}")
+        return f"{base}:{','.join(options)}" if options else base
 
     def focus_room(self, ctx: ReadingContext) -> int:
         return min(2 * FOCUS_CHUNK_TOKENS + 24, ctx.window // 12) if self.guided else 0
@@ -108,12 +129,22 @@ class ChainStrategy(Strategy):
              path: int | None = None, memory: bool = True) -> ChainRun:
         mode = self.check_mode(question)
         guided = self.guided and mode == "query"
+        evidence = self.notes in ("evidence", "map") and mode == "query"
+        if evidence:  # the worker's task is the evidence task: budgets count it
+            overrides = {"worker_query_task": ctx.prompts.worker_evidence_task}
+            if self.notes == "map":
+                overrides.update(worker_query_task=ctx.prompts.worker_map_task, previous_notes_heading="",
+                                 no_notes_yet="")
+            ctx = replace(ctx, prompts=ctx.prompts.with_overrides(**overrides))
         budget = ctx.budget(mode, question, focus_tokens=self.focus_room(ctx) if guided else 0)
         segments = ctx.segments(budget.segment_tokens)
         worker = Worker(ctx.model, ctx.prompts, mode, question, budget)
         if guided:
             assert question is not None
             worker.focus = focus_passages(ctx, question, budget.focus_tokens)
+        if evidence:
+            assert question is not None
+            worker.evidence, worker.rank = True, item_ranker(ctx, question)
         manager = Manager(ctx.model, ctx.prompts, mode, question, budget)
         hooks = ctx.hooks(len(segments), path, stream=path is None)
         if memory and ctx.memory is not None:
@@ -131,6 +162,8 @@ class ChainStrategy(Strategy):
             parts.append("lookback")
         if guided:
             parts.append("guided")
+        if evidence:
+            parts.append(self.notes)
         if order is not None:
             parts.append(list(order))
         reading_order = list(range(len(segments))) if order is None else list(order)

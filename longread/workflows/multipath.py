@@ -51,6 +51,7 @@ class MultipathStrategy(Strategy):
     paths: int = 3
     lookback: bool = False
     guided: bool = False
+    notes: str = "rewrite"
 
     def __post_init__(self) -> None:
         if self.paths < 1:
@@ -59,10 +60,11 @@ class MultipathStrategy(Strategy):
     @property
     def spec(self) -> str:
         options = [f"paths={self.paths}"] + [f"{k}=true" for k in ("lookback", "guided") if getattr(self, k)]
+        options += [f"notes={self.notes}"] if self.notes != "rewrite" else []
         return "multipath:" + ",".join(options)
 
     def _plans(self, ctx: ReadingContext, question: str | None) -> list[ChainRun]:
-        chain = ChainStrategy(lookback=self.lookback, guided=self.guided)
+        chain = ChainStrategy(lookback=self.lookback, guided=self.guided, notes=self.notes)
         first = chain.plan(ctx, question)
         orders = reading_orders(len(first.segments), self.paths)
         return [chain.plan(ctx, question, order=order, path=i, memory=i == 0) for i, order in enumerate(orders)]
@@ -133,14 +135,14 @@ class MultipathStrategy(Strategy):
 
     def _single(self, ctx: ReadingContext, plan: ChainRun, final: dict[str, Any], reused: bool) -> Result:
         """One distinct order (a one-segment document): the path's answer is the answer; no judge call."""
-        result = ChainStrategy(lookback=self.lookback, guided=self.guided).result(ctx, plan, final, reused)
+        result = ChainStrategy(lookback=self.lookback, guided=self.guided, notes=self.notes).result(ctx, plan, final, reused)
         return ctx.result(self.spec, result.mode, result.question, result.text, citations=result.citations,
                           segments=result.segments, calls=result.calls, window=result.window, notes=result.notes,
                           document_tokens=result.document_tokens, extras={**result.extras, "paths": 1})
 
     def _result(self, ctx: ReadingContext, plans: list[ChainRun], outcomes: list[tuple[dict[str, Any], bool]],
                 judged: dict[str, Any]) -> Result:
-        chain = ChainStrategy(lookback=self.lookback, guided=self.guided)
+        chain = ChainStrategy(lookback=self.lookback, guided=self.guided, notes=self.notes)
         results = [chain.result(ctx, plan, final, reused) for plan, (final, reused) in zip(plans, outcomes)]
         calls = [call for r in results for call in r.calls] + [CallRecord.from_dict(c) for c in judged.get("calls", [])]
         first = results[0]

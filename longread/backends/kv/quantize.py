@@ -160,7 +160,7 @@ def dequantize_values(
 def _affine(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, out: torch.Tensor) -> None:
     """out = codes * scale + zero in one kernel that reads the uint8 codes as they are (a converted copy of the
     codes would be one more full-size pass per tensor per step). For a 16-bit `out` the float16 scale and zero go
-    in unconverted too: a decode step at batch 1 on a GPU is bound by kernel launches (GPU.md), and rounding
+    in unconverted too: a decode step at batch 1 on a GPU is bound by kernel launches (docs/architecture.md), and rounding
     through float16 stays below the output's own 16-bit rounding. A float32 `out` (CPU models) gets float32
     scale and zero, hence an exact float32 computation; they are 1/G of the codes' size."""
     if out.dtype not in (torch.float16, torch.bfloat16):

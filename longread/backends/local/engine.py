@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ...tokenizers import HFTokenizer
 from ..base import ChatModel, Completion, Message
@@ -35,6 +35,37 @@ class EngineStats:
     prompt_renders: int = 0  # chat templates rendered and tokenized (a call's window check and run share one)
 
 
+class TextStreamer:
+    """Token ids -> text pieces for `on_text`, held back by the tokens the repetition guard may still drop.
+
+    The guard removes a loop's repeats once the loop is complete (up to `holdback` tokens), and streamed text cannot
+    be taken back, so the newest tokens wait until they can no longer be dropped; `finish` sends the rest of the
+    final text."""
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None], holdback: int):
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.holdback = holdback
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def _send(self, text: str) -> None:
+        text = text.lstrip()
+        if text.startswith(self.sent):
+            piece = text[len(self.sent):]
+            if piece and not piece.endswith("\ufffd"):  # not half of a multi-byte character
+                self.sent = text
+                self.on_text(piece)
+
+    def push(self, token: int) -> None:
+        self.ids.append(token)
+        if len(self.ids) > self.holdback:
+            self._send(self.tokenizer.decode(self.ids[: len(self.ids) - self.holdback], skip_special_tokens=True))
+
+    def finish(self, text: str) -> None:
+        self._send(text)
+
+
 class LocalModel(ChatModel):
     """A transformers causal LM under a KV policy (`kv`, see longread.backends.kv), with prefix reuse.
 
@@ -45,6 +76,7 @@ class LocalModel(ChatModel):
     """
 
     is_local = True
+    streams = True  # takes on_text
 
     def __init__(
         self,
@@ -196,8 +228,11 @@ class LocalModel(ChatModel):
             self.prefix_cache.put(key, cache)  # type: ignore[union-attr]
         return cache, 0
 
-    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix) -> Completion:
+    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
+                  **extra) -> Completion:
         prefix, rest = self.prompt_ids(messages, cache_prefix)
+        guard = RepetitionGuard()
+        streamer = TextStreamer(self.hf_tokenizer, on_text, guard.holdback()) if on_text is not None else None
         if not rest:  # nothing after the prefix to continue from: an ordinary call
             prefix, rest = [], prefix
         started = time.perf_counter()
@@ -213,7 +248,8 @@ class LocalModel(ChatModel):
                 prefill_chunk=self.prefill_chunk,
                 temperature=temperature,
                 repetition_penalty=self.repetition_penalty,
-                guard=RepetitionGuard(),
+                guard=guard,
+                on_token=streamer.push if streamer is not None else None,
             )
             self.stats.calls += 1
             self.stats.prefill_tokens += result.prefill_tokens
@@ -221,6 +257,8 @@ class LocalModel(ChatModel):
             self.stats.seconds_decode += result.seconds_decode
             self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, getattr(cache, "peak_bytes", 0))
         text = self.hf_tokenizer.decode(result.ids, skip_special_tokens=True).strip()
+        if streamer is not None:
+            streamer.finish(text)
         return Completion(
             text=text,
             prompt_tokens=prompt_tokens,

@@ -9,7 +9,7 @@ that stops small models looping.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -23,6 +23,10 @@ class RepetitionGuard:
     max_period: int = 32
     repeats: int = 3
     min_span: int = 12  # a tail shorter than this is never called a loop ("...", "- -")
+
+    def holdback(self) -> int:
+        """The most tokens a detected loop removes from the end: what a stream must hold back."""
+        return max(p * max(self.repeats, -(-self.min_span // p)) - p for p in range(1, self.max_period + 1))
 
     def looping(self, ids: Sequence[int]) -> int:
         """The period of the loop at the end of ids, or 0."""
@@ -82,12 +86,13 @@ def generate(
     repetition_penalty: float = 1.1,
     guard: RepetitionGuard | None = None,
     seed: int = 0,
+    on_token: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Greedy (temperature 0) or sampled decoding of up to max_new_tokens after prompt_ids.
 
     `cache` may already hold `start_position` tokens of a reused prefix; prompt_ids continue from there.
     Positions are passed explicitly: after eviction the cache is shorter than the text (physical vs logical
-    length), and RoPE must keep counting the text.
+    length), and RoPE must keep counting the text. `on_token` sees each token kept, as it is decoded (streaming).
     """
     import time
 
@@ -126,6 +131,8 @@ def generate(
                 del out[-period:]
             finish = "repetition"
             break
+        if on_token is not None:
+            on_token(token)
         if len(out) == max_new_tokens:
             break
         piece = torch.tensor([[token]], device=device)

@@ -2,7 +2,7 @@
 
 A Chain-of-Agents worker prompt is `[system][segment][previous notes][question][task]`; everything up to the end
 of the segment does not depend on the question, so after one question about a book the KV of every segment can be
-reused by the next (DESIGN.md). Entries are keyed by model, KV policy, dtype and a hash of the prefix token ids.
+reused by the next (docs/architecture.md). Entries are keyed by model, KV policy, dtype and a hash of the prefix token ids.
 
 What is stored is the cache right after prefilling the prefix, i.e. already compressed by the policy. A call that
 reuses it continues exactly as a call that prefilled the prefix itself, because the engine always prefills a

@@ -1,0 +1,48 @@
+"""`longread chat PATH`: talk about a document (the session itself is longread.chat_console)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .options import JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption, WindowOption
+from .options import WorkspaceOption
+
+
+def chat(
+    path: Annotated[str, typer.Argument(metavar="PATH", show_default=False,
+                                        help="The document to talk about: a file, or an http(s) URL.")],
+    session: Annotated[
+        Optional[str],
+        typer.Option("--session", "-s", metavar="NAME", show_default=False,
+                     help="Name of the session; reopening it restores its memory and history "
+                     "(default: derived from the document's content)."),
+    ] = None,
+    model: ModelOption = None,
+    window: WindowOption = None,
+    kv: KvOption = None,
+    strategy: StrategyOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    no_stream: NoStreamOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Talk about a document: it is read once, then questions are answered from memory (or by reading it again
+    when memory cannot answer). Commands: /memory /sources /save FILE /reset /help /quit. Lines on a piped stdin
+    are questions, one a line (--json: one JSON object per answer)."""
+    from ..chat_console import ChatSettings, run_chat
+    from .runner import FatalError, preflight
+    from .settings import resolve
+
+    settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
+                       as_json=as_json, quiet=quiet, stream=not no_stream)
+    try:
+        preflight(settings)
+    except FatalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(run_chat(ChatSettings(
+        path, session, settings.model, settings.window, settings.kv, settings.workspace,
+        strategy=settings.strategy, as_json=as_json, quiet=quiet, stream=not no_stream,
+    )))

@@ -1,0 +1,68 @@
+"""`longread models [PROVIDER] [--json]`: the model strings --model accepts, from the backend registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+
+def _per_million(usd_per_token: float) -> str:
+    return f"${usd_per_token * 1e6:,.2f}" if usd_per_token else "-"
+
+
+def models(
+    provider: Annotated[Optional[str], typer.Argument(metavar="PROVIDER", show_default=False,
+                                                      help="List this litellm provider's chat models with their "
+                                                      "windows and prices (e.g. openai).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line (every provider).")] = False,
+    every: Annotated[bool, typer.Option("--all", metavar="", help="Every litellm provider, not only the common ones "
+                                        "and those whose key is set.")] = False,
+) -> None:
+    """The model strings --model accepts: local models, aliases, and litellm providers with their prices."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..backends import ModelRow, model_rows
+    from ..backends.catalog import KEY_VARIABLES, NO_KEY, chat_models, providers
+    from .settings import user_config
+
+    config = user_config()
+    if provider is not None:
+        if provider not in providers():
+            typer.echo(f"error: {provider!r} is not a provider litellm knows (`longread models` lists them)", err=True)
+            raise typer.Exit(1)
+        rows = [ModelRow(c.model, "litellm", "", c.window, c.input_cost, c.output_cost) for c in chat_models(provider)]
+        title = f"{provider}: {len(rows)} chat models in litellm's price table (USD per million tokens)"
+    else:
+        rows = model_rows()
+        for name, target in sorted(config.aliases.items()):
+            rows.append(ModelRow(name, "alias", f"alias of {target}"))
+        title = "--model accepts (USD per million tokens; `longread models PROVIDER` lists a provider's models)"
+    hidden = 0
+    if provider is None and not (every or as_json):
+        common = set(KEY_VARIABLES) | NO_KEY
+        shown = [r for r in rows if r.backend != "litellm" or r.model.split("/")[0] in common or (r.note.endswith(" set") and not r.note.endswith("not set"))]
+        hidden, rows = len(rows) - len(shown), shown
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row.to_dict(), ensure_ascii=False))
+        return
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in ("--model", "backend", "window", "input", "output", "notes"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("window", "input", "output") else "left")
+    for row in rows:
+        notes = "; ".join(part for part in (row.description, row.note) if part)
+        table.add_row(Text(row.model), row.backend, f"{row.window:,}" if row.window else "-",
+                      _per_million(row.input_cost), _per_million(row.output_cost),
+                      Text(notes, style="" if row.available else "red"))
+    console = Console()
+    console.print(table)
+    if hidden:
+        console.print(Text(f"and {hidden} more litellm providers: longread models --all"))
+    if provider is None:
+        from ..backends.kv import valid_forms
+
+        console.print(Text(f"--kv POLICY (local and hf: models): {valid_forms()}"))

@@ -1,0 +1,80 @@
+"""The options the commands share, typed once. Help texts that list choices come from the registries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _checked_kv(policy: str | None) -> str | None:
+    """A typo in --kv is a usage error before anything loads, not a failure of every file."""
+    if policy is not None:
+        from ..backends.kv import validate_policy
+
+        try:
+            validate_policy(policy)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    return policy
+
+
+def kv_help() -> str:
+    from ..backends.kv import valid_forms
+
+    return f"KV cache policy of the local backend: {valid_forms()}. Ignored by API models."
+
+
+def strategy_help() -> str:
+    from .strategies import strategy_names
+
+    names = strategy_names()
+    return ("How a document is read: " + ", ".join(names) + " (default: chain, or the config file's strategy)."
+            if names else "How a document is read (default: chain).")
+
+
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m", metavar="MODEL", envvar="LONGREAD_MODEL", show_default=False,
+        help="`local` (embedded SmolLM2, the default), `hf:PATH`, an alias (`longread alias`), or a litellm model "
+        "(`openai/gpt-4o-mini`). `longread models` lists them.",
+    ),
+]
+WindowOption = Annotated[
+    Optional[int],
+    typer.Option("--window", "-w", metavar="TOKENS", min=1, show_default=False,
+                 help="Tokens per call, prompt + output (default: min(model context, 8192); 4096 for local)."),
+]
+KvOption = Annotated[
+    Optional[str],
+    typer.Option("--kv", metavar="POLICY", callback=_checked_kv, show_default=False, help=kv_help()),
+]
+StrategyOption = Annotated[
+    Optional[str],
+    typer.Option("--strategy", metavar="NAME", show_default=False, help=strategy_help()),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", metavar="", help="One JSON object per document per line on stdout, nothing else "
+                       "(a failed document: an object with `error`).")
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", metavar="", help="Read on a stand-in that counts with the model's tokenizer: "
+                 "segments, calls, tokens and the most it can cost (API models) or take (local models, measured "
+                 "here); no call to the model."),
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", metavar="", help="Redo finished documents and start interrupted runs over "
+                       "instead of resuming.")
+]
+WorkspaceOption = Annotated[
+    Optional[Path],
+    typer.Option("--workspace", metavar="DIR", envvar="LONGREAD_WORKSPACE", file_okay=False, show_default=False,
+                 help="Where checkpoints and the runs log live (default: ~/.cache/longread/workspace on Linux)."),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress display and no notes; "
+                                           "errors still show.")]
+NoStreamOption = Annotated[bool, typer.Option("--no-stream", metavar="", help="Print the answer when it is "
+                                              "finished instead of as it is written.")]

@@ -1,0 +1,104 @@
+"""`longread runs [--json]` lists past runs from the runs log; `longread runs show ID` prints one."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from .options import WorkspaceOption
+
+app = typer.Typer(help="Past runs: document, question, model, strategy, tokens, cost, time, and where the output is.",
+                  invoke_without_command=True, no_args_is_help=False)
+
+
+def _log(workspace):
+    from ..runlog import RunLog, runs_path
+    from .settings import default_workspace
+
+    return RunLog(runs_path(workspace or default_workspace()))
+
+
+def _short(path: str) -> str:
+    """A path relative to the current folder when it is below it (the table has little room)."""
+    import os
+
+    if "://" in path or path.startswith("<"):
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative
+
+
+@app.callback()
+def runs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per run per line.")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """List past runs, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from .printing import cost
+
+    records = _log(workspace).recent(limit)
+    if as_json:
+        for record in records:
+            typer.echo(json.dumps(record.to_dict(with_result=False), ensure_ascii=False))
+        return
+    if not records:
+        typer.echo("no runs yet (every ask and summarize is logged when it ends)")
+        return
+    table = Table(header_style="bold")
+    folding = ("document", "question", "output")
+    for column in ("id", "when", "command", "document", "question", "model", "strategy", "tokens", "cost", "time",
+                   "output"):
+        table.add_column(column, overflow="fold", no_wrap=column not in folding,
+                         justify="right" if column in ("id", "tokens", "cost", "time") else "left")
+    for r in records:
+        when = r.to_dict()["started"][5:16].replace("T", " ")
+        output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
+        table.add_row(str(r.id), when, r.command, Text(_short(r.document)), Text(r.question or "-"), Text(r.model),
+                      r.strategy or "-", f"{r.tokens:,}", cost(r.cost_usd), f"{r.seconds:.1f} s",
+                      Text(output, style="red" if r.status == "failed" else ""))
+    Console().print(table)
+
+
+@app.command()
+def show(
+    run_id: Annotated[int, typer.Argument(metavar="ID", help="The run's id (the first column of `longread runs`).")],
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="The whole record, result included.")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Print one run: its settings, usage, and the answer or summary it wrote."""
+    from .printing import citation_lines, cost, usage_line
+
+    record = _log(workspace).get(run_id)
+    if record is None:
+        typer.echo(f"error: no run {run_id} in the runs log (`longread runs` lists them)", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(record.to_dict(), ensure_ascii=False))
+        return
+    d = record.to_dict(with_result=False)
+    typer.echo(f"run {record.id}: {record.command} {record.document}" + (f" {record.question!r}" if record.question else ""))
+    typer.echo(f"  {d['started']}, {record.seconds:.1f} s, {record.status}; model {record.model}, strategy "
+               f"{record.strategy or '-'}, window {record.window or '-'}, kv {record.kv or '-'}")
+    typer.echo(f"  {record.calls} calls, {record.tokens:,} tokens, {cost(record.cost_usd)}; output: "
+               f"{record.output or 'stdout'}")
+    if record.error:
+        typer.echo(f"  error: {record.error}")
+    if record.result and record.status == "done":
+        typer.echo()
+        typer.echo(record.text.strip())
+        typer.echo()
+        for line in citation_lines(record.result) + [usage_line(record.result)]:
+            typer.echo(line)

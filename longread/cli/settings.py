@@ -1,0 +1,115 @@
+"""The settings of one command: options, else environment, else the config file, else the defaults."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from ..config import Config, ConfigError, load_config
+
+DEFAULT_MODEL = "local"
+DEFAULT_STRATEGY = "chain"
+
+
+@dataclass
+class Verbosity:
+    """--verbose / --debug of the whole command line (set by the app's callback)."""
+
+    verbose: bool = False
+    debug: bool = False
+
+
+VERBOSITY = Verbosity()
+
+
+def configure_logging(verbose: bool, debug: bool) -> None:
+    """Warnings always (retries, fallbacks); --verbose adds longread's info lines, --debug everything and tracebacks.
+
+    Through rich's handler on stderr, so log lines land above a live display instead of on it."""
+    from rich.logging import RichHandler
+
+    from ..console import stderr_console
+
+    VERBOSITY.verbose, VERBOSITY.debug = verbose or debug, debug
+    handler = RichHandler(console=stderr_console(), show_time=debug, show_path=debug, markup=False,
+                          rich_tracebacks=debug, show_level=True)
+    ours = logging.getLogger("longread")
+    ours.handlers[:] = [handler]
+    ours.propagate = False
+    ours.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+    if debug:  # libraries' logs too (litellm, httpx, pypdf, ...)
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(logging.DEBUG)
+
+
+def default_workspace() -> Path:
+    """The user cache folder (~/.cache/longread/workspace on Linux), shared by every run.
+
+    Not `.longread/` in the current folder: thread ids come from the document's content and the settings, so
+    one workspace resumes a run from wherever it is started again, and project folders stay clean.
+    """
+    from ..backends.local.weights import cache_root
+
+    return cache_root() / "workspace"
+
+
+@dataclass(frozen=True)
+class Settings:
+    command: str  # ask | summarize
+    model: str  # the model string, an alias resolved
+    window: int | None
+    kv: str | None
+    strategy: str
+    as_json: bool = False
+    dry_run: bool = False
+    force: bool = False
+    workspace: Path = Path(".")
+    quiet: bool = False
+    stream: bool = True
+    writes_files: bool = False  # summaries go to --out, not stdout
+    alias: str | None = None  # the alias the model string came from
+
+    @property
+    def debug(self) -> bool:
+        return VERBOSITY.debug
+
+
+def user_config() -> Config:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def resolve(command: str, *, model: str | None, window: int | None, kv: str | None, strategy: str | None,
+            workspace: Path | None, **flags: bool) -> Settings:
+    config = user_config()
+    given = model or config.model or DEFAULT_MODEL
+    resolved = config.resolve_model(given)
+    if kv is None and config.kv is not None:  # an option was checked by its callback; the file's is checked here
+        from ..backends.kv import validate_policy
+
+        try:
+            validate_policy(config.kv)
+        except ValueError as exc:
+            typer.echo(f"error: {config.path}: kv: {exc}", err=True)
+            raise typer.Exit(2) from None
+        kv = config.kv
+    return Settings(
+        command=command, model=resolved, window=window or config.window, kv=kv,
+        strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
+        alias=given if resolved != given else None, **flags,
+    )
+
+
+def stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,133 @@
+"""A small SQLite log of finished runs: one row per document read, for `longread runs` (like `llm logs`).
+
+WORKSPACE/runs.sqlite, beside the checkpoints. A row is written when a document is done or has failed; dry runs
+and skipped documents write none. It holds the result (answer or summary, citations, calls), never a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    seconds REAL NOT NULL,
+    command TEXT NOT NULL,
+    document TEXT NOT NULL,
+    question TEXT,
+    model TEXT NOT NULL,
+    strategy TEXT,
+    window INTEGER,
+    kv TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    segments INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    output TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
+"""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    started: float  # Unix time the document's reading began
+    seconds: float  # wall time it took
+    command: str  # ask | summarize | chat
+    document: str
+    model: str
+    status: str  # done | failed
+    question: str | None = None
+    strategy: str | None = None
+    window: int | None = None
+    kv: str | None = None
+    error: str | None = None
+    segments: int = 0
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    output: str | None = None  # the summary file, or None when the result went to stdout
+    result: dict[str, Any] | None = None
+    id: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def text(self) -> str:
+        if not self.result:
+            return ""
+        return str(self.result.get("answer") or self.result.get("summary") or "")
+
+    def to_dict(self, *, with_result: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        data["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started))
+        if not with_result:
+            data.pop("result")
+        return data
+
+
+_COLUMNS = [f.name for f in fields(RunRecord) if f.name != "id"]
+
+
+def runs_path(workspace: Path) -> Path:
+    return workspace / "runs.sqlite"
+
+
+class RunLog:
+    """Opens the file for each operation: a log written once per document needs no long-lived connection."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10)
+        conn.executescript(SCHEMA)
+        return conn
+
+    def add(self, record: RunRecord) -> int:
+        values = asdict(record)
+        values["result"] = json.dumps(record.result, ensure_ascii=False) if record.result is not None else None
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with closing(self._connect()) as conn, conn:
+            cursor = conn.execute(
+                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", [values[c] for c in _COLUMNS]
+            )
+            return int(cursor.lastrowid or 0)
+
+    def _records(self, where: str = "", params: tuple = (), limit: int | None = None) -> list[RunRecord]:
+        if not self.path.exists():
+            return []
+        query = f"SELECT id, {', '.join(_COLUMNS)} FROM runs {where} ORDER BY id DESC"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        with closing(self._connect()) as conn:
+            rows = conn.execute(query, params).fetchall()
+        records = []
+        for row in rows:
+            values = dict(zip(["id", *_COLUMNS], row))
+            values["result"] = json.loads(values["result"]) if values["result"] else None
+            records.append(RunRecord(**values))
+        return records
+
+    def recent(self, limit: int = 20) -> list[RunRecord]:
+        """The latest runs, newest first."""
+        return self._records(limit=limit)
+
+    def get(self, run_id: int) -> RunRecord | None:
+        found = self._records("WHERE id = ?", (run_id,))
+        return found[0] if found else None

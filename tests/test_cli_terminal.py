@@ -1,0 +1,143 @@
+"""The output contract on a real terminal: a pseudo-terminal (pexpect) rendered by a terminal emulator (pyte).
+
+What a person sees at the end must hold every line of output: no line erased, no answer on a progress line,
+no progress left on screen. A pipe or a file gets no control codes, and with --json nothing but JSON lines.
+The model is a MockModel that takes a little time per call and streams its final answer in pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pexpect
+import pyte
+import pytest
+
+from .test_cli import PARAGRAPH
+
+REPO = Path(__file__).resolve().parents[1]
+ANSWER = ("The harbour master counted twelve boats on the calm mornings and fewer on the windy ones, "
+          "and he wrote every number in a green book.")
+PIECE = 9  # characters per streamed piece
+BOOTSTRAP = f"""
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+from longread import backends
+from longread.testing import MockModel
+
+class Streaming(MockModel):
+    streams = True  # takes on_text, like the litellm backend and the local engine
+
+    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, tag=None,
+                  on_text=None):
+        time.sleep(0.15)
+        completion = super()._complete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, tag)
+        if on_text is not None:
+            for i in range(0, len(completion.text), {PIECE}):
+                on_text(completion.text[i:i + {PIECE}])
+                time.sleep(0.05)
+        return completion
+
+backends.get_model = lambda *a, **k: Streaming(completion_tokens=24, replies={{"manager": {ANSWER!r}}})
+from longread.cli import app
+app()
+"""
+COLUMNS, ROWS = 120, 400  # tall enough that nothing scrolls off the emulated screen
+PROGRESS = re.compile(r"tok/s|ETA|segment \d+/\d+|\d+/\d+ documents|reading|writing the answer")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("one.txt", "two.txt"):
+        (docs / name).write_text("\n\n".join(f"Paragraph {i} of {name}. " + PARAGRAPH * 3 for i in range(10)))
+    return docs
+
+
+def spawn(tmp_path: Path, *args: str, shell: str | None = None) -> pexpect.spawn:
+    script = tmp_path / "longread_bootstrap.py"
+    script.write_text(BOOTSTRAP)
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS),
+           "LONGREAD_WORKSPACE": str(tmp_path / "workspace"), "LONGREAD_CONFIG": str(tmp_path / "config.toml")}
+    env.pop("NO_COLOR", None)
+    command = [sys.executable, str(script), *args]
+    if shell is not None:  # stdout redirected by a shell, stderr still the terminal
+        return pexpect.spawn("bash", ["-c", " ".join(f"'{c}'" for c in command) + " " + shell], env=env,
+                             encoding="utf-8", dimensions=(ROWS, COLUMNS), timeout=120)
+    return pexpect.spawn(command[0], command[1:], env=env, encoding="utf-8", dimensions=(ROWS, COLUMNS), timeout=120)
+
+
+def screen_of(raw: str) -> list[str]:
+    screen = pyte.Screen(COLUMNS, ROWS)
+    pyte.Stream(screen).feed(raw.replace("\n", "\r\n") if "\r\n" not in raw else raw)
+    return [line.rstrip() for line in screen.display]
+
+
+def squeezed(text: str) -> str:
+    """Text without whitespace: a line the terminal wrapped reads the same as the line."""
+    return "".join(text.split())
+
+
+def read_all(child: pexpect.spawn) -> str:
+    child.expect(pexpect.EOF)
+    raw = child.before
+    child.close()
+    return raw
+
+
+def test_a_folder_run_on_a_terminal_keeps_every_line_and_no_progress(tmp_path, folder):
+    child = spawn(tmp_path, "ask", str(folder), "How many boats?", "--window", "512")
+    raw = read_all(child)
+    assert child.exitstatus == 0, raw[-2000:]
+    lines = [line for line in screen_of(raw) if line]
+
+    # While it ran, the display showed the position, the phase, the speed and an ETA.
+    for shown in ("segment 2/", "reading", "writing the answer", "tok/s", "ETA", "/2 documents"):
+        assert shown in raw, shown
+    # At the end: every line of output, in order, and none of the display.
+    leftovers = [line for line in lines if PROGRESS.search(line) and not line.startswith("  segment ")]
+    assert not leftovers, lines  # ("  segment k/n: chars a-b" lines are citations)
+    for name in ("one.txt", "two.txt"):
+        heading = next(i for i, line in enumerate(lines) if line.startswith(str(folder / name)))
+        answer = "".join(lines[heading + 1 : heading + 3])
+        assert squeezed(answer).startswith(squeezed(ANSWER))  # on its own lines, right under its heading
+    assert len([line for line in lines if line.startswith("usage: ")]) == 2
+    assert len([line for line in lines if line == "citations:"]) == 2
+    assert len([line for line in lines if line.startswith("done ")]) == 2
+
+
+def test_the_answer_streams_as_it_is_written(tmp_path, folder):
+    child = spawn(tmp_path, "ask", str(folder / "one.txt"), "How many boats?", "--window", "512")
+    child.expect_exact(ANSWER[:PIECE])  # the first piece is on screen ...
+    assert ANSWER[-PIECE:] not in child.before + child.after  # ... before the last one is written
+    raw = child.after + read_all(child)
+    assert child.exitstatus == 0
+    assert squeezed(ANSWER) in squeezed("".join(screen_of(raw)))
+
+
+def test_json_on_a_terminal_writes_nothing_but_json_to_stdout(tmp_path, folder):
+    out = tmp_path / "out.jsonl"
+    child = spawn(tmp_path, "ask", str(folder), "How many boats?", "--window", "512", "--json", shell=f"> '{out}'")
+    raw = read_all(child)
+    assert child.exitstatus == 0
+    assert "tok/s" in raw  # the display ran on the terminal (stderr) ...
+    text = out.read_text()
+    assert "\x1b" not in text and "\r" not in text  # ... and never reached stdout
+    objects = [json.loads(line) for line in text.splitlines()]
+    assert [Path(o["source"]).name for o in objects] == ["one.txt", "two.txt"]
+    assert all(o["answer"] == ANSWER for o in objects)
+
+
+def test_text_to_a_file_has_no_control_codes(tmp_path, folder):
+    out = tmp_path / "out.txt"
+    child = spawn(tmp_path, "ask", str(folder), "How many boats?", "--window", "512", shell=f"> '{out}'")
+    read_all(child)
+    assert child.exitstatus == 0
+    text = out.read_text()
+    assert "\x1b" not in text and "\r" not in text
+    assert text.count(ANSWER) == 2 and text.count("==> ") == 2

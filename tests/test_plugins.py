@@ -1,0 +1,160 @@
+"""Extension by installed packages: a document loader, a model backend, a KV policy and a strategy, each found
+through its entry point the way `pip install` leaves it (a *.dist-info folder on the path), with no code change."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from longread import plugins
+from longread.errors import DocumentError
+
+PLUGIN = '''
+import codecs
+from types import SimpleNamespace
+
+from longread.backends import Backend, ModelRow
+from longread.testing import MockModel
+from longread.workflows.truncate import TruncateStrategy
+
+
+def load_rot13(path):
+    """Files of rot13 text."""
+    return codecs.decode(path.read_text(), "rot13")
+
+
+def echo(model, **options):
+    def reply(call):
+        return "ECHO " + ("read the decoded text" if "harbour" in call.prompt else "saw no decoded text")
+    return MockModel(name=model, replies={"reader": reply, "manager": reply})
+
+
+backend = Backend("echo", echo, "echo: a test backend", rows=lambda: [ModelRow("echo", "echo", "a test backend")])
+
+
+def keepall(*args):
+    if args:
+        raise TypeError("keepall takes no arguments")
+    return SimpleNamespace(name="keepall")
+
+
+class FirstPart(TruncateStrategy):
+    """the head and tail that fit, under another name"""
+    name = "firstpart"
+
+
+def broken(path):
+    raise RuntimeError("this loader always fails")
+'''
+
+ENTRY_POINTS = """
+[longread.loaders]
+rot13 = longread_testplugin:load_rot13
+bad = longread_testplugin:broken
+missing = longread_testplugin_nowhere:load
+
+[longread.backends]
+echo = longread_testplugin:backend
+
+[longread.kv_policies]
+keepall = longread_testplugin:keepall
+
+[longread.strategies]
+firstpart = longread_testplugin:FirstPart
+"""
+
+
+@pytest.fixture
+def site(tmp_path) -> Path:
+    """What `pip install longread-testplugin` would leave in site-packages."""
+    root = tmp_path / "site"
+    (root / "longread_testplugin").mkdir(parents=True)
+    (root / "longread_testplugin" / "__init__.py").write_text(PLUGIN)
+    info = root / "longread_testplugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: longread-testplugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    return root
+
+
+def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_path):
+    from .test_cli import long_text
+
+    secret = tmp_path / "harbour.rot13"
+    import codecs
+
+    secret.write_text(codecs.encode(long_text(6), "rot13"))
+    script = textwrap.dedent(f"""
+        import json
+        from typer.testing import CliRunner
+        from longread.cli import app
+        runner = CliRunner()
+        def run(*args):
+            result = runner.invoke(app, list(args))
+            return {{"code": result.exit_code, "out": result.stdout, "err": result.stderr}}
+        print(json.dumps({{
+            "help": run("ask", "--help"),
+            "models": run("models", "--json"),
+            "strategies": run("strategies", "--json"),
+            "ask": run("ask", {str(secret)!r}, "How many boats?", "--model", "echo", "--kv", "keepall",
+                       "--strategy", "firstpart", "--json", "--window", "1024"),
+            "chain": run("ask", {str(secret)!r}, "How many boats?", "--model", "echo", "--json", "--window", "1024"),
+        }}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "300",
+           "LONGREAD_WORKSPACE": str(tmp_path / "workspace"), "LONGREAD_CONFIG": str(tmp_path / "config.toml")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert "keepall:..." in out["help"]["out"] and "firstpart" in out["help"]["out"]  # --kv and --strategy help
+    assert "echo" in [json.loads(line)["model"] for line in out["models"]["out"].splitlines()]
+    assert "firstpart" in [json.loads(line)["strategy"] for line in out["strategies"]["out"].splitlines()]
+    asked = json.loads(out["ask"]["out"])
+    assert out["ask"]["code"] == 0, out["ask"]
+    assert asked["answer"] == "ECHO read the decoded text"  # the loader decoded the file for the backend
+    assert asked["model"] == "echo" and asked["strategy"] == "firstpart" and len(asked["calls"]) == 1
+    chained = json.loads(out["chain"]["out"])
+    assert chained["strategy"] == "chain" and chained["answer"].startswith("ECHO")
+
+
+def test_a_broken_plugin_fails_the_file_that_needs_it_with_a_clear_reason(site, tmp_path, monkeypatch):
+    from longread import documents
+
+    monkeypatch.syspath_prepend(str(site))
+    plugins.refresh()
+    try:
+        assert {".rot13", ".bad", ".missing"} <= set(documents.supported_extensions())
+        (tmp_path / "a.bad").write_text("text")
+        (tmp_path / "b.missing").write_text("text")
+        with pytest.raises(DocumentError, match=r"the \.bad loader failed \(RuntimeError: this loader always fails\)"):
+            documents.load_document(tmp_path / "a.bad")
+        with pytest.raises(DocumentError, match=r"plugin missing = longread_testplugin_nowhere:load .*cannot be loaded"):
+            documents.load_document(tmp_path / "b.missing")
+        # A folder run lists the plugins' extensions.
+        assert {p.name for p in documents.find_documents(tmp_path)} >= {"a.bad", "b.missing"}
+    finally:
+        monkeypatch.undo()
+        plugins.refresh()
+    assert ".rot13" not in documents.supported_extensions()
+
+
+def test_the_builtin_strategy_names_match_the_registry():
+    """--help lists the strategies without importing the workflows; the list must be the registry's."""
+    from longread.cli.strategies import BUILTIN
+    from longread.workflows import available_strategies
+
+    assert set(BUILTIN) == set(available_strategies())
+
+
+def test_registry_lookups_by_reference_import_on_first_use():
+    registry = plugins.Registry("longread.test-none")
+    registry.register("dumps", "json:dumps")
+    assert "dumps" in registry and registry.names() == ["dumps"]
+    assert registry.get("dumps") is json.dumps and registry.get("nothing") is None
