@@ -202,25 +202,30 @@ def test_auto_stops_at_retrieval_when_it_answers():
     model = MockModel(replies={"reader": "fawn"})
     result = Reader(book(), model=model, window=1024, strategy="auto").ask(QUESTION)
     assert [c.agent for c in model.calls] == ["reader"]
-    assert "UNANSWERABLE" in user(model.calls[0])
+    assert "does not contain the answer, say that it does not" in user(model.calls[0])
     assert result.text == "fawn" and result.extras["route"] == "rag" and result.strategy == "auto"
 
 
 def test_auto_reads_the_whole_document_when_retrieval_cannot_answer():
-    model = MockModel(replies={"reader": "UNANSWERABLE", "worker": "boat 17 was fawn", "manager": "fawn"})
+    from longread.workflows.auto import AutoStrategy
+
+    grounded = 'Answer: fawn\nEvidence: "painted boat number 17 fawn at dawn"'
+    model = MockModel(replies={"reader": "The text does not contain the answer.", "worker": grounded,
+                               "manager": "fawn"})
     result = Reader(book(), model=model, window=1024, strategy="auto").ask(QUESTION)
     n = result.segments
     assert [c.agent for c in model.calls] == ["reader"] + ["worker"] * n + ["manager"]
     assert [c.agent for c in result.calls] == ["reader"] + ["worker"] * n + ["manager"]
-    assert result.text == "fawn" and result.extras["route"] == "lookback"
+    assert result.text == "fawn" and result.extras["route"] == AutoStrategy().fallback
     assert "could not answer" in result.extras["route_reason"]
+    assert sum(not c.passed_on for c in result.calls if c.agent == "worker") == 1  # one part holds the evidence
 
 
 def test_auto_summarizes_with_its_fallback():
     model = MockModel()
     result = Reader(book(12), model=model, window=1024, strategy="auto").summarize()
     assert "reader" not in [c.agent for c in model.calls] and model.calls[-1].agent == "manager"
-    assert result.extras["route"] == "lookback"
+    assert result.extras["route"] == "lookback:guided=true,notes=map"
 
 
 # -- every strategy ------------------------------------------------------------------------------------------------
