@@ -37,7 +37,7 @@ def chat(
     from .settings import resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base,                        as_json=as_json, quiet=quiet, stream=not no_stream)
+                       api_base=api_base, as_json=as_json, quiet=quiet, stream=not no_stream)
     try:
         preflight(settings)
     except FatalError as exc:

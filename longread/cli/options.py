@@ -82,5 +82,21 @@ ApiBaseOption = Annotated[
                  help="The server of an API model: `longread serve` or vLLM (`--model openai/NAME --api-base "
                  "http://127.0.0.1:8000/v1`, `hosted_vllm/NAME`), a proxy, another endpoint of the provider."),
 ]
+JobsOption = Annotated[
+    Optional[int],
+    typer.Option("--jobs", "-j", metavar="N", min=1, show_default=False,
+                 help="Documents of a folder read at once (default: 4 for API models, 1 for local ones). They "
+                 "share one cap on calls in flight and one pause after a rate limit."),
+]
+RayOption = Annotated[
+    Optional[str],
+    typer.Option("--ray", metavar="[ADDRESS]", envvar="LONGREAD_RAY_ADDRESS", show_default=False,
+                 help="Read the documents as tasks on a Ray cluster (`pip install 'longread[ray]'`): its address "
+                 "(ray://HOST:10001, HOST:6379), or `auto` (the default of a bare --ray) to join or start a local "
+                 "instance. Results are written here, as a local run writes them."),
+]
+# Options whose value may be left out (`--ray` alone means `--ray auto`): cli/__init__.py fills the value in
+# before typer parses the command line, whose parser has no optional values.
+OPTIONAL_VALUES = {"--ray": "auto"}
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", metavar="", help="Print the answer when it is "
                                               "finished instead of as it is written.")]
