@@ -8,7 +8,7 @@ It is `longread serve`'s own app over a MockModel that waits `latency` seconds p
 `capacity` calls wait at once); its replies are derived from a hash of the messages, so the same prompt always
 gets the same reply and a run's notes can be compared with another's. A middleware counts the requests in flight
 (arrived and not yet answered, queued ones included) and answers the arrivals `rate_limit` picks with a 429 and a
-Retry-After, as a provider's rate limiter does.
+Retry-After, as a provider's rate limiter does, and the requests `reject` picks with a 400.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..backends.base import Completion
 from ..testing import MockModel
 
 RateLimit = Callable[[int], "float | None"]  # 1-based arrival number -> Retry-After seconds, or None to serve it
+Reject = Callable[[dict], "str | None"]  # the request's body -> the message of a 400, or None to serve it
 
 
 @dataclass
@@ -62,7 +63,7 @@ class FakeProvider:
     """The stand-in server, run by uvicorn in a background thread while the `with` block lasts."""
 
     def __init__(self, *, latency: float = 0.0, capacity: int = 64, rate_limit: RateLimit | None = None,
-                 completion_tokens: int = 24, api_key: str | None = None, record_bodies: bool = True,
+                 reject: Reject | None = None, completion_tokens: int = 24, api_key: str | None = None, record_bodies: bool = True,
                  context_window: int = 1_000_000):
         from .app import create_app
 
@@ -70,6 +71,7 @@ class FakeProvider:
         self.app = create_app(self.model, name="fake", aliases=("hosted_vllm/fake",), api_key=api_key,
                               concurrency=capacity)
         self.rate_limit = rate_limit
+        self.reject = reject
         self.record_bodies = record_bodies
         self.arrivals: list[Arrival] = []
         self.in_flight = 0
@@ -110,8 +112,12 @@ class FakeProvider:
                     arrival.body = {}
                 arrival.body["headers"] = dict(request.headers)
             wait = self.rate_limit(arrival.number) if self.rate_limit else None
-            if wait is not None:
-                response: Any = JSONResponse(
+            refusal = self.reject(arrival.body) if self.reject and arrival.body else None
+            if refusal is not None:
+                response: Any = JSONResponse({"error": {"message": refusal, "type": "invalid_request_error",
+                                                        "param": None, "code": None}}, status_code=400)
+            elif wait is not None:
+                response = JSONResponse(
                     {"error": {"message": "rate limited (the fake provider's script)", "type": "rate_limit_error",
                                "param": None, "code": "rate_limit_exceeded"}},
                     status_code=429, headers={"Retry-After": f"{wait:g}"})
