@@ -157,3 +157,29 @@ class FakeProvider:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m longread.serve.fake --latency 0.5 --capacity 16 --port 8100`: the stand-in in its own process
+    (benchmarks/throughput.py runs it so that its event loop does not share the client's interpreter). It is
+    `longread serve`'s app over the slow mock alone, without the counting middleware, so it costs per call what
+    `longread serve` costs."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--capacity", type=int, default=16)
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--completion-tokens", type=int, default=24)
+    args = parser.parse_args(argv)
+    from .app import create_app
+
+    model = SlowMock(latency=args.latency, completion_tokens=args.completion_tokens)
+    app = create_app(model, name="fake", concurrency=args.capacity)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, backlog=256)
+
+
+if __name__ == "__main__":
+    main()
