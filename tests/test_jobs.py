@@ -170,3 +170,22 @@ def test_the_pool_hands_results_and_errors_back_in_order():
 ])
 def test_a_bare_ray_option_means_auto(args, expected):
     assert with_optional_values(args) == expected
+
+
+def test_the_async_api_reads_many_documents_at_once_in_order(tmp_path):
+    import asyncio
+
+    import longread
+    from longread.errors import DocumentError
+
+    root = folder(tmp_path, 4, paragraphs=4)
+    sources = sorted(root.glob("*.md"))
+    sources.insert(2, tmp_path / "missing.md")
+    with FakeProvider(latency=0.05) as server:
+        results = asyncio.run(longread.aask_many(sources, "What did the keeper write?", model="openai/fake",
+                                                 api_base=server.base_url, window=512, jobs=3))
+        assert 1 < server.peak_in_flight <= 3
+    assert isinstance(results[2], DocumentError) and "missing.md" in str(results[2])
+    done = [r for i, r in enumerate(results) if i != 2]
+    assert [Path(r.source).name for r in done] == [s.name for s in sources if s.name != "missing.md"]
+    assert all(r.answer for r in done)
