@@ -11,7 +11,8 @@
    instantly (the fake provider at latency 0: what the server, HTTP and the client cost alone). The calls
    alternate, in-process and served, so load on the shared machine falls on both; the overhead is the median of
    the differences within each round. The served calls go
-   through the official openai client (httpx), and through longread's own client (litellm) for comparison.
+   as bare HTTP requests (httpx, one connection: the server and the loopback alone), through the official openai
+   client, and through longread's own client (litellm), each on top of the one before.
    Target: the server adds under 5 ms a call.
 
     .venv/bin/python benchmarks/throughput.py            # about 4 minutes on the 2-core machine
@@ -144,6 +145,7 @@ def _rate_row(config: str, parallel: int, documents: int, calls: int, seconds: f
 
 def overhead(calls: int) -> list[dict]:
     """Per-call cost of the server over the in-process engine (see the module docstring)."""
+    import httpx
     import openai
 
     from longread.backends import get_model
@@ -167,15 +169,20 @@ def overhead(calls: int) -> list[dict]:
             served, max_tokens = "local", 1
         server = start_process(args, port)
         try:
+            raw = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1")
             sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="no-key", max_retries=0)
             ours = LiteLLMModel(f"openai/{served}", api_base=f"http://127.0.0.1:{port}/v1", api_key="no-key",
                                 context_window=2048)
-            samples: dict[str, list[float]] = {"in-process": [], "openai client": [], "longread client": []}
+            samples: dict[str, list[float]] = {"in-process": [], "HTTP (httpx)": [], "openai client": [],
+                                               "longread client": []}
+            body = {"model": served, "messages": messages, "max_tokens": max_tokens}
             for i in range(calls + 3):  # 3 warm-up rounds, not counted
                 for kind in samples:
                     started = time.perf_counter()
                     if kind == "in-process":
                         engine.complete(messages, max_tokens)
+                    elif kind == "HTTP (httpx)":
+                        raw.post("/chat/completions", json=body).raise_for_status()
                     elif kind == "openai client":
                         sdk.chat.completions.create(model=served, messages=messages, max_tokens=max_tokens)
                     else:

@@ -44,6 +44,7 @@ class Reader:
     >>> reader = Reader("book.txt", model="local", strategy="lookback")
     >>> reader.ask("Who is the narrator?").answer
 
+    `api_base` sends an API model's calls to that server (`longread serve`, vLLM: docs/serving.md).
     `strategy` is a name from `longread.workflows.available_strategies()` (chain, lookback, multipath, rag,
     truncate, full, auto, and what plugins add), a spec with options (`"multipath:paths=5"`), or a Strategy.
 

@@ -220,7 +220,7 @@ def test_longread_ask_against_longread_serve_running_the_embedded_model(tmp_path
             assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.stdout else ""
             time.sleep(0.5)
         text = tmp_path / "note.md"
-        text.write_text(STORY.read_text(encoding="utf-8")[:2500], encoding="utf-8")
+        text.write_text(STORY.read_text(encoding="utf-8")[:1200], encoding="utf-8")
         cached = []
         for question in ("Who is Ada?", "Where is the lighthouse?"):
             done = subprocess.run(

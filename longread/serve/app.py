@@ -190,8 +190,10 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
             raise
         except Exception as exc:
             raise _engine_failure(exc) from None
-        return reply(completion_id(), engine.name, completion.text, completion.finish_reason,
-                     completion.prompt_tokens, completion.completion_tokens, completion.cached_prompt_tokens)
+        # A JSONResponse as it is: FastAPI would otherwise walk the dict through jsonable_encoder first.
+        return JSONResponse(reply(completion_id(), engine.name, completion.text, completion.finish_reason,
+                                  completion.prompt_tokens, completion.completion_tokens,
+                                  completion.cached_prompt_tokens))
 
     return app
 
