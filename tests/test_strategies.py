@@ -363,3 +363,20 @@ def test_map_notes_never_show_a_worker_the_earlier_notes():
     for call in model.calls_by("worker"):
         assert "Notes on the earlier parts" not in user(call) and "Answer: boat" not in user(call)
     assert result.strategy == "chain:notes=map"
+
+
+@pytest.mark.parametrize("name", [*ALL, "chain:notes=map", "lookback:guided=true,notes=evidence"])
+def test_a_dry_run_counts_every_call_a_real_run_could_make(name):
+    from longread.backends.estimate import EstimateModel
+
+    counter = MockModel(context_window=100_000)
+    estimate = EstimateModel(counter)
+    bound = Reader(book(), model=estimate, window=1024, strategy=name).ask(QUESTION)
+    grounded = 'Answer: amber\nEvidence: "The harbour master painted boat number 3 amber"'
+    for replies in ({}, {"reader": "The text does not contain the answer.", "worker": NOTHING_RELEVANT},
+                    {"reader": "The text does not contain the answer.", "worker": grounded}):
+        real = MockModel(context_window=100_000, replies=replies)
+        result = Reader(book(), model=real, window=1024, strategy=name).ask(QUESTION)
+        assert len(bound.calls) >= len(result.calls)
+        assert bound.usage.completion_tokens >= result.usage.completion_tokens
+    assert all(c.completion_tokens == c.max_new_tokens for c in bound.calls)
