@@ -12,7 +12,7 @@ import typer
 from ..config import Config, ConfigError, load_config
 
 DEFAULT_MODEL = "local"
-DEFAULT_STRATEGY = "chain"
+DEFAULT_STRATEGY = "auto"  # the registry's default (workflows/registry.py); a test keeps the two equal
 
 
 @dataclass
