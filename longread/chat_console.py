@@ -63,7 +63,7 @@ class ChatSettings:
     window: int | None
     kv: str | None
     workspace: Path
-    strategy: str = "chain"
+    strategy: str = "auto"
     as_json: bool = False  # one JSON object per answer on stdout
     quiet: bool = False  # no progress and no notes
     stream: bool = True

@@ -30,8 +30,8 @@ def strategy_help() -> str:
     from .strategies import strategy_names
 
     names = strategy_names()
-    return ("How a document is read: " + ", ".join(names) + " (default: chain, or the config file's strategy)."
-            if names else "How a document is read (default: chain).")
+    return ("How a document is read: " + ", ".join(names) + " (default: auto, or LONGREAD_STRATEGY, or the config file's strategy)."
+            if names else "How a document is read (default: auto).")
 
 
 ModelOption = Annotated[
@@ -53,7 +53,7 @@ KvOption = Annotated[
 ]
 StrategyOption = Annotated[
     Optional[str],
-    typer.Option("--strategy", metavar="NAME", show_default=False, help=strategy_help()),
+    typer.Option("--strategy", metavar="NAME", envvar="LONGREAD_STRATEGY", show_default=False, help=strategy_help()),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", metavar="", help="One JSON object per document per line on stdout, nothing else "

@@ -70,6 +70,8 @@ class AutoStrategy(Strategy):
 
     @staticmethod
     def unanswered(ctx: ReadingContext, result: Result) -> bool:
+        if getattr(ctx.model, "upper_bound", False):
+            return True  # a dry run bounds the cost: the fallback a real reply could lead to is counted
         return found_nothing(result.text, ctx.prompts.unanswerable, INSUFFICIENT_PHRASES)
 
     def _relabel(self, result: Result, reason: str) -> Result:
