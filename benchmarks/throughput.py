@@ -81,7 +81,7 @@ def summarize(folder: Path, work: Path, name: str, base_url: str, *extra: str) -
     out = work / f"out-{name}"
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["summarize", str(folder), "--out", str(out), "--model", "openai/fake",
-                                      "--api-base", base_url, "--window", "1024", "--quiet",
+                                      "--api-base", base_url, "--window", "1024", "--strategy", "chain", "--quiet",
                                       "--workspace", str(work / f"ws-{name}"), *extra])
     seconds = time.perf_counter() - started
     if result.exit_code != 0:

@@ -33,6 +33,7 @@ USER = [{"role": "user", "content": "Who kept the lamp at Carrow Point?"}]
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.delenv("LONGREAD_MODEL", raising=False)
+    monkeypatch.setenv("LONGREAD_STRATEGY", "chain")  # the tests count the chain's calls
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("LONGREAD_API_BASE", raising=False)
 
@@ -204,7 +205,8 @@ def test_longread_ask_against_longread_serve_running_the_embedded_model(tmp_path
     """Two processes: `longread serve` with the embedded model, and `longread ask` through --api-base. A second
     question reuses the segments' KV on the server (the prefix cache is the server's, shared by its clients)."""
     port = free_port()
-    env = {**os.environ, "LONGREAD_WORKSPACE": str(tmp_path / "ws"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LONGREAD_WORKSPACE": str(tmp_path / "ws"), "OMP_NUM_THREADS": "1",
+           "LONGREAD_STRATEGY": "chain"}
     env.pop("OPENAI_API_KEY", None)
     server = subprocess.Popen([LONGREAD, "serve", "--model", "local", "--port", str(port)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
