@@ -95,9 +95,11 @@ def test_a_rate_limit_pauses_every_document(tmp_path):
         assert result.exit_code == 0, result.output
         limited = next(a for a in server.arrivals if a.status == 429)
         after = [a.at - limited.answered_at for a in server.arrivals if a.at > limited.answered_at]
-    # Without the shared pause the other three documents would send a request every few milliseconds; with it,
-    # none arrives until the pause is over (0.1 s allowed for requests already on their way).
-    assert after and not [t for t in after if 0.1 < t < 0.55]
+    # Without the shared pause the other three documents would send a request every few milliseconds (dozens in
+    # the pause); with it, none starts until the pause is over. Each of the three may have had one request past
+    # the check already, which a loaded machine can deliver late, so at most three arrive inside the pause.
+    during = [t for t in after if 0.1 < t < 0.55]
+    assert after and len(during) <= 3, during
     assert len(after) > 10
 
 
