@@ -225,7 +225,7 @@ def test_auto_summarizes_with_its_fallback():
     model = MockModel()
     result = Reader(book(12), model=model, window=1024, strategy="auto").summarize()
     assert "reader" not in [c.agent for c in model.calls] and model.calls[-1].agent == "manager"
-    assert result.extras["route"] == "lookback:guided=true,notes=map"
+    assert result.extras["route"] == "chain:notes=map"
 
 
 # -- every strategy ------------------------------------------------------------------------------------------------
