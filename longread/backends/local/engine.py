@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -12,12 +13,26 @@ from typing import Any, Callable, Sequence
 from ...tokenizers import HFTokenizer
 from ..base import ChatModel, Completion, Message
 from .. import kv as kv_policies
-from .generation import RepetitionGuard, generate, prefill
+from .batching import Request, batcher_for, can_batch, model_lock
+from .generation import Decoding, RepetitionGuard, generate, prefill
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache, prefix_key, shared_prefix_cache
 from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_model_dir, load_pretrained
 
 # Tokenized prompts kept per model: a call's window check and its run, times a few concurrent worker threads.
 PROMPT_MEMO = 8
+ENGINES = ("auto", "eager", "static")
+# A static row of `full` holds the call's whole window: rows are sized in these steps (fewer engines to build).
+STATIC_WINDOW_STEP = 1024
+# The share of free GPU memory the static rows of one engine may take.
+STATIC_MEMORY_SHARE = 0.25
+
+
+def engine_choice(engine: str | None) -> str:
+    """`engine=` or LONGREAD_ENGINE: auto (static on CUDA, eager elsewhere), eager, or static."""
+    choice = (engine or os.environ.get("LONGREAD_ENGINE") or "auto").strip().lower()
+    if choice not in ENGINES:
+        raise ValueError(f"unknown engine {choice!r}: use one of {', '.join(ENGINES)}")
+    return choice
 
 
 @dataclass
@@ -73,6 +88,13 @@ class LocalModel(ChatModel):
     PrefixCache and the next call with the same prefix prefills only the rest. By default the cache is shared by
     every LocalModel of the process (512 MB); `prefix_cache=False` turns reuse off, `prefix_cache_dir` keeps the
     entries on disk too (e.g. in a workspace folder), `prefix_cache_bytes` sets the memory budget.
+    `prefill_prefixes` fills it ahead of time for prompts that are known in advance (a chain's segments).
+
+    Batching: calls that reach the same loaded model at the same time (threads: multipath, serve, several
+    LocalModels or `with_kv` twins on the same weights) decode together (batching.py); `max_batch=1` runs
+    each call alone, as the eager loop. `engine` (or LONGREAD_ENGINE): `auto` runs the static engine
+    (static caches, device-side rules, CUDA graphs: static_engine.py) on CUDA and the eager loop elsewhere;
+    `eager` and `static` force one.
     """
 
     is_local = True
@@ -91,6 +113,8 @@ class LocalModel(ChatModel):
         prefix_cache: PrefixCache | bool | None = None,
         prefix_cache_dir: str | Path | None = None,
         prefix_cache_bytes: int = DEFAULT_MAX_BYTES,
+        engine: str | None = None,
+        max_batch: int = 16,
     ):
         self.model = model
         self.hf_tokenizer = tokenizer
@@ -110,10 +134,13 @@ class LocalModel(ChatModel):
         self.prefill_chunk = prefill_chunk
         self.repetition_penalty = repetition_penalty
         self.eos_ids = self._eos_ids()
-        # One forward pass at a time: the weights are shared and torch already uses every core.
-        self._lock = threading.Lock()
+        self.engine = engine_choice(engine)
+        self.max_batch = max(1, int(max_batch))
+        # One forward pass at a time on these weights, whichever LocalModel makes it: torch already uses every core.
+        self._lock = model_lock(model)
         self._prompts: OrderedDict[tuple, tuple[list[int], list[int]]] = OrderedDict()
         self._prompt_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
 
     def with_kv(self, kv: str) -> "LocalModel":
         """The same weights under another KV policy (e.g. a smaller budget for one agent); no reload."""
@@ -122,6 +149,7 @@ class LocalModel(ChatModel):
         twin.kv_policy = kv_policies.parse_policy(kv)
         twin.kv = twin.kv_policy.name
         twin.stats = EngineStats()
+        twin._stats_lock = threading.Lock()
         twin._lock = self._lock  # one forward pass at a time on shared weights
         # (the tokenized-prompt memo is shared too, through __dict__: tokenizing does not depend on the policy)
         return twin
@@ -228,6 +256,25 @@ class LocalModel(ChatModel):
             self.prefix_cache.put(key, cache)  # type: ignore[union-attr]
         return cache, 0
 
+    def resolved_engine(self) -> str:
+        """The engine this model's calls run on: `eager` or `static` (auto: static on CUDA where the policy has a
+        static form and every layer is full attention)."""
+        from ..kv.static import static_supported
+
+        if self.engine == "eager":
+            return "eager"
+        supported = static_supported(self.kv_policy) and can_batch(self.model)
+        if self.engine == "static":
+            return "static" if supported else "eager"
+        return "static" if supported and self.device.type == "cuda" else "eager"
+
+    def _batched(self) -> bool:
+        return self.resolved_engine() == "static" or (self.max_batch > 1 and can_batch(self.model))
+
+    def _static_window(self, needed: int) -> int:
+        step = STATIC_WINDOW_STEP
+        return min(max(self.context_window, needed), -(-needed // step) * step)
+
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                   **extra) -> Completion:
         prefix, rest = self.prompt_ids(messages, cache_prefix)
@@ -236,21 +283,40 @@ class LocalModel(ChatModel):
         if not rest:  # nothing after the prefix to continue from: an ordinary call
             prefix, rest = [], prefix
         started = time.perf_counter()
-        with self._lock:
-            cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
-            result = generate(
-                self.model,
-                rest,
-                cache,
-                max_new_tokens=max_new_tokens,
-                eos_ids=self.eos_ids,
-                start_position=len(prefix),
-                prefill_chunk=self.prefill_chunk,
-                temperature=temperature,
-                repetition_penalty=self.repetition_penalty,
-                guard=guard,
-                on_token=streamer.push if streamer is not None else None,
-            )
+        reused = 0
+        if self._batched():
+            def start() -> tuple[Any, list[int], int]:
+                nonlocal reused
+                cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
+                return cache, rest, len(prefix)
+
+            decoding = Decoding(max_new_tokens, self.eos_ids, temperature=temperature,
+                                repetition_penalty=self.repetition_penalty, guard=guard, device=self.device,
+                                on_token=streamer.push if streamer is not None else None)
+            engine = self.resolved_engine()
+            request = Request(start, decoding, self.kv_policy, prefill_chunk=self.prefill_chunk, engine=engine,
+                              window=self._static_window(len(prefix) + len(rest) + max_new_tokens))
+            batcher = batcher_for(self.model)
+            batcher.max_batch = self.max_batch
+            result = batcher.submit(request)
+            cache = request.cache
+        else:
+            with self._lock:
+                cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
+                result = generate(
+                    self.model,
+                    rest,
+                    cache,
+                    max_new_tokens=max_new_tokens,
+                    eos_ids=self.eos_ids,
+                    start_position=len(prefix),
+                    prefill_chunk=self.prefill_chunk,
+                    temperature=temperature,
+                    repetition_penalty=self.repetition_penalty,
+                    guard=guard,
+                    on_token=streamer.push if streamer is not None else None,
+                )
+        with self._stats_lock:
             self.stats.calls += 1
             self.stats.prefill_tokens += result.prefill_tokens
             self.stats.seconds_prefill += result.seconds_prefill
