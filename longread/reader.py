@@ -44,6 +44,7 @@ class Reader:
     >>> reader = Reader("book.txt", model="local", strategy="lookback")
     >>> reader.ask("Who is the narrator?").answer
 
+    `api_base` sends an API model's calls to that server (`longread serve`, vLLM: docs/serving.md).
     `strategy` is a name from `longread.workflows.available_strategies()` (chain, lookback, multipath, rag,
     truncate, full, auto, and what plugins add), a spec with options (`"multipath:paths=5"`), or a Strategy.
 
@@ -80,6 +81,7 @@ class Reader:
         model: str | ChatModel = "local",
         window: int | None = None,
         kv: str | None = None,
+        api_base: str | None = None,
         strategy: str | Strategy | None = None,
         prompts: Prompts | None = None,
         checkpointer: Any = None,
@@ -92,7 +94,7 @@ class Reader:
         controller_options: Mapping[str, Any] | None = None,
     ):
         self.document = as_document(source)
-        self.model = get_model(model, kv=kv)
+        self.model = get_model(model, kv=kv, api_base=api_base)  # get_model drops the options left at None
         self.window = window or default_window(self.model)
         self.strategy = get_strategy(strategy)
         self.prompts = prompts or DEFAULT_PROMPTS

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption, WindowOption
+from .options import ApiBaseOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption, WindowOption
 from .options import WorkspaceOption
 
 
@@ -26,6 +26,7 @@ def chat(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
+    api_base: ApiBaseOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Talk about a document: it is read once, then questions are answered from memory (or by reading it again
@@ -36,7 +37,7 @@ def chat(
     from .settings import resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       as_json=as_json, quiet=quiet, stream=not no_stream)
+                       api_base=api_base, as_json=as_json, quiet=quiet, stream=not no_stream)
     try:
         preflight(settings)
     except FatalError as exc:
@@ -44,5 +45,5 @@ def chat(
         raise typer.Exit(1) from None
     raise typer.Exit(run_chat(ChatSettings(
         path, session, settings.model, settings.window, settings.kv, settings.workspace,
-        strategy=settings.strategy, as_json=as_json, quiet=quiet, stream=not no_stream,
+        strategy=settings.strategy, api_base=settings.api_base, as_json=as_json, quiet=quiet, stream=not no_stream,
     )))

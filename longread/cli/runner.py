@@ -7,17 +7,20 @@
 2. `collect_jobs`: the documents; those that cannot even be listed are failures from the start.
 3. For each document, `read_one` returns an `Outcome` (done, skipped, failed) and `report` prints it, logs it in
    the runs log and counts it on the display. `read_one` touches only its own document's files and progress
-   line, so several can run at once (a `--jobs` pool calls it from threads and `report` under one lock).
+   line, so several can run at once: with `--jobs N` a pool of threads calls it (parallel.py) and `report` runs
+   on the main thread, in the documents' order; with `--ray` the reading itself (`read_document`) runs as a Ray
+   task between `prepare` and `finish`, which stay here (cluster.py).
 4. An authentication error stops the whole run: every other document would fail the same way.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,8 +45,12 @@ def preflight(settings: Settings) -> None:
     """What would make every document fail, found before the first one is read (no call, no model loaded)."""
     from .strategies import strategy_names
 
+    if settings.api_base and backends.backend_for(settings.model).name != "litellm":
+        raise FatalError(f"--api-base {settings.api_base}: {settings.model} runs in this process; --api-base names "
+                         "the server of an API model (--model openai/NAME or hosted_vllm/NAME)")
     try:
-        backends.check_model(settings.model, need_key=not settings.dry_run)
+        # A server of one's own (--api-base) may take no key; one that wants one answers 401, which stops the run.
+        backends.check_model(settings.model, need_key=not settings.dry_run and not settings.api_base)
     except ModelError as exc:
         raise FatalError(_with_alias(settings, str(exc))) from exc
     name = settings.strategy.split(":", 1)[0]
@@ -80,16 +87,19 @@ class Resources:
     _model: Any = None
     _checkpointer: Any = None
     _speed: Any = None
+    # Documents read in threads (--jobs) ask for the model at once: it is built once.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def model(self) -> Any:
-        if self._model is None:
-            self._model = self._build()
-        return self._model
+        with self._lock:
+            if self._model is None:
+                self._model = self._build()
+            return self._model
 
     def _build(self) -> Any:
         settings = self.settings
         try:
-            model = backends.get_model(settings.model, kv=settings.kv)
+            model = backends.get_model(settings.model, **settings.model_options())
         except (LongreadError, ValueError, ImportError, OSError) as exc:
             raise FatalError(_with_alias(settings, f"--model {settings.model}: {one_line(str(exc))}")) from exc
         if settings.window and settings.window > model.context_window:
@@ -104,24 +114,43 @@ class Resources:
 
     def speed(self) -> Any:
         """A dry run of a local model: its measured speed on this machine (one short real call, once a run)."""
-        if self._speed is None:
-            from ..backends.estimate import calibrate
+        with self._lock:
+            if self._speed is None:
+                from ..backends.estimate import calibrate
 
-            self._speed = calibrate(self.model().counter)
-        return self._speed
+                self._speed = calibrate(self.model().counter)
+            return self._speed
 
     def checkpointer(self) -> Any:
         if self.settings.dry_run:
             return None  # a dry run leaves nothing behind
-        if self._checkpointer is None:
-            try:
-                self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace))
-            except (OSError, sqlite3.Error) as exc:
-                raise FatalError(f"workspace {self.settings.workspace}: {exc}") from exc
-        return self._checkpointer
+        with self._lock:
+            if self._checkpointer is None:
+                try:
+                    self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace))
+                except (OSError, sqlite3.Error) as exc:
+                    raise FatalError(f"workspace {self.settings.workspace}: {exc}") from exc
+            return self._checkpointer
 
 
 # -- one document -----------------------------------------------------------------------------------------------------
+def read_document(settings: Settings, question: str | None, document: Any, model: Any, checkpointer: Any, *,
+                  on_event: Any = None, on_text: Any = None) -> Any:
+    """The reading of one document with the run's strategy and checkpoints -> Result. Runs in this process or in
+    a Ray task (cluster.py), so it depends on nothing but its arguments."""
+    from ..reader import Reader
+    from .strategies import install_plugin_strategies
+
+    install_plugin_strategies()
+    reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
+                    strategy=settings.strategy)
+    if settings.force and checkpointer is not None:
+        reader.forget(question)  # start over instead of resuming
+    if question is not None:
+        return reader.ask(question, on_event=on_event, on_text=on_text)
+    return reader.summarize(on_event=on_event, on_text=on_text)
+
+
 @dataclass
 class Outcome:
     job: Job
@@ -149,62 +178,67 @@ class Run:
 
     def read_one(self, job: Job) -> Outcome:
         """Reads one document (or finds it done); never raises for that document's own failures."""
-        settings = self.settings
         outcome = Outcome(job, "failed", started=time.time())
         clock = time.monotonic()
         try:
-            files = self.outputs.files_for(job) if self.outputs else None
-            outcome.files = files
-            if files and not settings.force and files.finished():
-                stored = files.stored()
-                changes = self.output_settings.differences(stored.get("settings") if stored else None)
-                if stored is not None and not changes:
-                    outcome.kind, outcome.data = "skipped", stored
-                    return outcome
-                if stored is not None and not settings.quiet:
-                    self.display.note(f"redoing {job.name}: its summary was made with other settings "
-                                      f"({'; '.join(changes)})")
-            document = job.load()  # a bad file fails before any model is loaded
-            model = self.resources.model()
-            checkpointer = self.resources.checkpointer()
-            line = outcome.line = self.display.document(job.name, "summary" if self.question is None else "query")
-            stream = outcome.stream = self.printer.stream_for(job)
-            result = self._read(document, model, checkpointer, line, stream)
-            data = {**result.to_dict(), "source": job.name}
-            if settings.dry_run:
-                outcome.estimate = self._estimate(result, model)
-                data = dry_run_data(data)
-            elif files is not None:
-                data["settings"] = self.output_settings.to_dict()
-                files.write(summary_markdown(data), data)
-            elif self.outputs is None:
-                data["settings"] = self.output_settings.to_dict()
-            outcome.kind, outcome.data = "done", data
+            document = self.prepare(outcome)
+            if document is not None:
+                model = self.resources.model()
+                checkpointer = self.resources.checkpointer()
+                line = outcome.line = self.display.document(job.name, self.mode)
+                stream = outcome.stream = self.printer.stream_for(job)
+                line.set_phase("reading")
+                result = read_document(self.settings, self.question, document, model, checkpointer,
+                                       on_event=line.on_event, on_text=stream)
+                self.finish(outcome, result, model)
         # OSError: an output that cannot be written (disk full, name too long) fails that document alone.
         except (LongreadError, OSError) as exc:
-            outcome.failure = failure_of(job.name, exc)
-            outcome.error_type = getattr(exc, "error_type", "") or type(exc).__name__
-            if settings.debug:
-                traceback.print_exc()
+            self.failed(outcome, exc)
         finally:
             outcome.seconds = time.monotonic() - clock
         return outcome
 
-    def _read(self, document: Any, model: Any, checkpointer: Any, line: DocumentProgress,
-              stream: TextStream | None) -> Any:
-        from ..reader import Reader
-        from .strategies import install_plugin_strategies
+    @property
+    def mode(self) -> str:
+        return "summary" if self.question is None else "query"
 
-        install_plugin_strategies()
-        settings = self.settings
-        reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
-                        strategy=settings.strategy)
-        if settings.force and checkpointer is not None:
-            reader.forget(self.question)  # start over instead of resuming
-        line.set_phase("reading")
-        if self.question is not None:
-            return reader.ask(self.question, on_event=line.on_event, on_text=stream)
-        return reader.summarize(on_event=line.on_event, on_text=stream)
+    def prepare(self, outcome: Outcome) -> Any:
+        """The document to read, or None when it is done already (the outcome is then `skipped`). A bad file
+        raises its DocumentError here, before any model is loaded."""
+        settings, job = self.settings, outcome.job
+        files = self.outputs.files_for(job) if self.outputs else None
+        outcome.files = files
+        if files and not settings.force and files.finished():
+            stored = files.stored()
+            changes = self.output_settings.differences(stored.get("settings") if stored else None)
+            if stored is not None and not changes:
+                outcome.kind, outcome.data = "skipped", stored
+                return None
+            if stored is not None and not settings.quiet:
+                self.display.note(f"redoing {job.name}: its summary was made with other settings "
+                                  f"({'; '.join(changes)})")
+        return job.load()
+
+    def finish(self, outcome: Outcome, result: Any, model: Any = None) -> None:
+        """A read document's data, written under --out (or its dry-run estimate): the outcome is `done`."""
+        settings, files = self.settings, outcome.files
+        data = {**result.to_dict(), "source": outcome.job.name}
+        if settings.dry_run:
+            outcome.estimate = self._estimate(result, model)
+            data = dry_run_data(data)
+        elif files is not None:
+            data["settings"] = self.output_settings.to_dict()
+            files.write(summary_markdown(data), data)
+        elif self.outputs is None:
+            data["settings"] = self.output_settings.to_dict()
+        outcome.kind, outcome.data = "done", data
+
+    def failed(self, outcome: Outcome, exc: BaseException, error_type: str | None = None) -> None:
+        outcome.kind = "failed"
+        outcome.failure = failure_of(outcome.job.name, exc)
+        outcome.error_type = error_type or getattr(exc, "error_type", "") or type(exc).__name__
+        if self.settings.debug:
+            traceback.print_exc()
 
     def _estimate(self, result: Any, model: Any) -> Any:
         from ..backends.estimate import Estimate
@@ -295,6 +329,8 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
     output_settings = OutputSettings(settings.model, settings.window, settings.strategy, settings.kv,
                                      prompts_fingerprint())
     finished = 0
+    if len(jobs) > 1 and (settings.workers() > 1 or settings.ray):
+        settings = replace(settings, stream=False)  # answers of documents read at once would interleave
     display = Display(err, len(jobs), enabled=not settings.quiet)
     printer = Printer(settings, display, headings=len(specs) > 1 or any(Path(s).is_dir() for s in specs))
     if settings.as_json:
@@ -306,8 +342,16 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
             resources = Resources(settings, stack)
             current = Run(settings, question, display, printer, resources, OutputFolder(out) if out else None,
                           output_settings)
-            for job in jobs:
-                current.report(current.read_one(job), failures)
+            if settings.ray and not settings.dry_run:
+                from .cluster import read_on_ray
+
+                outcomes = read_on_ray(current, jobs, settings.ray)
+            else:
+                from .parallel import read_all
+
+                outcomes = read_all(current, jobs, settings.workers())
+            for outcome in outcomes:  # in the documents' order, whatever order they finish in
+                current.report(outcome, failures)
                 finished += 1
     except FatalError as exc:
         note(err, f"error: {exc}", "red")
