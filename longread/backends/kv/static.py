@@ -282,9 +282,10 @@ class StaticSink(StaticPolicyCache):
 
     def row_positions(self, row: int, index: int = 0) -> torch.Tensor:
         seen, sinks = self.host_seen[row], self.policy.sinks
-        if seen <= self.slots:
+        if seen <= self.policy.budget:
             return torch.arange(seen)
-        positions = torch.tensor(list(range(sinks)) + list(range(seen - self.ring, seen)))
+        # The ring's oldest slot is the next write's, never attended again: held are the budget's tokens.
+        positions = torch.tensor(list(range(sinks)) + list(range(seen - (self.ring - 1), seen)))
         order = self._slot_of(positions.to(self.device)).cpu().argsort()
         return positions[order]
 
