@@ -322,3 +322,56 @@ def test_graph_replay_gives_the_eager_static_steps_tokens():
         outs.append(decoding.out)
         assert graphs is False or engine.graphs
     assert outs[0] == outs[1]
+
+
+# -- prefix prefill ahead of the chain ----------------------------------------------------------------------------
+SEGMENTS = [
+    "Part one. The mill at Dunmore burned in the winter of 1841; the miller, Tobias Kell, rebuilt it in stone.",
+    "Part two. Kell's daughter Agnes kept the ledgers and lent money to half the parish at no interest at all.",
+    "Part three. When the river flooded in 1852 the stone mill was the only building left standing there.",
+]
+HEADING = "Text of part:\n"
+
+
+def worker_messages(segment: str, question: str):
+    content = HEADING + segment + "\n\nNotes so far: none.\n\nQuestion: " + question + "\nAnswer briefly."
+    return [{"role": "system", "content": "You read one part of a long text and take notes."},
+            {"role": "user", "content": content}], len(HEADING) + len(segment)
+
+
+@pytest.fixture(scope="module")
+def tiny_local():
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from longread.backends.local.weights import embedded_model_dir
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"needs the embedded model's tokenizer: {exc}")
+    torch.manual_seed(0)
+    net = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96,
+                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                       head_dim=16, max_position_embeddings=2048)).eval()
+    return net, tokenizer
+
+
+@pytest.mark.parametrize("policy", ["full", "snap:24"])
+def test_prefix_prefill_ahead_is_counted_and_gives_the_same_answers(tiny_local, policy):
+    from longread.backends.local import LocalModel
+    from longread.backends.local.prefix_cache import PrefixCache
+
+    net, tokenizer = tiny_local
+    make = lambda: LocalModel(net, tokenizer, name="tiny", kv=policy, prefill_chunk=8,  # noqa: E731
+                              prefix_cache=PrefixCache())
+    ahead, plain = make(), make()
+    prompts = [worker_messages(s, "Who rebuilt the mill?") for s in SEGMENTS]
+    prefixes = [len(ahead.prompt_ids(m, p)[0]) for m, p in prompts]
+    assert ahead.prefill_prefixes(prompts, batch=2) == sum(prefixes)
+    assert (ahead.stats.prefix_misses, ahead.stats.prefix_hits, ahead.stats.prefill_tokens) == (3, 0, sum(prefixes))
+    assert ahead.prefill_prefixes(prompts) == 0  # all cached: nothing prefilled twice
+    replies = [ahead.complete(m, 8, cache_prefix=p) for m, p in prompts]
+    assert ahead.stats.prefix_hits == 3 and ahead.stats.prefix_misses == 3
+    assert [c.cached_prompt_tokens for c in replies] == prefixes
+    # The batched prefill leaves the state each call's own prefill leaves: the same greedy replies.
+    assert [c.text for c in replies] == [plain.complete(m, 8, cache_prefix=p).text for m, p in prompts]

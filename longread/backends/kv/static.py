@@ -49,6 +49,23 @@ def static_supported(policy: Any) -> bool:
     return type(policy) in _FORMS
 
 
+def grouped_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                      scaling: float) -> torch.Tensor:
+    """SDPA of one-token queries (n, q_heads, 1, d) over (n, kv_heads, S, d) with a (n, 1, 1, S) mask;
+    (n, 1, q_heads, d). The query heads of a group become the query rows of their kv head (transformers'
+    repeat_kv order: head i reads kv head i // group), so no backend expands the keys for GQA, and the masked
+    memory-efficient kernel takes it on CUDA (`enable_gqa` with a mask may leave only the math path there)."""
+    n, q_heads, q_len, d = query.shape
+    kv_heads = keys.shape[1]
+    if q_len == 1 and q_heads != kv_heads:
+        out = F.scaled_dot_product_attention(query.reshape(n, kv_heads, q_heads // kv_heads, d), keys, values,
+                                             attn_mask=mask, scale=scaling)
+        return out.reshape(n, q_heads, 1, d).transpose(1, 2)
+    out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling,
+                                         enable_gqa=q_heads != kv_heads)
+    return out.transpose(1, 2)
+
+
 class _Handle(CacheAttention):
     """Returned by a static layer's update in place of its keys: the attention dispatcher calls `attend`."""
 
@@ -185,10 +202,7 @@ class StaticPolicyCache(Cache):
 
     def attend(self, index: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
         n = query.shape[0]
-        out = F.scaled_dot_product_attention(query, self.keys[index][:n], self.values[index][:n],
-                                             attn_mask=self.mask[:n], scale=scaling,
-                                             enable_gqa=self.q_heads != self.kv_heads)
-        return out.transpose(1, 2)
+        return grouped_attention(query, self.keys[index][:n], self.values[index][:n], self.mask[:n], scaling)
 
     def after_step(self) -> None:
         """Between steps, on the host: its mirror of the counters, then the work they schedule (`_maintain`)."""
@@ -460,9 +474,7 @@ class _QuantAttention:
         keys, values = codes.dequantize(slice(0, n), None, query.dtype)
         keys = torch.cat([keys, self.keys[index][:n]], dim=2)
         values = torch.cat([values, self.values[index][:n]], dim=2)
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=self.mask[:n], scale=scaling,
-                                             enable_gqa=self.q_heads != self.kv_heads)
-        return out.transpose(1, 2)
+        return grouped_attention(query, keys, values, self.mask[:n], scaling)
 
     def _exact_filled(self, n: int) -> torch.Tensor:
         return self.length[:n] + 1

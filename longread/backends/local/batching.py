@@ -156,6 +156,30 @@ def batched_forward(model: Any, caches: list[Any], tokens: list[list[int]], posi
     return out.logits[:, -1, :]
 
 
+@torch.inference_mode()
+def batched_prefill(model: Any, prompts: list[list[int]], caches: list[Any], chunk: int,
+                    batched: bool = True) -> list[Any]:
+    """Prefills several prompts into their own caches: the chunks every prompt still has run as one forward
+    (chunk k of each), the tails one prompt at a time (the same chunk boundaries as `prefill`, so each cache ends
+    as its own chunked prefill leaves it)."""
+    if getattr(caches[0], "wants_queries", False):
+        from ..kv import install_query_hooks
+
+        install_query_hooks(model)
+    full = [len(ids) // chunk for ids in prompts]
+    step = 0
+    while batched and sum(1 for f in full if f > step) > 1:
+        rows = [i for i, f in enumerate(full) if f > step]
+        batched_forward(model, [caches[i] for i in rows], [prompts[i][step * chunk : (step + 1) * chunk] for i in rows],
+                        [step * chunk for _ in rows])
+        step += 1
+    for i, ids in enumerate(prompts):
+        done = min(full[i], step) * chunk
+        if done < len(ids):
+            prefill(model, ids[done:], caches[i], start_position=done, chunk=chunk)
+    return caches
+
+
 # -- the scheduler ------------------------------------------------------------------------------------------------
 @dataclass
 class Request:

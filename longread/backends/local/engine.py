@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from ...tokenizers import HFTokenizer
 from ..base import ChatModel, Completion, Message
 from .. import kv as kv_policies
-from .batching import Request, batcher_for, can_batch, model_lock
+from .batching import Request, batched_prefill, batcher_for, can_batch, model_lock
 from .generation import Decoding, RepetitionGuard, generate, prefill
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache, prefix_key, shared_prefix_cache
 from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_model_dir, load_pretrained
@@ -21,10 +21,8 @@ from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_mo
 # Tokenized prompts kept per model: a call's window check and its run, times a few concurrent worker threads.
 PROMPT_MEMO = 8
 ENGINES = ("auto", "eager", "static")
-# A static row of `full` holds the call's whole window: rows are sized in these steps (fewer engines to build).
+# A static row of `full` holds the call's whole window: the smallest row size (then powers of two).
 STATIC_WINDOW_STEP = 1024
-# The share of free GPU memory the static rows of one engine may take.
-STATIC_MEMORY_SHARE = 0.25
 
 
 def engine_choice(engine: str | None) -> str:
@@ -256,6 +254,42 @@ class LocalModel(ChatModel):
             self.prefix_cache.put(key, cache)  # type: ignore[union-attr]
         return cache, 0
 
+    def prefill_prefixes(self, prompts: Sequence[tuple[Sequence[Message], int | None]], *, batch: int = 8) -> int:
+        """Fills the prefix cache ahead of the calls that will need it (a chain's `[system][segment]` prefixes,
+        which depend on neither the question nor the notes: the CoA paper's overlapping chunk encodes). The
+        prefixes not cached yet are prefilled together, `batch` at a time: every chunk of `prefill_chunk` tokens
+        that several prefixes have goes through one forward; their tails run one by one. Each counts as a
+        prefix miss and its prompt tokens as prefill tokens, as a call's own prefill would; the calls then hit.
+        Returns the tokens prefilled."""
+        if self.prefix_cache is None:
+            return 0
+        todo: dict[str, list[int]] = {}
+        for messages, cache_prefix in prompts:
+            prefix, rest = self.prompt_ids(messages, cache_prefix)
+            if not prefix or not rest:
+                continue
+            key = self._prefix_key(prefix)
+            if key not in todo and key not in self.prefix_cache:
+                todo[key] = prefix
+        items = list(todo.items())
+        done = 0
+        for lo in range(0, len(items), max(1, batch)):
+            group = items[lo : lo + batch]
+            started = time.perf_counter()
+            with self._lock:
+                caches = batched_prefill(self.model, [ids for _, ids in group],
+                                         [self.new_cache() for _ in group], self.prefill_chunk,
+                                         batched=can_batch(self.model))
+            seconds = time.perf_counter() - started
+            for (key, ids), cache in zip(group, caches):
+                self.prefix_cache.put(key, cache)
+                done += len(ids)
+            with self._stats_lock:
+                self.stats.prefix_misses += len(group)
+                self.stats.prefill_tokens += sum(len(ids) for _, ids in group)
+                self.stats.seconds_prefill += seconds
+        return done
+
     def resolved_engine(self) -> str:
         """The engine this model's calls run on: `eager` or `static` (auto: static on CUDA where the policy has a
         static form and every layer is full attention)."""
@@ -272,8 +306,11 @@ class LocalModel(ChatModel):
         return self.resolved_engine() == "static" or (self.max_batch > 1 and can_batch(self.model))
 
     def _static_window(self, needed: int) -> int:
-        step = STATIC_WINDOW_STEP
-        return min(max(self.context_window, needed), -(-needed // step) * step)
+        """Rows sized in powers of two (at least STATIC_WINDOW_STEP): calls of a chain share one static engine."""
+        size = STATIC_WINDOW_STEP
+        while size < needed:
+            size *= 2
+        return size
 
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                   **extra) -> Completion:
