@@ -58,8 +58,7 @@ if triton is not None:
         dims = tl.arange(0, D)
         row_ok = rows < G
         q = tl.load(q_ptr + b * sq_b + (h * G + rows)[:, None] * sq_h + dims[None, :], mask=row_ok[:, None],
-                    other=0.0).to(tl.float32)
-        q = q * scaling
+                    other=0.0)
         low = tl.load(low_ptr + b)
         start = split * CHUNK
         end = tl.minimum(start + CHUNK, low)
@@ -81,8 +80,8 @@ if triton is not None:
                          other=0.0).to(tl.float32)
             kz = tl.load(kz_ptr + b * sks_b + h * sks_h + blk[:, None] * sks_n + dims[None, :], mask=ok[:, None],
                          other=0.0).to(tl.float32)
-            k = kq * ks + kz  # (BLOCK, D)
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")  # (GP, BLOCK)
+            k = (kq * ks + kz).to(q.dtype)  # (BLOCK, D), dequantized in registers
+            s = tl.dot(q, tl.trans(k)) * scaling  # (GP, BLOCK), fp32 accumulation
             s = tl.where(ok[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             alpha = tl.exp(m_i - m_new)
@@ -96,8 +95,49 @@ if triton is not None:
                          other=0.0).to(tl.float32)
             vz = tl.load(vz_ptr + b * svs_b + h * svs_h + n[:, None] * svs_n + vg[None, :], mask=ok[:, None],
                          other=0.0).to(tl.float32)
-            v = vq * vs + vz  # (BLOCK, D)
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+            v = (vq * vs + vz).to(q.dtype)  # (BLOCK, D)
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v)
+            m_i = m_new
+        base = b * so_b + h * so_h + split * so_s
+        tl.store(m_ptr + base // D + rows, m_i, mask=row_ok)
+        tl.store(l_ptr + base // D + rows, l_i, mask=row_ok)
+        tl.store(acc_ptr + base + rows[:, None] * D + dims[None, :], acc, mask=row_ok[:, None])
+
+
+    @triton.jit
+    def _dense_attention(
+        q_ptr, k_ptr, v_ptr, count_ptr, m_ptr, l_ptr, acc_ptr, scaling, kv_heads,
+        sq_b, sq_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_s,
+        D: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    ):
+        """The same split softmax over a 16-bit buffer's first `count` slots (full, sink, snap, the exact part)."""
+        pid_bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = pid_bh // kv_heads
+        h = pid_bh % kv_heads
+        rows = tl.arange(0, GP)
+        dims = tl.arange(0, D)
+        row_ok = rows < G
+        q = tl.load(q_ptr + b * sq_b + (h * G + rows)[:, None] * sq_h + dims[None, :], mask=row_ok[:, None],
+                    other=0.0)
+        count = tl.load(count_ptr + b)
+        start = split * CHUNK
+        end = tl.minimum(start + CHUNK, count)
+        m_i = tl.full((GP,), -1.0e30, tl.float32)
+        l_i = tl.zeros((GP,), tl.float32)
+        acc = tl.zeros((GP, D), tl.float32)
+        for lo in range(0, CHUNK, BLOCK):
+            n = start + lo + tl.arange(0, BLOCK)
+            ok = n < end
+            k = tl.load(k_ptr + b * sk_b + h * sk_h + n[:, None] * sk_n + dims[None, :], mask=ok[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scaling  # (GP, BLOCK), fp32 accumulation
+            s = tl.where(ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            alpha = tl.exp(m_i - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_ptr + b * sv_b + h * sv_h + n[:, None] * sv_n + dims[None, :], mask=ok[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
         base = b * so_b + h * so_h + split * so_s
         tl.store(m_ptr + base // D + rows, m_i, mask=row_ok)
@@ -111,8 +151,8 @@ class _Scratch:
     buffers: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def get(cls, n: int, kv_heads: int, splits: int, group: int, d: int, device: Any):
-        key = (n, kv_heads, splits, group, d, str(device))
+    def get(cls, n: int, kv_heads: int, splits: int, group: int, d: int, device: Any, tag: str = "codes"):
+        key = (tag, n, kv_heads, splits, group, d, str(device))
         found = cls.buffers.get(key)
         if found is None:
             acc = torch.empty(n, kv_heads, splits, group, d, dtype=torch.float32, device=device)
@@ -127,10 +167,7 @@ def codes_partials(query: torch.Tensor, codes: Any, low: torch.Tensor, scaling: 
     n, q_heads, _, d = query.shape
     kv_heads = codes.k_codes.shape[1]
     group = q_heads // kv_heads
-    capacity = codes.capacity
-    splits = max(1, min(MAX_SPLITS, -(-capacity // BLOCK_N)))
-    chunk = -(-capacity // splits)
-    chunk = -(-chunk // BLOCK_N) * BLOCK_N
+    splits, chunk = _splits(codes.capacity)
     m, l, acc = _Scratch.get(n, kv_heads, splits, group, d, query.device)
     q = query[:, :, 0, :]
     kc, ks, kz = codes.k_codes[:n], codes.k_scale[:n], codes.k_zero[:n]
@@ -148,31 +185,57 @@ def codes_partials(query: torch.Tensor, codes: Any, low: torch.Tensor, scaling: 
     return m, l, acc
 
 
+def _splits(capacity: int) -> tuple[int, int]:
+    splits = max(1, min(MAX_SPLITS, -(-capacity // BLOCK_N)))
+    chunk = -(-capacity // splits)
+    return splits, -(-chunk // BLOCK_N) * BLOCK_N
+
+
+def dense_partials(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, count: torch.Tensor,
+                   scaling: float, tag: str = "dense"):
+    """(m, l, acc) of the softmax over each row's first `count` slots of 16-bit keys/values (n, kv, S, d)."""
+    n, q_heads, _, d = query.shape
+    kv_heads, capacity = keys.shape[1], keys.shape[2]
+    group = q_heads // kv_heads
+    splits, chunk = _splits(capacity)
+    m, l, acc = _Scratch.get(n, kv_heads, splits, group, d, query.device, tag)
+    q = query[:, :, 0, :]
+    _dense_attention[(n * kv_heads, splits)](
+        q, keys, values, count, m, l, acc, float(scaling), kv_heads,
+        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), keys.stride(2), values.stride(0),
+        values.stride(1), values.stride(2), acc.stride(0), acc.stride(1), acc.stride(2),
+        D=d, G=group, GP=max(16, triton.next_power_of_2(group)), BLOCK=BLOCK_N, CHUNK=chunk, num_warps=4,
+    )
+    return m, l, acc
+
+
+def merge(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], q_heads: int, dtype: torch.dtype
+          ) -> torch.Tensor:
+    """Split softmaxes (m, l, acc), each (n, kv, splits, group[, d]), merged by their maxima: (n, 1, q_heads, d)."""
+    m_all = torch.stack([m.amax(dim=2) for m, _, _ in parts]).amax(dim=0)  # (n, kv, group)
+    total, out = 0.0, 0.0
+    for m, l, acc in parts:
+        w = torch.exp(m - m_all[:, :, None])  # empty splits: exp(-1e30 - m) = 0
+        total = total + (l * w).sum(dim=2)
+        out = out + (acc * w[..., None]).sum(dim=2)
+    out = out / total[..., None]
+    n, kv, group, d = out.shape
+    return out.reshape(n, 1, q_heads, d).to(dtype)
+
+
+def dense_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, count: torch.Tensor,
+                    scaling: float) -> torch.Tensor:
+    """Attention of one-token queries (n, q_heads, 1, d) over each row's first `count` slots: (n, 1, q_heads, d)."""
+    return merge([dense_partials(query, keys, values, count, scaling)], query.shape[1], query.dtype)
+
+
 def decode_attention(query: torch.Tensor, codes: Any, low: torch.Tensor, exact_keys: torch.Tensor,
                      exact_values: torch.Tensor, exact_filled: torch.Tensor, scaling: float) -> torch.Tensor:
     """Attention of one-token queries (n, q_heads, 1, d) over [first `low` codes][first `exact_filled` exact
     slots] per row; (n, 1, q_heads, d) in the query's dtype."""
-    n, q_heads, _, d = query.shape
-    kv_heads, slots = exact_keys.shape[1], exact_keys.shape[2]
-    group = q_heads // kv_heads
-    m_c, l_c, acc_c = codes_partials(query, codes, low, scaling)
-    # The exact part in PyTorch: (n, kv, group, slots) scores, masked past each row's filled count.
-    q = query.float().view(n, kv_heads, group, d) * scaling
-    s = torch.matmul(q, exact_keys.float().transpose(-1, -2))
-    filled = torch.arange(slots, device=query.device)[None, :] < exact_filled[:, None]
-    s = s.masked_fill(~filled[:, None, None, :], float("-inf"))
-    m_e = s.amax(dim=-1)  # (n, kv, group)
-    p = torch.exp(s - m_e[..., None])
-    l_e = p.sum(dim=-1)
-    acc_e = torch.matmul(p, exact_values.float())  # (n, kv, group, d)
-    # Merge the splits and the exact part by their maxima.
-    m_all = torch.maximum(m_c.amax(dim=2), m_e)
-    w_c = torch.exp(m_c - m_all[:, :, None])  # empty splits: exp(-inf) = 0
-    w_e = torch.exp(m_e - m_all)
-    total = (l_c * w_c).sum(dim=2) + l_e * w_e
-    out = (acc_c * w_c[..., None]).sum(dim=2) + acc_e * w_e[..., None]
-    out = (out / total[..., None]).view(n, q_heads, d)
-    return out[:, None].to(query.dtype)
+    parts = [codes_partials(query, codes, low, scaling),
+             dense_partials(query, exact_keys, exact_values, exact_filled, scaling, tag="exact")]
+    return merge(parts, query.shape[1], query.dtype)
 
 
 def self_check(b: int, kv_heads: int, q_heads: int, d: int, bits: int, device: Any, tokens: int = 700,

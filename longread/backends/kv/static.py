@@ -201,8 +201,17 @@ class StaticPolicyCache(Cache):
         self._scatter(self.values[index], slot, value_states)
 
     def attend(self, index: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
+        from . import quant_attention
+
         n = query.shape[0]
+        if quant_attention.use_kernel(query):  # split along the slots: SDPA at batch 1 uses a few SMs only
+            return quant_attention.dense_attention(query, self.keys[index][:n], self.values[index][:n],
+                                                   self._count(n), scaling)
         return grouped_attention(query, self.keys[index][:n], self.values[index][:n], self.mask[:n], scaling)
+
+    def _count(self, n: int) -> torch.Tensor:
+        """Filled slots per row during a step (they are always the first ones): the mask's count."""
+        return self.length[:n] + 1
 
     def after_step(self) -> None:
         """Between steps, on the host: its mirror of the counters, then the work they schedule (`_maintain`)."""
@@ -287,6 +296,9 @@ class StaticSink(StaticPolicyCache):
 
     def _filled(self, n: int) -> torch.Tensor:
         return self._arange[None, : self.slots] <= self.seen[:n, None]
+
+    def _count(self, n: int) -> torch.Tensor:
+        return (self.seen[:n] + 1).clamp(max=self.slots)
 
     def _load_layer(self, row: int, index: int, layer: Any) -> tuple[int, int]:
         slots = self._slot_of(torch.tensor(layer.positions(), device=self.device))

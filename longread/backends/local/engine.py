@@ -290,6 +290,19 @@ class LocalModel(ChatModel):
                 self.stats.seconds_prefill += seconds
         return done
 
+    def prefill_ahead(self, prompts: Sequence[tuple[Sequence[Message], int | None]]) -> int:
+        """`prefill_prefixes` where it pays: on CUDA (where decoding, not prefill, is the cost, and batched
+        prefill runs at once), with every prefix fitting the prefix cache (bf16 bytes of `full`, an upper bound for
+        the compressed policies); elsewhere 0, and each call prefills its own prefix as before (on the CPU the
+        segments of one document can exceed the cache, and prefilled entries would be evicted before use)."""
+        if self.prefix_cache is None or self.device.type != "cuda":
+            return 0
+        per_token = kv_policies.bf16_bytes_per_token(self.model.config)
+        tokens = sum(len(self.prompt_ids(m, p)[0]) for m, p in prompts)
+        if tokens * per_token > self.prefix_cache.max_bytes:
+            return 0
+        return self.prefill_prefixes(prompts)
+
     def resolved_engine(self) -> str:
         """The engine this model's calls run on: `eager` or `static` (auto: static on CUDA where the policy has a
         static form and every layer is full attention)."""

@@ -129,7 +129,7 @@ class DeviceRules:
         newly = live & (code > 0)
         self.finish[:n].copy_(torch.where(newly, code, self.finish[:n]))
         self.done[:n] |= newly
-        self.out[:n].scatter_(1, self.step_index.expand(n, 1), token[:, None])
+        self.out[:n].scatter_(1, self.step_index.clamp(max=self.out.shape[1] - 1).expand(n, 1), token[:, None])
         self.step_index += 1
         self.tokens[:n, 0].copy_(token)
         self.positions[:n] += 1
@@ -190,7 +190,9 @@ class StaticEngine:
                 for sampling in (False, True):
                     with torch.cuda.stream(stream):
                         for _ in range(2):
+                            self.rules.step_index.zero_()  # the warm-ups write the block's first columns
                             self._step(n, sampling)
+                        self.rules.step_index.zero_()
                     torch.cuda.current_stream().wait_stream(stream)
                     graph = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(graph, pool=pool):
