@@ -385,3 +385,46 @@ def test_prefix_prefill_ahead_is_counted_and_gives_the_same_answers(tiny_local, 
     assert [c.cached_prompt_tokens for c in replies] == prefixes
     # The batched prefill leaves the state each call's own prefill leaves: the same greedy replies.
     assert [c.text for c in replies] == [plain.complete(m, 8, cache_prefix=p).text for m, p in prompts]
+
+
+def test_the_chain_prefills_every_workers_prefix_ahead_where_the_model_does():
+    """workflows/chain.py hands the model every segment's worker prompt and prefix before the first worker; the
+    prefixes are those the workers then mark (a MockModel recording both, routed by role)."""
+    from dataclasses import dataclass, field
+
+    from longread import Reader
+    from longread.testing import MockModel
+
+    @dataclass
+    class Warming(MockModel):
+        ahead: list = field(default_factory=list)
+
+        def prefill_ahead(self, prompts):
+            self.ahead.extend((m[-1]["content"][:p], len(self.calls)) for m, p in prompts)
+            return 0
+
+        def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, tag=None, **kw):
+            self.prefixes.append(messages[-1]["content"][:cache_prefix] if tag and tag.agent == "worker" else None)
+            return super()._complete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, tag)
+
+        prefixes: list = field(default_factory=list)
+
+    text = "\n\n".join(f"Paragraph {i}. The harbour master painted boat {i} at dawn and wrote it down. " * 3
+                       for i in range(30))
+    model = Warming()
+    result = Reader(text, strategy="chain", model=model, window=1024).ask("Which boat was painted?")
+    assert len(model.ahead) == result.segments > 1
+    assert all(before == 0 for _, before in model.ahead)  # all of it before the first call
+    assert [p for p, _ in model.ahead] == [p for p in model.prefixes if p is not None]
+
+
+def test_serve_lets_as_many_requests_run_as_the_model_batches():
+    pytest.importorskip("fastapi")
+    from longread.serve.app import create_app
+    from longread.testing import MockModel
+
+    batching = MockModel()
+    batching.max_batch = 4
+    assert create_app(batching, name="m").state.engine._slots._value == 4
+    assert create_app(MockModel(), name="m").state.engine._slots._value == 1
+    assert create_app(batching, name="m", concurrency=2).state.engine._slots._value == 2
