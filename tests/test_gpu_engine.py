@@ -110,6 +110,16 @@ def side_by_side(model, policy, prompt: int, steps: int, seed: int = 0, window: 
     return dynamic, static, pairs
 
 
+def test_routing_attention_through_the_hook_leaves_ordinary_calls_bit_identical():
+    plain, routed = tiny("llama"), prepared("llama")  # same seed, same weights
+    assert routed.config._attn_implementation == attention.NAME
+    tokens = torch.tensor([ids(50)])
+    with torch.inference_mode():
+        a = plain(input_ids=tokens, past_key_values=kv.PolicyCache(kv.parse_policy("full"), plain.config)).logits
+        b = routed(input_ids=tokens, past_key_values=kv.PolicyCache(kv.parse_policy("full"), routed.config)).logits
+    assert torch.equal(a, b)
+
+
 # -- static against dynamic -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("policy", POLICIES)
 def test_static_caches_give_the_dynamic_logits_through_evictions_and_flushes(model, policy):
