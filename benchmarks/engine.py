@@ -301,7 +301,7 @@ def chain_pass(model: Any, text: str, question: str, window: int, ahead: bool) -
     wall = time.perf_counter() - started
     after = vars(model.stats)
     keys = ("calls", "prefix_hits", "prefix_misses", "prefill_tokens", "reused_tokens", "seconds_prefill",
-            "seconds_decode")
+            "seconds_decode", "decoded_tokens")
     out = {k: round(after[k] - before[k], 3) for k in keys}
     return out | {"wall_s": round(wall, 2), "prefill_ahead_s": round(ahead_s, 2), "segments": len(segments),
                   "worker_tokens": written, "notes_cap": budget.notes_tokens}

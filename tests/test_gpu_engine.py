@@ -229,7 +229,9 @@ def test_device_rules_stop_where_the_host_rules_stop(case):
     for token in tokens:
         if not mirror.accept(token):
             break
-    assert mirror.out == host.out and mirror.finish == host.finish
+    assert mirror.out == host.out and mirror.finish == host.finish and mirror.decoded == host.decoded
+    if case == "repetition":  # the trimmed repeats were decoded all the same (EngineStats.decoded_tokens)
+        assert host.decoded > len(host.out)
     assert {"repetition": "repetition", "eos": "stop", "length": "length"}[case] == host.finish
     device = {1: "stop", 2: "repetition", 3: "length"}[int(rules.finish[0])]
     assert device == host.finish
@@ -251,6 +253,7 @@ def test_the_static_engine_writes_the_eager_loops_tokens(llama, policy):
     while engine.rows:
         engine.run_block()
     assert decoding.out == eager.ids and decoding.finish == eager.finish_reason
+    assert decoding.decoded == eager.decoded_tokens
 
 
 # -- batching -----------------------------------------------------------------------------------------------------

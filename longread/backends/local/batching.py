@@ -337,5 +337,6 @@ class Batcher:
     def _finish(self, request: Request) -> None:
         d = request.decoding
         decode = time.perf_counter() - request.started_decode if request.started_decode else 0.0
-        request.result = GenerationResult(d.out, d.finish, request.prefill_tokens, request.seconds_prefill, decode)
+        request.result = GenerationResult(d.out, d.finish, request.prefill_tokens, request.seconds_prefill, decode,
+                                          decoded_tokens=d.decoded)
         request.done.set()

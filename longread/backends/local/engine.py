@@ -45,6 +45,7 @@ class EngineStats:
     peak_kv_bytes: int = 0  # the most a call's cache held between forward passes
     seconds_prefill: float = 0.0
     seconds_decode: float = 0.0
+    decoded_tokens: int = 0  # tokens decoded, a loop's repeats the guard trimmed included
     prompt_renders: int = 0  # chat templates rendered and tokenized (a call's window check and run share one)
 
 
@@ -371,6 +372,7 @@ class LocalModel(ChatModel):
             self.stats.prefill_tokens += result.prefill_tokens
             self.stats.seconds_prefill += result.seconds_prefill
             self.stats.seconds_decode += result.seconds_decode
+            self.stats.decoded_tokens += result.decoded_tokens
             self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, getattr(cache, "peak_bytes", 0))
         text = self.hf_tokenizer.decode(result.ids, skip_special_tokens=True).strip()
         if streamer is not None:

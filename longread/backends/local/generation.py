@@ -49,6 +49,7 @@ class GenerationResult:
     seconds_prefill: float = 0.0
     seconds_decode: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
+    decoded_tokens: int = 0  # tokens the model chose, EOS and a loop's trimmed repeats included
 
 
 @torch.inference_mode()
@@ -90,6 +91,7 @@ class Decoding:
         self.on_token = on_token
         self.generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
         self.out: list[int] = []
+        self.decoded = 0  # tokens accepted, before the guard's trim (what decoding cost)
         self.finish = "length"
         self.done = max_new_tokens < 1
 
@@ -113,6 +115,7 @@ class Decoding:
         """Takes a chosen token; True when the sequence goes on (the token is then fed back to the model)."""
         if self.done:
             return False
+        self.decoded += 1
         out = self.out
         if token in self.eos_ids:
             self.finish, self.done = "stop", True
@@ -178,7 +181,8 @@ def generate(
         logits = decode_step(model, token, position, cache, device)
         position += 1
     t2 = time.perf_counter()
-    return GenerationResult(state.out, state.finish, len(prompt_ids), t1 - t0, t2 - t1)
+    return GenerationResult(state.out, state.finish, len(prompt_ids), t1 - t0, t2 - t1,
+                            decoded_tokens=state.decoded)
 
 
 @torch.inference_mode()
