@@ -8,8 +8,8 @@
 - The window is checked before a request waits in the queue: prompt tokens (the engine's own tokenizer) plus
   `max_tokens` over the window is a 400 (`context_length_exceeded`) that says the numbers; without `max_tokens`
   a reply may use the rest of the window.
-- Requests queue: at most `concurrency` engine calls run at once (1 for the local engine, whose forward passes run
-  one at a time anyway); the others wait in arrival order.
+- Requests queue: at most `concurrency` engine calls run at once (for the local engine its `max_batch`: calls
+  that run together decode in one batch, longread/backends/local/batching.py); the others wait in arrival order.
 - The segment prefix cache: a request carrying `X-Longread-Cache-Prefix: N` (see protocol.py) marks the first N
   characters of its last message as reusable, as longread's own worker calls do in-process; the engine keeps
   that prefix's KV under its --kv policy, shared by every client of the server.
@@ -144,8 +144,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[str] = (), api_key: str | None = None,
-               window: int | None = None, concurrency: int = 1) -> FastAPI:
-    """The server over `model`, answering to `name` (default: the model's name) and `aliases`."""
+               window: int | None = None, concurrency: int | None = None) -> FastAPI:
+    """The server over `model`, answering to `name` (default: the model's name) and `aliases`; `concurrency`
+    defaults to the model's batch size (`max_batch` of the local engine, 1 for others)."""
+    concurrency = concurrency or max(1, int(getattr(model, "max_batch", 1) or 1))
     engine = Engine(model, name=name or model.name, aliases=aliases, window=window, concurrency=concurrency)
     app = FastAPI(title="longread serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine

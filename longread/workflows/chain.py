@@ -12,6 +12,8 @@ caches are warm already. Both run as the LangGraph chain of chain_of_agents.py, 
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -36,6 +38,7 @@ class ChainRun:
     manager: Manager
     path: int | None
     order: list[int]
+    worker: Worker | None = None
 
 
 def lookback_passages(ctx: ReadingContext, manager: Manager, segments: Sequence[Segment], notes: CommunicationUnit,
@@ -168,16 +171,27 @@ class ChainStrategy(Strategy):
             parts.append(list(order))
         reading_order = list(range(len(segments))) if order is None else list(order)
         return ChainRun(mode, question, budget, segments, graph, ctx.thread_id("coa", *parts), manager, path,
-                        reading_order)
+                        reading_order, worker)
+
+    @staticmethod
+    def prefill_ahead(plan: ChainRun) -> None:
+        """The segments' `[system][segment]` prefixes (question- and notes-free) into the model's prefix cache in
+        batches before the first worker runs, where the model does that (the local engine on a GPU)."""
+        worker = plan.worker
+        fill = getattr(worker.model, "prefill_ahead", None) if worker is not None else None
+        if fill is not None and worker.focus is None:
+            fill([worker.messages(s, CommunicationUnit()) for s in plan.segments])
 
     def run(self, ctx: ReadingContext, question: str | None) -> Result:
         plan = self.plan(ctx, question)
+        self.prefill_ahead(plan)
         final, reused = run_graph(plan.graph, plan.thread_id, initial_state(), steps=len(plan.segments) + 1,
                                   fresh=ctx.fresh)
         return self.result(ctx, plan, final, reused)
 
     async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
         plan = self.plan(ctx, question)
+        await asyncio.to_thread(self.prefill_ahead, plan)
         final, reused = await arun_graph(plan.graph, plan.thread_id, initial_state(), steps=len(plan.segments) + 1,
                                          fresh=ctx.fresh)
         return self.result(ctx, plan, final, reused)

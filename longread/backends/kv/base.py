@@ -37,6 +37,16 @@ class KVPolicy(ABC):
         return self.name
 
 
+class CacheAttention:
+    """What a layer may return from `update` in place of its keys, to compute its own attention: the batched and
+    static engines' caches do (longread.backends.local.attention routes the model's attention to `attend`)."""
+
+    def attend(self, module: Any, query: torch.Tensor, scaling: float, inner: Any, **kwargs: Any) -> torch.Tensor:
+        """The attention output (batch, q_len, heads, head_dim) for query (batch, heads, q_len, head_dim);
+        `inner` is the model's own attention function, for layers that delegate to it."""
+        raise NotImplementedError
+
+
 class KVLayer(CacheLayerMixin):
     """Base of the compressed layers: byte accounting, logical length, state for the prefix cache."""
 

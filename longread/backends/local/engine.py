@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -12,12 +13,24 @@ from typing import Any, Callable, Sequence
 from ...tokenizers import HFTokenizer
 from ..base import ChatModel, Completion, Message
 from .. import kv as kv_policies
-from .generation import RepetitionGuard, generate, prefill
+from .batching import Request, batched_prefill, batcher_for, can_batch, model_lock
+from .generation import Decoding, RepetitionGuard, generate, prefill
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache, prefix_key, shared_prefix_cache
 from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_model_dir, load_pretrained
 
 # Tokenized prompts kept per model: a call's window check and its run, times a few concurrent worker threads.
 PROMPT_MEMO = 8
+ENGINES = ("auto", "eager", "static")
+# A static row of `full` holds the call's whole window: the smallest row size (then powers of two).
+STATIC_WINDOW_STEP = 1024
+
+
+def engine_choice(engine: str | None) -> str:
+    """`engine=` or LONGREAD_ENGINE: auto (static on CUDA, eager elsewhere), eager, or static."""
+    choice = (engine or os.environ.get("LONGREAD_ENGINE") or "auto").strip().lower()
+    if choice not in ENGINES:
+        raise ValueError(f"unknown engine {choice!r}: use one of {', '.join(ENGINES)}")
+    return choice
 
 
 @dataclass
@@ -32,6 +45,7 @@ class EngineStats:
     peak_kv_bytes: int = 0  # the most a call's cache held between forward passes
     seconds_prefill: float = 0.0
     seconds_decode: float = 0.0
+    decoded_tokens: int = 0  # tokens decoded, a loop's repeats the guard trimmed included
     prompt_renders: int = 0  # chat templates rendered and tokenized (a call's window check and run share one)
 
 
@@ -73,6 +87,13 @@ class LocalModel(ChatModel):
     PrefixCache and the next call with the same prefix prefills only the rest. By default the cache is shared by
     every LocalModel of the process (512 MB); `prefix_cache=False` turns reuse off, `prefix_cache_dir` keeps the
     entries on disk too (e.g. in a workspace folder), `prefix_cache_bytes` sets the memory budget.
+    `prefill_prefixes` fills it ahead of time for prompts that are known in advance (a chain's segments).
+
+    Batching: calls that reach the same loaded model at the same time (threads: multipath, serve, several
+    LocalModels or `with_kv` twins on the same weights) decode together (batching.py); `max_batch=1` runs
+    each call alone, as the eager loop. `engine` (or LONGREAD_ENGINE): `auto` runs the static engine
+    (static caches, device-side rules, CUDA graphs: static_engine.py) on CUDA and the eager loop elsewhere;
+    `eager` and `static` force one.
     """
 
     is_local = True
@@ -91,6 +112,8 @@ class LocalModel(ChatModel):
         prefix_cache: PrefixCache | bool | None = None,
         prefix_cache_dir: str | Path | None = None,
         prefix_cache_bytes: int = DEFAULT_MAX_BYTES,
+        engine: str | None = None,
+        max_batch: int = 16,
     ):
         self.model = model
         self.hf_tokenizer = tokenizer
@@ -110,10 +133,13 @@ class LocalModel(ChatModel):
         self.prefill_chunk = prefill_chunk
         self.repetition_penalty = repetition_penalty
         self.eos_ids = self._eos_ids()
-        # One forward pass at a time: the weights are shared and torch already uses every core.
-        self._lock = threading.Lock()
+        self.engine = engine_choice(engine)
+        self.max_batch = max(1, int(max_batch))
+        # One forward pass at a time on these weights, whichever LocalModel makes it: torch already uses every core.
+        self._lock = model_lock(model)
         self._prompts: OrderedDict[tuple, tuple[list[int], list[int]]] = OrderedDict()
         self._prompt_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
 
     def with_kv(self, kv: str) -> "LocalModel":
         """The same weights under another KV policy (e.g. a smaller budget for one agent); no reload."""
@@ -122,6 +148,7 @@ class LocalModel(ChatModel):
         twin.kv_policy = kv_policies.parse_policy(kv)
         twin.kv = twin.kv_policy.name
         twin.stats = EngineStats()
+        twin._stats_lock = threading.Lock()
         twin._lock = self._lock  # one forward pass at a time on shared weights
         # (the tokenized-prompt memo is shared too, through __dict__: tokenizing does not depend on the policy)
         return twin
@@ -228,6 +255,77 @@ class LocalModel(ChatModel):
             self.prefix_cache.put(key, cache)  # type: ignore[union-attr]
         return cache, 0
 
+    def prefill_prefixes(self, prompts: Sequence[tuple[Sequence[Message], int | None]], *, batch: int = 8) -> int:
+        """Fills the prefix cache ahead of the calls that will need it (a chain's `[system][segment]` prefixes,
+        which depend on neither the question nor the notes: the CoA paper's overlapping chunk encodes). The
+        prefixes not cached yet are prefilled together, `batch` at a time: every chunk of `prefill_chunk` tokens
+        that several prefixes have goes through one forward; their tails run one by one. Each counts as a
+        prefix miss and its prompt tokens as prefill tokens, as a call's own prefill would; the calls then hit.
+        Returns the tokens prefilled."""
+        if self.prefix_cache is None:
+            return 0
+        todo: dict[str, list[int]] = {}
+        for messages, cache_prefix in prompts:
+            prefix, rest = self.prompt_ids(messages, cache_prefix)
+            if not prefix or not rest:
+                continue
+            key = self._prefix_key(prefix)
+            if key not in todo and key not in self.prefix_cache:
+                todo[key] = prefix
+        items = list(todo.items())
+        done = 0
+        for lo in range(0, len(items), max(1, batch)):
+            group = items[lo : lo + batch]
+            started = time.perf_counter()
+            with self._lock:
+                caches = batched_prefill(self.model, [ids for _, ids in group],
+                                         [self.new_cache() for _ in group], self.prefill_chunk,
+                                         batched=can_batch(self.model))
+            seconds = time.perf_counter() - started
+            for (key, ids), cache in zip(group, caches):
+                self.prefix_cache.put(key, cache)
+                done += len(ids)
+            with self._stats_lock:
+                self.stats.prefix_misses += len(group)
+                self.stats.prefill_tokens += sum(len(ids) for _, ids in group)
+                self.stats.seconds_prefill += seconds
+        return done
+
+    def prefill_ahead(self, prompts: Sequence[tuple[Sequence[Message], int | None]]) -> int:
+        """`prefill_prefixes` where it pays: on CUDA (where decoding, not prefill, is the cost, and batched
+        prefill runs at once), with every prefix fitting the prefix cache (bf16 bytes of `full`, an upper bound for
+        the compressed policies); elsewhere 0, and each call prefills its own prefix as before (on the CPU the
+        segments of one document can exceed the cache, and prefilled entries would be evicted before use)."""
+        if self.prefix_cache is None or self.device.type != "cuda":
+            return 0
+        per_token = kv_policies.bf16_bytes_per_token(self.model.config)
+        tokens = sum(len(self.prompt_ids(m, p)[0]) for m, p in prompts)
+        if tokens * per_token > self.prefix_cache.max_bytes:
+            return 0
+        return self.prefill_prefixes(prompts)
+
+    def resolved_engine(self) -> str:
+        """The engine this model's calls run on: `eager` or `static` (auto: static on CUDA where the policy has a
+        static form and every layer is full attention)."""
+        from ..kv.static import static_supported
+
+        if self.engine == "eager":
+            return "eager"
+        supported = static_supported(self.kv_policy) and can_batch(self.model)
+        if self.engine == "static":
+            return "static" if supported else "eager"
+        return "static" if supported and self.device.type == "cuda" else "eager"
+
+    def _batched(self) -> bool:
+        return self.resolved_engine() == "static" or (self.max_batch > 1 and can_batch(self.model))
+
+    def _static_window(self, needed: int) -> int:
+        """Rows sized in powers of two (at least STATIC_WINDOW_STEP): calls of a chain share one static engine."""
+        size = STATIC_WINDOW_STEP
+        while size < needed:
+            size *= 2
+        return size
+
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                   **extra) -> Completion:
         prefix, rest = self.prompt_ids(messages, cache_prefix)
@@ -236,25 +334,45 @@ class LocalModel(ChatModel):
         if not rest:  # nothing after the prefix to continue from: an ordinary call
             prefix, rest = [], prefix
         started = time.perf_counter()
-        with self._lock:
-            cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
-            result = generate(
-                self.model,
-                rest,
-                cache,
-                max_new_tokens=max_new_tokens,
-                eos_ids=self.eos_ids,
-                start_position=len(prefix),
-                prefill_chunk=self.prefill_chunk,
-                temperature=temperature,
-                repetition_penalty=self.repetition_penalty,
-                guard=guard,
-                on_token=streamer.push if streamer is not None else None,
-            )
+        reused = 0
+        if self._batched():
+            def start() -> tuple[Any, list[int], int]:
+                nonlocal reused
+                cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
+                return cache, rest, len(prefix)
+
+            decoding = Decoding(max_new_tokens, self.eos_ids, temperature=temperature,
+                                repetition_penalty=self.repetition_penalty, guard=guard, device=self.device,
+                                on_token=streamer.push if streamer is not None else None)
+            engine = self.resolved_engine()
+            request = Request(start, decoding, self.kv_policy, prefill_chunk=self.prefill_chunk, engine=engine,
+                              window=self._static_window(len(prefix) + len(rest) + max_new_tokens))
+            batcher = batcher_for(self.model)
+            batcher.max_batch = self.max_batch
+            result = batcher.submit(request)
+            cache = request.cache
+        else:
+            with self._lock:
+                cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
+                result = generate(
+                    self.model,
+                    rest,
+                    cache,
+                    max_new_tokens=max_new_tokens,
+                    eos_ids=self.eos_ids,
+                    start_position=len(prefix),
+                    prefill_chunk=self.prefill_chunk,
+                    temperature=temperature,
+                    repetition_penalty=self.repetition_penalty,
+                    guard=guard,
+                    on_token=streamer.push if streamer is not None else None,
+                )
+        with self._stats_lock:
             self.stats.calls += 1
             self.stats.prefill_tokens += result.prefill_tokens
             self.stats.seconds_prefill += result.seconds_prefill
             self.stats.seconds_decode += result.seconds_decode
+            self.stats.decoded_tokens += result.decoded_tokens
             self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, getattr(cache, "peak_bytes", 0))
         text = self.hf_tokenizer.decode(result.ids, skip_special_tokens=True).strip()
         if streamer is not None:

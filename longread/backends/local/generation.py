@@ -49,6 +49,7 @@ class GenerationResult:
     seconds_prefill: float = 0.0
     seconds_decode: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
+    decoded_tokens: int = 0  # tokens the model chose, EOS and a loop's trimmed repeats included
 
 
 @torch.inference_mode()
@@ -70,6 +71,74 @@ def prefill(model: Any, ids: Sequence[int], cache: Any, *, start_position: int =
     if logits is None:
         raise ValueError("prefill needs at least one token")
     return logits
+
+
+class Decoding:
+    """One sequence's host rules while it decodes: the output-only repetition penalty, the choice of token, and
+    the stops (EOS, the repetition guard, the length cap). `generate` below and the batched engine
+    (batching.py) both drive it, so a sequence follows the same rules alone or in a batch; the static engine
+    (static_engine.py) picks tokens on the device and replays them through `accept` at each sync."""
+
+    def __init__(self, max_new_tokens: int, eos_ids: set[int], *, temperature: float = 0.0,
+                 repetition_penalty: float = 1.1, guard: RepetitionGuard | None = None, seed: int = 0,
+                 device: Any = "cpu", on_token: Callable[[int], None] | None = None):
+        self.max_new_tokens = max_new_tokens
+        self.eos_ids = eos_ids
+        self.temperature = temperature
+        self.repetition_penalty = repetition_penalty
+        self.guard = guard or RepetitionGuard()
+        self.device = device
+        self.on_token = on_token
+        self.generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
+        self.out: list[int] = []
+        self.decoded = 0  # tokens accepted, before the guard's trim (what decoding cost)
+        self.finish = "length"
+        self.done = max_new_tokens < 1
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """The next token from the logits (1, vocab) of the last position."""
+        scores = logits.float()
+        out = self.out
+        if self.repetition_penalty != 1.0 and out:
+            # Penalize only what this answer already said: penalizing the prompt would push the model away from
+            # quoting the document, which is exactly what a worker agent should do.
+            seen = torch.tensor(sorted(set(out)), device=scores.device)
+            picked = scores[0, seen]
+            scores[0, seen] = torch.where(picked > 0, picked / self.repetition_penalty,
+                                          picked * self.repetition_penalty)
+        if self.temperature > 0:
+            probs = torch.softmax(scores / self.temperature, dim=-1)
+            return int(torch.multinomial(probs, 1, generator=self.generator)[0, 0])
+        return int(scores.argmax(dim=-1)[0])
+
+    def accept(self, token: int) -> bool:
+        """Takes a chosen token; True when the sequence goes on (the token is then fed back to the model)."""
+        if self.done:
+            return False
+        self.decoded += 1
+        out = self.out
+        if token in self.eos_ids:
+            self.finish, self.done = "stop", True
+            return False
+        out.append(token)
+        period = self.guard.looping(out)
+        if period:
+            # Keep one copy of the repeated block, drop the rest.
+            while len(out) >= 2 * period and out[-period:] == out[-2 * period : -period]:
+                del out[-period:]
+            self.finish, self.done = "repetition", True
+            return False
+        if self.on_token is not None:
+            self.on_token(token)
+        if len(out) == self.max_new_tokens:
+            self.done = True
+            return False
+        return True
+
+    def step(self, logits: torch.Tensor) -> int | None:
+        """pick then accept: the token to feed next, or None when the sequence has stopped."""
+        token = self.pick(logits)
+        return token if self.accept(token) else None
 
 
 @torch.inference_mode()
@@ -96,53 +165,33 @@ def generate(
     """
     import time
 
-    guard = guard or RepetitionGuard()
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     logits = prefill(model, prompt_ids, cache, start_position=start_position, chunk=prefill_chunk)
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # so seconds_prefill is the prefill's, not the first decode step's
     t1 = time.perf_counter()
-    generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
-    out: list[int] = []
+    state = Decoding(max_new_tokens, eos_ids, temperature=temperature, repetition_penalty=repetition_penalty,
+                     guard=guard, seed=seed, device=device, on_token=on_token)
     position = start_position + len(prompt_ids)
-    finish = "length"
-    for _ in range(max_new_tokens):
-        scores = logits.float()
-        if repetition_penalty != 1.0 and out:
-            # Penalize only what this answer already said: penalizing the prompt would push the model away from
-            # quoting the document, which is exactly what a worker agent should do.
-            seen = torch.tensor(sorted(set(out)), device=device)
-            picked = scores[0, seen]
-            scores[0, seen] = torch.where(picked > 0, picked / repetition_penalty, picked * repetition_penalty)
-        if temperature > 0:
-            probs = torch.softmax(scores / temperature, dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=generator)[0, 0])
-        else:
-            token = int(scores.argmax(dim=-1)[0])
-        if token in eos_ids:
-            finish = "stop"
+    while not state.done:
+        token = state.step(logits)
+        if token is None:
             break
-        out.append(token)
-        period = guard.looping(out)
-        if period:
-            # Keep one copy of the repeated block, drop the rest.
-            while len(out) >= 2 * period and out[-period:] == out[-2 * period : -period]:
-                del out[-period:]
-            finish = "repetition"
-            break
-        if on_token is not None:
-            on_token(token)
-        if len(out) == max_new_tokens:
-            break
-        piece = torch.tensor([[token]], device=device)
-        step = model(
-            input_ids=piece,
-            position_ids=torch.tensor([[position]], device=device),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        logits = step.logits[:, -1, :]
+        logits = decode_step(model, token, position, cache, device)
         position += 1
     t2 = time.perf_counter()
-    return GenerationResult(out, finish, len(prompt_ids), t1 - t0, t2 - t1)
+    return GenerationResult(state.out, state.finish, len(prompt_ids), t1 - t0, t2 - t1,
+                            decoded_tokens=state.decoded)
+
+
+@torch.inference_mode()
+def decode_step(model: Any, token: int, position: int, cache: Any, device: Any) -> torch.Tensor:
+    """One token through the model at its true position; the logits (1, vocab) of the next."""
+    step = model(
+        input_ids=torch.tensor([[token]], device=device),
+        position_ids=torch.tensor([[position]], device=device),
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return step.logits[:, -1, :]
