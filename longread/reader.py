@@ -69,6 +69,8 @@ class Reader:
 
     Without memory (the default) every question is one pass of the strategy.
     `controller_options` go to `MemoryController` (budget, summary_threshold, prompts, ...).
+    `timeout`: seconds an API model has to answer one call before it is tried again (default 120); a model
+    string only (a ChatModel keeps its own).
     `checkpointer` (a LangGraph saver) makes every run resumable: an interrupted run resumes, a finished one is
     returned again without a call; `forget(question)` starts it over.
     """
@@ -80,6 +82,7 @@ class Reader:
         model: str | ChatModel = "local",
         window: int | None = None,
         kv: str | None = None,
+        timeout: float | None = None,
         strategy: str | Strategy | None = None,
         prompts: Prompts | None = None,
         checkpointer: Any = None,
@@ -92,7 +95,7 @@ class Reader:
         controller_options: Mapping[str, Any] | None = None,
     ):
         self.document = as_document(source)
-        self.model = get_model(model, kv=kv)
+        self.model = get_model(model, kv=kv, timeout=timeout)
         self.window = window or default_window(self.model)
         self.strategy = get_strategy(strategy)
         self.prompts = prompts or DEFAULT_PROMPTS

@@ -8,7 +8,7 @@ import typer
 
 from .options import (
     DryRunOption, ForceOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption,
-    WindowOption, WorkspaceOption,
+    TimeoutOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -27,6 +27,7 @@ def ask(
     workspace: WorkspaceOption = None,
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
     from .runner import run
@@ -34,6 +35,6 @@ def ask(
 
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
-    settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
+    settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream)
     raise typer.Exit(run([path], question, settings, None))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .options import JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption, WindowOption
-from .options import WorkspaceOption
+from .options import TimeoutOption, WorkspaceOption
 
 
 def chat(
@@ -27,6 +27,7 @@ def chat(
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
     workspace: WorkspaceOption = None,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Talk about a document: it is read once, then questions are answered from memory (or by reading it again
     when memory cannot answer). Commands: /memory /sources /save FILE /reset /help /quit. Lines on a piped stdin
@@ -36,7 +37,7 @@ def chat(
     from .settings import resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       as_json=as_json, quiet=quiet, stream=not no_stream)
+                       timeout=timeout, as_json=as_json, quiet=quiet, stream=not no_stream)
     try:
         preflight(settings)
     except FatalError as exc:
@@ -44,5 +45,5 @@ def chat(
         raise typer.Exit(1) from None
     raise typer.Exit(run_chat(ChatSettings(
         path, session, settings.model, settings.window, settings.kv, settings.workspace,
-        strategy=settings.strategy, as_json=as_json, quiet=quiet, stream=not no_stream,
+        strategy=settings.strategy, as_json=as_json, quiet=quiet, stream=not no_stream, timeout=settings.timeout,
     )))

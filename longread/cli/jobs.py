@@ -94,7 +94,7 @@ def collect_jobs(specs: list[str], *, exclude: Path | None = None) -> tuple[list
             continue
         root = Path(spec)
         try:
-            files = find_documents(root)
+            files = find_documents(root, on_error=lambda folder, reason: failures.append(Failure(str(folder), reason)))
         except DocumentError as exc:
             failures.append(failure_of(spec, exc))
             continue

@@ -8,7 +8,13 @@
 3. For each document, `read_one` returns an `Outcome` (done, skipped, failed) and `report` prints it, logs it in
    the runs log and counts it on the display. `read_one` touches only its own document's files and progress
    line, so several can run at once (a `--jobs` pool calls it from threads and `report` under one lock).
-4. An authentication error stops the whole run: every other document would fail the same way.
+4. An authentication error (or a model the provider does not have) stops the whole run: every other document
+   would fail the same way. So does a checkpoint that cannot be saved (a full disk, a damaged or read-only
+   checkpoints file): the run stops at the first failed save instead of paying for calls it cannot keep.
+5. Before its first call a document takes the lock of its work (workspace.WorkLock): a document another run is
+   reading is put off and read last, by when it is finished (nothing is read twice). `--out` and the document's
+   summary folder are checked writable before any call; a finished chain stays in its checkpoint, so an output
+   that could not be written costs no call on the rerun.
 """
 
 from __future__ import annotations
@@ -19,18 +25,25 @@ import traceback
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import backends
 from ..console import Display, DocumentProgress, TextStream, failures_table, note, stderr_console
 from ..errors import LongreadError, ModelError
 from .jobs import Failure, Job, collect_jobs, failure_of, one_line
-from .outputs import OutputFolder, OutputSettings, SummaryFiles, prompts_fingerprint, summary_markdown
+from .outputs import OutputError, OutputFolder, OutputSettings, SummaryFiles, prompts_fingerprint, summary_markdown
 from .printing import Printer, done_line
 from .settings import Settings
+from .workspace import WorkLock, WorkspaceError, checkpoint_failure, lock_key, move_aside
+from .workspace import open_checkpointer as _open_checked
 
 EXIT_INTERRUPTED = 130
-AUTH_ERRORS = frozenset({"AuthenticationError", "PermissionDeniedError"})
+# Failures every other document would meet too: the run stops at the first one.
+RUN_STOPPING_ERRORS = {
+    "AuthenticationError": "the key was rejected",
+    "PermissionDeniedError": "the key was rejected",
+    "NotFoundError": "the provider does not have this model",
+}
 
 
 class FatalError(Exception):
@@ -57,18 +70,14 @@ def _with_alias(settings: Settings, message: str) -> str:
 
 
 @contextmanager
-def open_checkpointer(workspace: Path) -> Iterator[Any]:
-    """LangGraph's SqliteSaver on WORKSPACE/checkpoints.sqlite: every worker step of every run is kept there."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
+def open_checkpointer(workspace: Path, warn: Callable[[str], None] = lambda message: None) -> Iterator[Any]:
+    """LangGraph's SqliteSaver on WORKSPACE/checkpoints.sqlite, checked first (workspace.open_checkpointer)."""
+    with _open_checked(checkpoints_path(workspace), warn) as saver:
+        yield saver
 
-    workspace.mkdir(parents=True, exist_ok=True)
-    # check_same_thread=False: the saver guards the connection with its own lock, and the async paths of the
-    # graph touch it from worker threads.
-    conn = sqlite3.connect(workspace / "checkpoints.sqlite", check_same_thread=False)
-    try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
+
+def checkpoints_path(workspace: Path) -> Path:
+    return workspace / "checkpoints.sqlite"
 
 
 @dataclass
@@ -77,6 +86,7 @@ class Resources:
 
     settings: Settings
     stack: ExitStack
+    warn: Callable[[str], None] = lambda message: None
     _model: Any = None
     _checkpointer: Any = None
     _speed: Any = None
@@ -89,7 +99,7 @@ class Resources:
     def _build(self) -> Any:
         settings = self.settings
         try:
-            model = backends.get_model(settings.model, kv=settings.kv)
+            model = backends.get_model(settings.model, kv=settings.kv, timeout=settings.timeout)
         except (LongreadError, ValueError, ImportError, OSError) as exc:
             raise FatalError(_with_alias(settings, f"--model {settings.model}: {one_line(str(exc))}")) from exc
         if settings.window and settings.window > model.context_window:
@@ -115,17 +125,21 @@ class Resources:
             return None  # a dry run leaves nothing behind
         if self._checkpointer is None:
             try:
-                self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace))
-            except (OSError, sqlite3.Error) as exc:
-                raise FatalError(f"workspace {self.settings.workspace}: {exc}") from exc
+                self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace, self.warn))
+            except WorkspaceError as exc:
+                raise FatalError(str(exc)) from exc
         return self._checkpointer
+
+    def lock(self, reader: Any, question: str | None) -> WorkLock:
+        threads = reader.thread_ids(question)
+        return WorkLock(self.settings.workspace / "locks", lock_key(threads), threads)
 
 
 # -- one document -----------------------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
     job: Job
-    kind: str  # done | skipped | failed
+    kind: str  # done | skipped | failed | busy (another run holds its lock: read it last)
     data: dict[str, Any] = field(default_factory=dict)
     files: SummaryFiles | None = None
     failure: Failure | None = None
@@ -135,6 +149,7 @@ class Outcome:
     started: float = 0.0
     seconds: float = 0.0
     error_type: str = ""
+    holder: str = ""  # busy: who holds the lock
 
 
 @dataclass
@@ -147,30 +162,45 @@ class Run:
     outputs: OutputFolder | None
     output_settings: OutputSettings
 
-    def read_one(self, job: Job) -> Outcome:
-        """Reads one document (or finds it done); never raises for that document's own failures."""
+    def read_one(self, job: Job, *, wait: bool = False) -> Outcome:
+        """Reads one document (or finds it done); never raises for that document's own failures.
+
+        A document whose work another run holds is `busy` (with `wait`, it waits for that run to finish first).
+        Raises FatalError when the run must stop (a checkpoint that cannot be saved, the model cannot load)."""
         settings = self.settings
         outcome = Outcome(job, "failed", started=time.time())
         clock = time.monotonic()
+        lock: WorkLock | None = None
+        checkpointer: Any = None
+        clean = False  # False: calls this run started may be lost; the lock's marker keeps their count
         try:
             files = self.outputs.files_for(job) if self.outputs else None
             outcome.files = files
-            if files and not settings.force and files.finished():
-                stored = files.stored()
-                changes = self.output_settings.differences(stored.get("settings") if stored else None)
-                if stored is not None and not changes:
-                    outcome.kind, outcome.data = "skipped", stored
-                    return outcome
-                if stored is not None and not settings.quiet:
-                    self.display.note(f"redoing {job.name}: its summary was made with other settings "
-                                      f"({'; '.join(changes)})")
+            if files is not None and not settings.force and self._up_to_date(outcome, files, quiet=wait):
+                clean = True
+                return outcome
+            if files is not None and not settings.dry_run:
+                files.prepare()  # a folder that cannot be written fails now, before any call
             document = job.load()  # a bad file fails before any model is loaded
-            model = self.resources.model()
             checkpointer = self.resources.checkpointer()
+            model = self.resources.model()
+            reader = self._reader(document, model, checkpointer)
+            if checkpointer is not None:
+                candidate = self.resources.lock(reader, self.question)
+                if not candidate.acquire(wait=wait):
+                    outcome.kind, outcome.holder, clean = "busy", candidate.holder(), True
+                    return outcome
+                lock = candidate
+                lock.observe(checkpointer)
+                if wait and files is not None and not settings.force and self._up_to_date(outcome, files, quiet=True):
+                    clean = True  # the other run finished it while we waited
+                    return outcome
             line = outcome.line = self.display.document(job.name, "summary" if self.question is None else "query")
             stream = outcome.stream = self.printer.stream_for(job)
-            result = self._read(document, model, checkpointer, line, stream)
+            result, started_calls = self._read(reader, line, stream, lock, fresh=settings.force and not wait)
             data = {**result.to_dict(), "source": job.name}
+            if lock is not None and lock.repeated_calls and started_calls:
+                data["usage"] = {**data.get("usage", {}), "repeated_calls": lock.repeated_calls}
             if settings.dry_run:
                 outcome.estimate = self._estimate(result, model)
                 data = dry_run_data(data)
@@ -180,31 +210,66 @@ class Run:
             elif self.outputs is None:
                 data["settings"] = self.output_settings.to_dict()
             outcome.kind, outcome.data = "done", data
+            clean = True
+        except sqlite3.Error as exc:  # a checkpoint that cannot be saved or read: no later call could be kept
+            if settings.debug:
+                traceback.print_exc()
+            raise FatalError(checkpoint_failure(exc, checkpoints_path(settings.workspace))) from exc
         # OSError: an output that cannot be written (disk full, name too long) fails that document alone.
         except (LongreadError, OSError) as exc:
+            clean = True
             outcome.failure = failure_of(job.name, exc)
             outcome.error_type = getattr(exc, "error_type", "") or type(exc).__name__
             if settings.debug:
                 traceback.print_exc()
         finally:
             outcome.seconds = time.monotonic() - clock
+            if lock is not None:
+                lock.release(checkpointer, keep_marker=not clean)
         return outcome
 
-    def _read(self, document: Any, model: Any, checkpointer: Any, line: DocumentProgress,
-              stream: TextStream | None) -> Any:
+    def _up_to_date(self, outcome: Outcome, files: SummaryFiles, *, quiet: bool) -> bool:
+        """Whether the document's summary files are finished and made with these settings (then it is skipped)."""
+        if not files.finished():
+            return False
+        stored = files.stored()
+        changes = self.output_settings.differences(stored.get("settings")) if stored is not None else None
+        if stored is not None and not changes:
+            outcome.kind, outcome.data = "skipped", stored
+            return True
+        if not (self.settings.quiet or quiet):
+            why = (f"its summary was made with other settings ({'; '.join(changes)})" if changes else
+                   "its .md and .json were not written together (a run stopped between them)")
+            self.display.note(f"redoing {outcome.job.name}: {why}")
+        return False
+
+    def _reader(self, document: Any, model: Any, checkpointer: Any) -> Any:
         from ..reader import Reader
         from .strategies import install_plugin_strategies
 
         install_plugin_strategies()
-        settings = self.settings
-        reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
-                        strategy=settings.strategy)
-        if settings.force and checkpointer is not None:
+        return Reader(document, model=model, window=self.settings.window, checkpointer=checkpointer,
+                      strategy=self.settings.strategy)
+
+    def _read(self, reader: Any, line: DocumentProgress, stream: TextStream | None, lock: WorkLock | None, *,
+              fresh: bool) -> tuple[Any, int]:
+        """(the result, how many calls this run started)."""
+        started = 0
+
+        def on_event(event: Any) -> None:
+            nonlocal started
+            if getattr(event, "kind", None) == "call_started":
+                started += 1
+                if lock is not None:
+                    lock.call_started()
+            line.on_event(event)
+
+        if fresh and reader.checkpointer is not None:
             reader.forget(self.question)  # start over instead of resuming
         line.set_phase("reading")
         if self.question is not None:
-            return reader.ask(self.question, on_event=line.on_event, on_text=stream)
-        return reader.summarize(on_event=line.on_event, on_text=stream)
+            return reader.ask(self.question, on_event=on_event, on_text=stream), started
+        return reader.summarize(on_event=on_event, on_text=stream), started
 
     def _estimate(self, result: Any, model: Any) -> Any:
         from ..backends.estimate import Estimate
@@ -245,8 +310,10 @@ class Run:
                     self.display.note(done_line(job, outcome.data))
                 self._log(outcome)
         self.display.finish(outcome.line, outcome.kind)
-        if outcome.kind == "failed" and outcome.error_type in AUTH_ERRORS:
-            raise FatalError(f"{outcome.failure.reason} (the run stops: every document would fail the same way)")  # type: ignore[union-attr]
+        if outcome.kind == "failed" and outcome.error_type in RUN_STOPPING_ERRORS:
+            why = RUN_STOPPING_ERRORS[outcome.error_type]
+            raise FatalError(f"{outcome.failure.reason} (the run stops: {why}, so every document would fail the "  # type: ignore[union-attr]
+                             "same way)")
 
     def _log(self, outcome: Outcome) -> None:
         if self.settings.dry_run:
@@ -255,20 +322,51 @@ class Run:
 
         data, s = outcome.data, self.settings
         usage = data.get("usage") or {}
-        record = RunRecord(
+        record = RunRecord(**storable(dict(
             started=outcome.started, seconds=round(outcome.seconds, 3), command=s.command, document=outcome.job.name,
             model=str(data.get("model") or s.model), status=outcome.kind, question=self.question,
             strategy=str(data.get("strategy") or s.strategy), window=data.get("window") or s.window, kv=s.kv,
             error=outcome.failure.reason if outcome.failure else None, segments=int(data.get("segments") or 0),
-            calls=len(data.get("calls") or []), prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0), cost_usd=float(usage.get("cost_usd") or 0.0),
+            calls=len(data.get("calls") or []) + int(usage.get("repeated_calls") or 0),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+            cost_usd=float(usage.get("cost_usd") or 0.0),
             output=str(outcome.files.markdown) if outcome.files is not None and outcome.kind == "done" else None,
             result=data or None,
-        )
+        )))
+        path = runs_path(s.workspace)
         try:
-            RunLog(runs_path(s.workspace)).add(record)
+            try:
+                RunLog(path).add(record)
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise
+                aside = move_aside(path)  # a damaged history: kept aside, a new one started
+                self.display.note(f"warning: the runs log {path} was damaged ({exc}); moved to {aside.name}, "
+                                  "starting a new one", "yellow")
+                RunLog(path).add(record)
         except (OSError, sqlite3.Error) as exc:
-            self.display.note(f"warning: the runs log {runs_path(s.workspace)} could not be written ({exc})", "yellow")
+            self.display.note(f"warning: the runs log {path} could not be written ({exc})", "yellow")
+
+
+def storable(value: Any) -> Any:
+    """`value` with every string valid UTF-8: a file name that is not (Python keeps its bytes as lone surrogates)
+    gets them as `\\xe9`, so SQLite can store it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "surrogateescape") if _only_escaped(value) else value.encode("utf-8", "backslashreplace")
+            return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v) for v in value]
+    return value
+
+
+def _only_escaped(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def dry_run_data(data: dict[str, Any]) -> dict[str, Any]:
@@ -301,13 +399,31 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
         for failure in failures:
             printer.json_line({"source": failure.name, "error": failure.reason, "error_type": "DocumentError"})
     try:
+        outputs = OutputFolder(out) if out else None
+        if outputs is not None and not settings.dry_run:
+            try:
+                outputs.check()
+            except OutputError as exc:
+                raise FatalError(f"--out {out}: {exc}") from exc
         with ExitStack() as stack:
             stack.enter_context(display)
-            resources = Resources(settings, stack)
-            current = Run(settings, question, display, printer, resources, OutputFolder(out) if out else None,
-                          output_settings)
+            resources = Resources(settings, stack, warn=lambda message: display.note(message, "yellow"))
+            current = Run(settings, question, display, printer, resources, outputs, output_settings)
+            busy: list[tuple[Job, str]] = []
             for job in jobs:
-                current.report(current.read_one(job), failures)
+                outcome = current.read_one(job)
+                if outcome.kind == "busy":
+                    busy.append((job, outcome.holder))
+                    if len(jobs) > 1 and not settings.quiet:
+                        display.note(f"{job.name}: another longread run ({outcome.holder}) is reading it with the "
+                                     "same settings; coming back to it after the others")
+                    continue
+                current.report(outcome, failures)
+                finished += 1
+            for job, holder in busy:  # by now the other run has finished them, or will soon
+                if not settings.quiet:
+                    display.note(f"waiting for the other longread run ({holder}) to finish {job.name}")
+                current.report(current.read_one(job, wait=True), failures)
                 finished += 1
     except FatalError as exc:
         note(err, f"error: {exc}", "red")

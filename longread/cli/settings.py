@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def configure_logging(verbose: bool, debug: bool) -> None:
         root = logging.getLogger()
         root.handlers[:] = [handler]
         root.setLevel(logging.DEBUG)
+    else:  # a warning is one line saying what happened, not Python's file, line number and source line
+        warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: object = None, line: str | None = None) -> None:
+    from ..console import note, stderr_console
+
+    note(stderr_console(), f"warning: {message}", "yellow")
 
 
 def default_workspace() -> Path:
@@ -73,6 +83,7 @@ class Settings:
     stream: bool = True
     writes_files: bool = False  # summaries go to --out, not stdout
     alias: str | None = None  # the alias the model string came from
+    timeout: float | None = None  # seconds per model call (API models); None: the backend's default
 
     @property
     def debug(self) -> bool:
@@ -88,7 +99,7 @@ def user_config() -> Config:
 
 
 def resolve(command: str, *, model: str | None, window: int | None, kv: str | None, strategy: str | None,
-            workspace: Path | None, **flags: bool) -> Settings:
+            workspace: Path | None, timeout: float | None = None, **flags: bool) -> Settings:
     config = user_config()
     given = model or config.model or DEFAULT_MODEL
     resolved = config.resolve_model(given)
@@ -104,7 +115,7 @@ def resolve(command: str, *, model: str | None, window: int | None, kv: str | No
     return Settings(
         command=command, model=resolved, window=window or config.window, kv=kv,
         strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
-        alias=given if resolved != given else None, **flags,
+        alias=given if resolved != given else None, timeout=timeout, **flags,
     )
 
 

@@ -9,7 +9,7 @@ import typer
 
 from .options import (
     DryRunOption, ForceOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption,
-    WindowOption, WorkspaceOption,
+    TimeoutOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -33,12 +33,13 @@ def summarize(
     workspace: WorkspaceOption = None,
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Summarize documents and folders of them."""
     from .runner import run
     from .settings import resolve
 
-    settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
+    settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
                        writes_files=out is not None)
     raise typer.Exit(run(list(paths), None, settings, out))
