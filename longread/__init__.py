@@ -22,6 +22,7 @@ _EXPORTS = {
     "DocumentError": "errors", "DocumentTooLong": "errors", "LongreadError": "errors", "ModelError": "errors",
     "StrategyError": "errors", "WindowExceeded": "errors", "WindowTooSmall": "errors",
     "Reader": "reader", "aask": "reader", "ask": "reader", "asummarize": "reader", "summarize": "reader",
+    "aask_many": "many", "ask_many": "many", "asummarize_many": "many", "summarize_many": "many",
     "CallRecord": "results", "ChainEvent": "results", "Citation": "results", "ReadEvent": "results",
     "Result": "results", "Usage": "results",
     "Strategy": "workflows", "available_strategies": "workflows", "get_strategy": "workflows",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from .documents import Document, load_document
     from .errors import (DocumentError, DocumentTooLong, LongreadError, ModelError, StrategyError, WindowExceeded,
                          WindowTooSmall)
+    from .many import aask_many, ask_many, asummarize_many, summarize_many
     from .reader import Reader, aask, ask, asummarize, summarize
     from .results import CallRecord, ChainEvent, Citation, ReadEvent, Result, Usage
     from .workflows import Strategy, available_strategies, get_strategy, register_strategy

@@ -63,11 +63,12 @@ class ChatSettings:
     window: int | None
     kv: str | None
     workspace: Path
-    strategy: str = "chain"
+    strategy: str = "auto"
     as_json: bool = False  # one JSON object per answer on stdout
     quiet: bool = False  # no progress and no notes
     stream: bool = True
     timeout: float | None = None  # seconds per model call (API models)
+    api_base: str | None = None  # --api-base
 
 
 def session_folder(workspace: Path, session: str) -> Path:
@@ -399,7 +400,8 @@ def run_chat(settings: ChatSettings) -> int:
     try:
         with ExitStack() as stack:
             document = load_source(str(settings.path))
-            model = backends.get_model(settings.model, kv=settings.kv, timeout=settings.timeout)
+            model = backends.get_model(settings.model, kv=settings.kv, api_base=settings.api_base,
+                                       timeout=settings.timeout)
             if settings.window and settings.window > model.context_window:
                 raise LongreadError(f"--window {settings.window} is larger than the context window of {model.name} "
                                     f"({model.context_window})")

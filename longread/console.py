@@ -297,6 +297,12 @@ class Display:
         line.refresh()
         return line
 
+    def drop(self, line: DocumentProgress | None) -> None:
+        """Removes a document's line without counting it (a document put off to the end of the run)."""
+        with self._lock:
+            if line is not None and line.task is not None:
+                self.progress.remove_task(line.task)
+
     def finish(self, line: DocumentProgress | None, outcome: str) -> None:
         """outcome: done | failed | skipped."""
         with self._lock:

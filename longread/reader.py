@@ -44,6 +44,7 @@ class Reader:
     >>> reader = Reader("book.txt", model="local", strategy="lookback")
     >>> reader.ask("Who is the narrator?").answer
 
+    `api_base` sends an API model's calls to that server (`longread serve`, vLLM: docs/serving.md).
     `strategy` is a name from `longread.workflows.available_strategies()` (chain, lookback, multipath, rag,
     truncate, full, auto, and what plugins add), a spec with options (`"multipath:paths=5"`), or a Strategy.
 
@@ -82,6 +83,7 @@ class Reader:
         model: str | ChatModel = "local",
         window: int | None = None,
         kv: str | None = None,
+        api_base: str | None = None,
         timeout: float | None = None,
         strategy: str | Strategy | None = None,
         prompts: Prompts | None = None,
@@ -95,7 +97,8 @@ class Reader:
         controller_options: Mapping[str, Any] | None = None,
     ):
         self.document = as_document(source)
-        self.model = get_model(model, kv=kv, timeout=timeout)
+        # get_model drops the options left at None
+        self.model = get_model(model, kv=kv, api_base=api_base, timeout=timeout)
         self.window = window or default_window(self.model)
         self.strategy = get_strategy(strategy)
         self.prompts = prompts or DEFAULT_PROMPTS

@@ -34,3 +34,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def chain_by_default(monkeypatch):
+    """The command-line tests exercise the chain: `--strategy` comes from LONGREAD_STRATEGY unless a test sets it
+    (the product's own default, `auto`, is tested in test_strategies.py and test_catalog.py)."""
+    monkeypatch.setenv("LONGREAD_STRATEGY", "chain")

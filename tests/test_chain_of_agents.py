@@ -34,7 +34,7 @@ def notes_in(call) -> str:
 
 def test_query_mode_calls_n_workers_then_one_manager_each_worker_gets_previous_notes():
     model = MockModel(completion_tokens=20)
-    reader = Reader(long_text(40), model=model, window=1024)
+    reader = Reader(long_text(40), strategy="chain", model=model, window=1024)
     result = reader.ask("How many boats went out?")
 
     n = result.segments
@@ -64,7 +64,7 @@ def test_query_mode_calls_n_workers_then_one_manager_each_worker_gets_previous_n
 
 def test_summary_mode_asks_for_long_notes_and_a_summary():
     model = MockModel(completion_tokens=10)
-    reader = Reader(long_text(30), model=model, window=1024)
+    reader = Reader(long_text(30), strategy="chain", model=model, window=1024)
     query_budget = reader.budget("query", "q?")
     result = reader.summarize()
     assert result.mode == "summary" and result.question is None
@@ -80,7 +80,7 @@ def test_summary_mode_asks_for_long_notes_and_a_summary():
 def test_worker_that_finds_nothing_passes_previous_notes_on_unchanged():
     scripted = {0: "Note one: the harbour master keeps a green book.", 1: NOTHING_RELEVANT, 2: "I don't know."}
     model = MockModel(completion_tokens=12, replies={"worker": lambda call: scripted.get(call.segment)})
-    result = Reader(long_text(40), model=model, window=1024).ask("What colour is the book?")
+    result = Reader(long_text(40), strategy="chain", model=model, window=1024).ask("What colour is the book?")
     assert result.segments >= 4
     # Workers 3 and 4 receive worker 1's notes, not "NOTHING RELEVANT" or "I don't know".
     assert notes_in(model.calls[1]) == "Note one: the harbour master keeps a green book."
@@ -96,7 +96,7 @@ def test_worker_that_finds_nothing_passes_previous_notes_on_unchanged():
 def test_citations_are_char_spans_of_the_cited_segments():
     text = long_text(20)
     model = MockModel(completion_tokens=8)
-    reader = Reader(text, model=model, window=1024)
+    reader = Reader(text, strategy="chain", model=model, window=1024)
     result = reader.ask("Who counts boats?")
     assert result.citations, "every worker wrote notes, so every segment is evidence"
     for citation in result.citations:
@@ -108,14 +108,14 @@ def test_citations_are_char_spans_of_the_cited_segments():
 def test_window_too_small_is_an_error_before_any_call():
     model = MockModel()
     with pytest.raises(WindowTooSmall, match="too small"):
-        Reader(long_text(5), model=model, window=200).ask("What is written in the green book each morning?")
+        Reader(long_text(5), strategy="chain", model=model, window=200).ask("What is written in the green book each morning?")
     assert model.call_count == 0
 
 
 def test_resume_after_failure_does_not_repeat_finished_worker_calls():
     checkpointer = InMemorySaver()
     model = MockModel(completion_tokens=10, fail_on_calls={4})
-    reader = Reader(long_text(40), model=model, window=1024, checkpointer=checkpointer)
+    reader = Reader(long_text(40), strategy="chain", model=model, window=1024, checkpointer=checkpointer)
     with pytest.raises(RuntimeError, match="injected failure at call 4"):
         reader.ask("How many boats?")
     assert len(model.calls) == 3  # workers 0..2 finished before the failure
@@ -140,8 +140,8 @@ def test_resume_after_failure_does_not_repeat_finished_worker_calls():
 def test_async_twin_makes_the_same_calls():
     sync_model, async_model = MockModel(completion_tokens=9), MockModel(completion_tokens=9)
     text = long_text(25)
-    sync_result = Reader(text, model=sync_model, window=1024).ask("Where?")
-    async_result = asyncio.run(Reader(text, model=async_model, window=1024).aask("Where?"))
+    sync_result = Reader(text, strategy="chain", model=sync_model, window=1024).ask("Where?")
+    async_result = asyncio.run(Reader(text, strategy="chain", model=async_model, window=1024).aask("Where?"))
     assert [c.messages for c in sync_model.calls] == [c.messages for c in async_model.calls]
     assert async_result.text == sync_result.text
 
@@ -149,7 +149,7 @@ def test_async_twin_makes_the_same_calls():
 def test_recursion_limit_follows_segment_count():
     """A book needs far more than LangGraph's default 25 steps."""
     model = MockModel(completion_tokens=4)
-    result = Reader(long_text(200), model=model, window=600).ask("Boats?")
+    result = Reader(long_text(200), strategy="chain", model=model, window=600).ask("Boats?")
     assert result.segments > 30
     assert len(model.calls) == result.segments + 1
 
@@ -169,7 +169,7 @@ def test_every_call_fits_its_window(body, question, window, completion, summary)
     if not body.strip():
         return
     model = MockModel(completion_tokens=completion)
-    reader = Reader(body, model=model, window=window)
+    reader = Reader(body, strategy="chain", model=model, window=window)
     try:
         result = reader.summarize() if summary else reader.ask(question)
     except WindowTooSmall:

@@ -23,7 +23,7 @@ WINDOW = 1024
 def open_session(folder: Path, model, embedder):
     conn = sqlite3.connect(folder / "chat.sqlite", check_same_thread=False)
     stream = MemoryStream(folder / "memory.sqlite", embedder=embedder, tokenizer=model.tokenizer)
-    reader = Reader(STORY, model=model, window=WINDOW, memory=stream, session="carrow")
+    reader = Reader(STORY, strategy="chain", model=model, window=WINDOW, memory=stream, session="carrow")
     return build_chat_graph(reader, checkpointer=SqliteSaver(conn)), reader, stream, conn
 
 

@@ -38,7 +38,7 @@ def part(book: str, chars: int, title: str) -> Document:
 
 
 def test_a_chain_of_agents_question_with_the_embedded_model(embedded_model, book, question):
-    reader = Reader(part(book, CHAIN_CHARS, "chain"), model=embedded_model, window=WINDOW)
+    reader = Reader(part(book, CHAIN_CHARS, "chain"), strategy="chain", model=embedded_model, window=WINDOW)
     events, streamed = [], []
     result = reader.ask(question, on_event=events.append, on_text=streamed.append)
 

@@ -1,5 +1,5 @@
-"""Every strategy end to end with the real embedded model (and all-MiniLM-L6-v2 for retrieval) on the first two
-sections of examples/lighthouse_keeper.md: structure, not wording (the 135M model's answers are weak)."""
+"""Every strategy end to end with the real embedded model (and all-MiniLM-L6-v2 for retrieval) on the first
+section of examples/lighthouse_keeper.md: structure, not wording (the 135M model's answers are weak)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from longread import Reader
 pytestmark = pytest.mark.slow
 
 STORY = Path(__file__).resolve().parents[1] / "examples" / "lighthouse_keeper.md"
-WINDOW = 1024
+WINDOW = 512
 QUESTION = "What was the name of Ada's cat?"
 EXPECTED_AGENTS = {
     "chain": {"worker", "manager"}, "lookback": {"worker", "manager"}, "multipath": {"worker", "manager", "judge"},
@@ -23,7 +23,7 @@ EXPECTED_AGENTS = {
 @pytest.fixture(scope="module")
 def story() -> str:
     text = STORY.read_text()
-    return text[: text.index("## III.")]  # two sections, about 1,300 tokens: 2-3 segments at this window
+    return text[: text.index("## II.")]  # the first section, about 430 tokens: 2 segments at this window
 
 
 @pytest.mark.parametrize("name", [*EXPECTED_AGENTS, "auto"])
@@ -32,7 +32,7 @@ def test_each_strategy_with_the_embedded_model(embedded_model, story, name):
     result = reader.ask(QUESTION)
     agents = {c.agent for c in result.calls}
     if name == "auto":
-        assert result.extras["route"] in ("rag", "lookback")
+        assert result.extras["route"] in ("rag", "lookback:guided=true,notes=map")
         assert agents == ({"reader"} if result.extras["route"] == "rag" else {"reader", "worker", "manager"}) \
             or (result.extras.get("not_found") and agents == {"reader", "worker"})
     elif result.extras.get("not_found"):
@@ -48,5 +48,9 @@ def test_each_strategy_with_the_embedded_model(embedded_model, story, name):
         assert 0 <= c.start < c.end <= len(story)
     if name in ("chain", "lookback", "multipath"):
         n = result.segments
-        paths = 3 if name == "multipath" else 1
-        assert n >= 2 and sum(c.agent == "worker" for c in result.calls) == paths * n
+        paths = 1
+        if name == "multipath":  # as many paths as distinct reading orders: 2 for 2 segments, else 3
+            paths = result.extras["paths"]
+            assert paths == (2 if n == 2 else 3)
+        assert n >= 2
+        assert sum(c.agent == "worker" for c in result.calls) == paths * n

@@ -528,7 +528,7 @@ def test_a_document_another_run_is_reading_is_waited_for_and_not_read_again(tmp_
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(6))
     model = use(monkeypatch, MockModel())
-    threads = Reader(str(doc), model=model, window=512).thread_ids(None)
+    threads = Reader(str(doc), model=model, window=512, strategy="chain").thread_ids(None)
     other = WorkLock(tmp_path / "workspace" / "locks", lock_key(threads), threads)
     held = threading.Event()
 

@@ -40,7 +40,7 @@ QUESTION = "What colour was boat number 17 painted?"
 # -- chain ---------------------------------------------------------------------------------------------------------
 def test_an_all_nothing_relevant_chain_says_not_found_and_never_calls_the_manager():
     model = MockModel(replies={"worker": NOTHING_RELEVANT})
-    result = Reader(book(), model=model, window=1024).ask(QUESTION)
+    result = Reader(book(), strategy="chain", model=model, window=1024).ask(QUESTION)
     n = result.segments
     assert [c.agent for c in model.calls] == ["worker"] * n  # no manager call that could invent an answer
     assert result.extras["not_found"] and result.citations == []
@@ -51,7 +51,7 @@ def test_an_all_nothing_relevant_chain_says_not_found_and_never_calls_the_manage
 def test_the_marker_counts_only_alone_and_its_replies_are_kept():
     replies = {0: NOTHING_RELEVANT, 1: "NOTHING RELEVANT. But boat 17 was painted crimson.", 2: "  nothing relevant.  "}
     model = MockModel(replies={"worker": lambda call: replies.get(call.segment), "manager": "crimson"})
-    result = Reader(book(), model=model, window=1024).ask(QUESTION)
+    result = Reader(book(), strategy="chain", model=model, window=1024).ask(QUESTION)
     passed = [c.passed_on for c in result.calls if c.agent == "worker"]
     assert passed[:3] == [True, False, True]
     # The reply after the marker is the note the next worker gets, without the marker.
@@ -64,7 +64,7 @@ def test_the_marker_counts_only_alone_and_its_replies_are_kept():
 
 def test_lookback_gives_the_manager_the_cited_passages_within_its_window():
     window = 1024
-    probe = Reader(book(), model=MockModel(), window=window)
+    probe = Reader(book(), strategy="chain", model=MockModel(), window=window)
     segments = probe.segments(probe.budget("query", QUESTION).segment_tokens)
     [part] = [s.index for s in segments if "Paragraph 17." in s.text]
 
@@ -202,25 +202,30 @@ def test_auto_stops_at_retrieval_when_it_answers():
     model = MockModel(replies={"reader": "fawn"})
     result = Reader(book(), model=model, window=1024, strategy="auto").ask(QUESTION)
     assert [c.agent for c in model.calls] == ["reader"]
-    assert "UNANSWERABLE" in user(model.calls[0])
+    assert "does not contain the answer, say that it does not" in user(model.calls[0])
     assert result.text == "fawn" and result.extras["route"] == "rag" and result.strategy == "auto"
 
 
 def test_auto_reads_the_whole_document_when_retrieval_cannot_answer():
-    model = MockModel(replies={"reader": "UNANSWERABLE", "worker": "boat 17 was fawn", "manager": "fawn"})
+    from longread.workflows.auto import AutoStrategy
+
+    grounded = 'Answer: fawn\nEvidence: "painted boat number 17 fawn at dawn"'
+    model = MockModel(replies={"reader": "The text does not contain the answer.", "worker": grounded,
+                               "manager": "fawn"})
     result = Reader(book(), model=model, window=1024, strategy="auto").ask(QUESTION)
     n = result.segments
     assert [c.agent for c in model.calls] == ["reader"] + ["worker"] * n + ["manager"]
     assert [c.agent for c in result.calls] == ["reader"] + ["worker"] * n + ["manager"]
-    assert result.text == "fawn" and result.extras["route"] == "lookback"
+    assert result.text == "fawn" and result.extras["route"] == AutoStrategy().fallback
     assert "could not answer" in result.extras["route_reason"]
+    assert sum(not c.passed_on for c in result.calls if c.agent == "worker") == 1  # one part holds the evidence
 
 
 def test_auto_summarizes_with_its_fallback():
     model = MockModel()
     result = Reader(book(12), model=model, window=1024, strategy="auto").summarize()
     assert "reader" not in [c.agent for c in model.calls] and model.calls[-1].agent == "manager"
-    assert result.extras["route"] == "lookback"
+    assert result.extras["route"] == "lookback:guided=true,notes=map"
 
 
 # -- every strategy ------------------------------------------------------------------------------------------------
@@ -291,7 +296,9 @@ def test_the_registry_parses_specs_and_refuses_unknown_names():
     assert get_strategy("multipath:5").paths == 5
     assert get_strategy("multipath:paths=4,lookback=true") == MultipathStrategy(paths=4, lookback=True)
     assert get_strategy("lookback") == ChainStrategy(lookback=True)
-    assert get_strategy(None) == ChainStrategy()
+    from longread.workflows.auto import AutoStrategy
+
+    assert get_strategy(None) == AutoStrategy()
     with pytest.raises(StrategyError, match="unknown strategy 'nope'.*chain"):
         get_strategy("nope")
     with pytest.raises(StrategyError, match="multipath:paths=two"):
@@ -315,7 +322,7 @@ def test_a_registered_strategy_is_used_by_reader():
 def test_evidence_notes_keep_grounded_replies_as_items_and_drop_invented_ones():
     from longread.agents.notes import evidence_items, grounded
 
-    probe = Reader(book(), model=MockModel(), window=1024)
+    probe = Reader(book(), strategy="chain", model=MockModel(), window=1024)
     segments = probe.segments(probe.budget("query", QUESTION).segment_tokens)
     [part] = [s.index for s in segments if "Paragraph 17." in s.text]
     assert grounded('Answer: fawn\nEvidence: "painted boat number 17 fawn at dawn"', segments[part].text, QUESTION)
@@ -358,3 +365,20 @@ def test_map_notes_never_show_a_worker_the_earlier_notes():
     for call in model.calls_by("worker"):
         assert "Notes on the earlier parts" not in user(call) and "Answer: boat" not in user(call)
     assert result.strategy == "chain:notes=map"
+
+
+@pytest.mark.parametrize("name", [*ALL, "chain:notes=map", "lookback:guided=true,notes=evidence"])
+def test_a_dry_run_counts_every_call_a_real_run_could_make(name):
+    from longread.backends.estimate import EstimateModel
+
+    counter = MockModel(context_window=100_000)
+    estimate = EstimateModel(counter)
+    bound = Reader(book(), model=estimate, window=1024, strategy=name).ask(QUESTION)
+    grounded = 'Answer: amber\nEvidence: "The harbour master painted boat number 3 amber"'
+    for replies in ({}, {"reader": "The text does not contain the answer.", "worker": NOTHING_RELEVANT},
+                    {"reader": "The text does not contain the answer.", "worker": grounded}):
+        real = MockModel(context_window=100_000, replies=replies)
+        result = Reader(book(), model=real, window=1024, strategy=name).ask(QUESTION)
+        assert len(bound.calls) >= len(result.calls)
+        assert bound.usage.completion_tokens >= result.usage.completion_tokens
+    assert all(c.completion_tokens == c.max_new_tokens for c in bound.calls)

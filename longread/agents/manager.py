@@ -37,6 +37,8 @@ class Manager:
     def nothing_to_read(self, notes: CommunicationUnit, extra_notes: Sequence[str] = (), sources: str = "") -> bool:
         """A question whose readers all found nothing: the answer is `not_found_answer`, with no call that could
         invent one. (A summary still gets its call: every part was read.)"""
+        if getattr(self.model, "upper_bound", False):
+            return False  # a dry run counts the call a real reply could lead to
         return self.mode == "query" and not notes.text.strip() and not extra_notes and not sources.strip()
 
     def not_found(self, parts: int) -> str:

@@ -102,11 +102,13 @@ class Prompts:
         "the answer, say that it does not."
     )
     reader_summary_task: str = "{text}\n\nWrite a well-organised summary of the document above."
-    # Self-Route's first step (auto): answer from retrieved excerpts, or say they cannot answer.
+    # Self-Route's first step (auto): answer from retrieved excerpts, or say they do not hold the answer (replies.py
+    # reads the paraphrases). Asking for an exact UNANSWERABLE marker made the 0.5B model take it on needles it
+    # could answer (docs/quality.md), so the wording is the reader's own.
     unanswerable: str = "UNANSWERABLE"
     route_query_task: str = (
-        "{text}\n\nQuestion: {question}\n\nAnswer the question from the excerpts above. If the excerpts do not "
-        "contain the answer, reply with exactly: UNANSWERABLE"
+        "{text}\n\nQuestion: {question}\n\nAnswer the question from the text above. If the text does not contain "
+        "the answer, say that it does not."
     )
     excerpt_heading: str = "Excerpts of the document, in order:\n\n"
     excerpt: str = "[excerpt {number}] {text}\n\n"

@@ -68,7 +68,8 @@ class Worker:
             return WorkerStep(previous, completion, passed_on=True)
         text = after_marker(completion.text, marker) if self.mode == "query" else completion.text.strip()
         if self.evidence and self.mode == "query":
-            if not grounded(text, segment.text, self.question or ""):
+            bound = getattr(self.model, "upper_bound", False)  # a dry run keeps every note a real reply could give
+            if not bound and not grounded(text, segment.text, self.question or ""):
                 return WorkerStep(previous, completion, passed_on=True)  # an answer its part does not hold
             count, cap = self.model.tokenizer.count, self.budget.notes_tokens
             return WorkerStep(add_evidence(previous, segment.index, text, lambda t: count(t) <= cap, self.rank),

@@ -19,7 +19,15 @@ from .base import ChatModel, Completion, Message
 
 
 class EstimateModel(ChatModel):
-    """Counts prompts with `counter` (the chosen model) and writes every call's full cap (see the module doc)."""
+    """Counts prompts with `counter` (the chosen model) and writes every call's full cap (see the module doc).
+
+    `upper_bound`: strategies take every branch a real reply could lead to (a worker's notes are kept, the manager
+    is called, auto's fallback runs), so the estimate bounds the real run. `stand_in`: model-free helpers (the
+    hashing embedder) serve it, since it must not load a neural model to count tokens.
+    """
+
+    upper_bound = True
+    stand_in = True
 
     def __init__(self, counter: ChatModel):
         self.counter = counter

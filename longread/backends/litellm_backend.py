@@ -6,7 +6,8 @@ What this module adds on top of `litellm.completion`:
   and jitter that honours Retry-After (tenacity); litellm's and the OpenAI SDK's own retries are off so only ours
   count;
 - window and prices from litellm's bundled table only (never from a provider's server or the Hugging Face hub);
-- a cap on calls in flight (one asyncio semaphore per event loop, one thread semaphore for sync calls);
+- a cap on calls in flight (one asyncio semaphore per event loop, one thread semaphore for sync calls), and one
+  pause shared by every call after a rate limit (pacing.py), so documents read at once back off together;
 - streaming (`on_text`): the text goes to the callback as the provider sends it, usage is still counted
   (`stream_options.include_usage`, then litellm's `stream_chunk_builder`), and a call is retried only until its
   first words arrived, since a retry would repeat text the reader has already seen;
@@ -34,6 +35,7 @@ from .. import _env  # noqa: F401  (must run before litellm is imported: no pric
 from ..errors import ModelError
 from ..tokenizers import tokenizer_for_api_model
 from .base import ChatModel, Completion, Message
+from .pacing import SharedPause
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +184,12 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, openai.APIError) and isinstance(status, int) and (status == 429 or status >= 500)
 
 
+def is_rate_limit(error: BaseException) -> bool:
+    """A 429: the provider asks for fewer requests (not a timeout or a 5xx, which concern one call)."""
+    limited = getattr(_litellm(), "RateLimitError", None)
+    return (limited is not None and isinstance(error, limited)) or getattr(error, "status_code", None) == 429
+
+
 class StreamInterrupted(Exception):
     """A stream that failed after its first words were delivered: not retried (the words cannot be taken back)."""
 
@@ -259,12 +267,13 @@ class LiteLLMModel(ChatModel):
             weakref.WeakKeyDictionary()
         )
         self._loop_slots_lock = threading.Lock()
+        self._pause = SharedPause()
 
     # -- pickling: no credentials, no locks --------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_credentials", "_thread_slots", "_loop_slots", "_loop_slots_lock"):
+        for name in ("_credentials", "_thread_slots", "_loop_slots", "_loop_slots_lock", "_pause"):
             state.pop(name, None)
         return state
 
@@ -304,13 +313,15 @@ class LiteLLMModel(ChatModel):
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                   **extra) -> Completion:
         litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None)
+        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
+                                cache_prefix=cache_prefix)
         attempts, started = 0, None
 
         def attempt() -> Any:
             nonlocal attempts, started
             attempts += 1
             with self._thread_slots:
+                self._pause.wait()
                 started = started or time.perf_counter()
                 response = litellm.completion(**request)
                 if on_text is None:
@@ -338,7 +349,8 @@ class LiteLLMModel(ChatModel):
     async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                          **extra) -> Completion:
         litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None)
+        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
+                                cache_prefix=cache_prefix)
         slots = self._async_slots()
         attempts, started = 0, None
 
@@ -346,6 +358,7 @@ class LiteLLMModel(ChatModel):
             nonlocal attempts, started
             attempts += 1
             async with slots:
+                await self._pause.await_()
                 started = started or time.perf_counter()
                 response = await litellm.acompletion(**request)
                 if on_text is None:
@@ -379,12 +392,18 @@ class LiteLLMModel(ChatModel):
             return slots
 
     def _request(self, messages: list[Message], max_new_tokens: int, temperature: float,
-                 stream: bool = False) -> dict[str, Any]:
+                 stream: bool = False, cache_prefix: int | None = None) -> dict[str, Any]:
         """Keyword arguments of one litellm call. Holds the credentials: it lives only for the call."""
         request = dict(self.litellm_kwargs)
         request.update(self._credentials.as_kwargs())
         if self.api_base is not None:
             request["api_base"] = self.api_base
+            if cache_prefix:
+                # A self-hosted server: `longread serve` keeps the KV of this question-independent prefix (a header,
+                # so no other server can refuse the request for it; vLLM finds shared prefixes by itself).
+                from ..serve.protocol import CACHE_PREFIX_HEADER
+
+                request["extra_headers"] = {**request.get("extra_headers", {}), CACHE_PREFIX_HEADER: str(cache_prefix)}
         request.update(
             model=self.name,
             messages=list(messages),
@@ -413,6 +432,8 @@ class LiteLLMModel(ChatModel):
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        if error is not None and is_rate_limit(error):
+            self._pause.hold(wait)  # every call of this model waits it out, not only this one
         # The class name only: provider messages can echo request details.
         logger.warning(
             "%s: %s on attempt %d of %d, retrying in %.1f s",

@@ -231,6 +231,13 @@ def _litellm(model: str, **options: Any) -> ChatModel:
     from .litellm_backend import LiteLLMModel
 
     options.pop("kv", None)  # KV policies are a local-backend concept
+    if options.get("api_base") and options.get("api_key") is None:
+        from . import catalog
+
+        if catalog.missing_keys(model):
+            # A self-hosted server (longread serve, vLLM) may take no key, but OpenAI's SDK refuses to send a request
+            # without one; a server that does want a key answers 401, and that error names the variable to set.
+            options["api_key"] = "no-key"
     return LiteLLMModel(model, **options)
 
 

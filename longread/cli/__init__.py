@@ -24,7 +24,9 @@ from .. import __version__
 from .ask import ask
 from .chat import chat
 from .models import models
+from .options import OPTIONAL_VALUES
 from .runs import app as runs_app
+from .serve import serve
 from .settings_commands import alias_app, config_app, strategies
 from .summarize import summarize
 
@@ -42,6 +44,27 @@ def _option_type_for_people(self, ctx):  # noqa: ANN001
     return None if self.is_flag else _option_type(self, ctx)
 
 
+def with_optional_values(args: list[str]) -> list[str]:
+    """`--ray` alone (last, or before another option) becomes `--ray auto`: an option whose value may be left out,
+    which typer's parser cannot express (click's `flag_value` on a value option is not passed on)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            return out + list(args[i + 1:])
+        if arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
+_parse_args = typer.core.TyperCommand.parse_args
+
+
+def _parse_args_with_optional_values(self, ctx, args):  # noqa: ANN001
+    return _parse_args(self, ctx, with_optional_values(list(args)))
+
+
+typer.core.TyperCommand.parse_args = _parse_args_with_optional_values  # type: ignore[method-assign]
 typer.core.TyperArgument.display_type_rich = _argument_type  # type: ignore[method-assign]
 typer.core.TyperOption.display_type_rich = _option_type_for_people  # type: ignore[method-assign]
 
@@ -84,6 +107,7 @@ app.command(**READS)(ask)
 app.command(**READS)(summarize)
 app.command(**READS)(chat)
 app.command()(models)
+app.command()(serve)
 app.add_typer(runs_app, name="runs")
 app.add_typer(alias_app, name="alias")
 app.add_typer(config_app, name="config")

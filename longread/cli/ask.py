@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from .options import (
-    DryRunOption, ForceOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption,
-    TimeoutOption, WindowOption, WorkspaceOption,
+    ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
+    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -27,6 +27,9 @@ def ask(
     workspace: WorkspaceOption = None,
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
+    api_base: ApiBaseOption = None,
+    jobs: JobsOption = None,
+    ray: RayOption = None,
     timeout: TimeoutOption = None,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
@@ -35,6 +38,7 @@ def ask(
 
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
-    settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace, timeout=timeout,
+    settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream)
     raise typer.Exit(run([path], question, settings, None))

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption, WindowOption
-from .options import TimeoutOption, WorkspaceOption
+from .options import ApiBaseOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption
+from .options import TimeoutOption, WindowOption, WorkspaceOption
 
 
 def chat(
@@ -26,6 +26,7 @@ def chat(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
+    api_base: ApiBaseOption = None,
     workspace: WorkspaceOption = None,
     timeout: TimeoutOption = None,
 ) -> None:
@@ -37,7 +38,7 @@ def chat(
     from .settings import resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       timeout=timeout, as_json=as_json, quiet=quiet, stream=not no_stream)
+                       api_base=api_base, timeout=timeout, as_json=as_json, quiet=quiet, stream=not no_stream)
     try:
         preflight(settings)
     except FatalError as exc:
@@ -45,5 +46,6 @@ def chat(
         raise typer.Exit(1) from None
     raise typer.Exit(run_chat(ChatSettings(
         path, session, settings.model, settings.window, settings.kv, settings.workspace,
-        strategy=settings.strategy, as_json=as_json, quiet=quiet, stream=not no_stream, timeout=settings.timeout,
+        strategy=settings.strategy, api_base=settings.api_base, timeout=settings.timeout, as_json=as_json,
+        quiet=quiet, stream=not no_stream,
     )))

@@ -30,8 +30,8 @@ def strategy_help() -> str:
     from .strategies import strategy_names
 
     names = strategy_names()
-    return ("How a document is read: " + ", ".join(names) + " (default: chain, or the config file's strategy)."
-            if names else "How a document is read (default: chain).")
+    return ("How a document is read: " + ", ".join(names) + " (default: auto, or LONGREAD_STRATEGY, or the config file's strategy)."
+            if names else "How a document is read (default: auto).")
 
 
 ModelOption = Annotated[
@@ -53,7 +53,7 @@ KvOption = Annotated[
 ]
 StrategyOption = Annotated[
     Optional[str],
-    typer.Option("--strategy", metavar="NAME", show_default=False, help=strategy_help()),
+    typer.Option("--strategy", metavar="NAME", envvar="LONGREAD_STRATEGY", show_default=False, help=strategy_help()),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", metavar="", help="One JSON object per document per line on stdout, nothing else "
@@ -82,5 +82,27 @@ TimeoutOption = Annotated[
                  help="Seconds an API model has to answer one call before it is tried again (default 120; with "
                  "streaming, the longest wait for the next words). Local models ignore it."),
 ]
+ApiBaseOption = Annotated[
+    Optional[str],
+    typer.Option("--api-base", metavar="URL", envvar="LONGREAD_API_BASE", show_default=False,
+                 help="The server of an API model: `longread serve` or vLLM (`--model openai/NAME --api-base "
+                 "http://127.0.0.1:8000/v1`, `hosted_vllm/NAME`), a proxy, another endpoint of the provider."),
+]
+JobsOption = Annotated[
+    Optional[int],
+    typer.Option("--jobs", "-j", metavar="N", min=1, show_default=False,
+                 help="Documents of a folder read at once (default: 4 for API models, 1 for local ones). They "
+                 "share one cap on calls in flight and one pause after a rate limit."),
+]
+RayOption = Annotated[
+    Optional[str],
+    typer.Option("--ray", metavar="[ADDRESS]", envvar="LONGREAD_RAY_ADDRESS", show_default=False,
+                 help="Read the documents as tasks on a Ray cluster (`pip install 'longread[ray]'`): its address "
+                 "(ray://HOST:10001, HOST:6379), or `auto` (the default of a bare --ray) to join or start a local "
+                 "instance. Results are written here, as a local run writes them."),
+]
+# Options whose value may be left out (`--ray` alone means `--ray auto`): cli/__init__.py fills the value in
+# before typer parses the command line, whose parser has no optional values.
+OPTIONAL_VALUES = {"--ray": "auto"}
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", metavar="", help="Print the answer when it is "
                                               "finished instead of as it is written.")]

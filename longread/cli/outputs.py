@@ -108,10 +108,11 @@ def write_atomic(target: Path, text: str) -> None:
         raise
 
 
-def check_writable(folder: Path) -> None:
-    """Writes (then removes) a file in `folder`, creating it if needed; raises OutputError naming it. Folders it
-    had to create are removed again: a run that writes nothing leaves nothing behind."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+def check_writable(folder: Path, *, tidy: bool = True) -> None:
+    """Writes (then removes) a file in `folder`, creating it if needed; raises OutputError naming it. With `tidy`,
+    folders it had to create are removed again (a run that writes nothing leaves nothing behind); without, they
+    stay (documents read at once check their folders at once: one must not remove another's)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()] if tidy else []
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".longread-probe-", suffix=".tmp")
@@ -195,8 +196,9 @@ class SummaryFiles:
         return data
 
     def prepare(self) -> None:
-        """Checks, before any call, that the summary's folder can be written (OutputError otherwise)."""
-        check_writable(self.markdown.parent)
+        """Checks, before any call, that the summary's folder can be written (OutputError otherwise); the folder
+        is left in place for the summary."""
+        check_writable(self.markdown.parent, tidy=False)
 
     def write(self, markdown: str, data: dict[str, Any]) -> None:
         # Markdown first, JSON last: a run killed in between leaves the document unfinished, so it is redone.

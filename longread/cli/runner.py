@@ -3,27 +3,32 @@
     run(specs, question, settings, out) -> exit code
 
 1. `preflight`: the model string resolves and its key is set (or a dry run needs none), the strategy exists,
-   --window fits the model: one clear line and exit 1 before any document is read.
+   --window fits the model: one clear line and exit 1 before any document is read. `--out` is checked writable
+   before the first call too.
 2. `collect_jobs`: the documents; those that cannot even be listed are failures from the start.
-3. For each document, `read_one` returns an `Outcome` (done, skipped, failed) and `report` prints it, logs it in
-   the runs log and counts it on the display. `read_one` touches only its own document's files and progress
-   line, so several can run at once (a `--jobs` pool calls it from threads and `report` under one lock).
+3. For each document, `read_one` returns an `Outcome` (done, skipped, failed, busy) and `report` prints it, logs
+   it in the runs log and counts it on the display. `read_one` touches only its own document's files and progress
+   line, so several can run at once: with `--jobs N` a pool of threads calls it (parallel.py) and `report` runs
+   on the main thread, in the documents' order; with `--ray` the reading itself (`read_document`) runs as a Ray
+   task between `prepare` and `finish`, which stay here (cluster.py).
 4. An authentication error (or a model the provider does not have) stops the whole run: every other document
    would fail the same way. So does a checkpoint that cannot be saved (a full disk, a damaged or read-only
-   checkpoints file): the run stops at the first failed save instead of paying for calls it cannot keep.
+   checkpoints file): the run stops at the first failed save instead of paying for calls it cannot keep. Once
+   one document has met such an error, no other document starts (`Run.stop`).
 5. Before its first call a document takes the lock of its work (workspace.WorkLock): a document another run is
-   reading is put off and read last, by when it is finished (nothing is read twice). `--out` and the document's
-   summary folder are checked writable before any call; a finished chain stays in its checkpoint, so an output
-   that could not be written costs no call on the rerun.
+   reading is put off and read last, by when it is finished (nothing is read twice; a Ray task waits for the
+   lock instead). The document's summary folder is checked writable before any call; a finished chain stays in
+   its checkpoint, so an output that could not be written costs no call on the rerun.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -44,6 +49,7 @@ RUN_STOPPING_ERRORS = {
     "PermissionDeniedError": "the key was rejected",
     "NotFoundError": "the provider does not have this model",
 }
+CHECKPOINT_ERROR = "CheckpointError"  # the error_type of a checkpoint that could not be saved (a Ray task's reply)
 
 
 class FatalError(Exception):
@@ -55,8 +61,12 @@ def preflight(settings: Settings) -> None:
     """What would make every document fail, found before the first one is read (no call, no model loaded)."""
     from .strategies import strategy_names
 
+    if settings.api_base and backends.backend_for(settings.model).name != "litellm":
+        raise FatalError(f"--api-base {settings.api_base}: {settings.model} runs in this process; --api-base names "
+                         "the server of an API model (--model openai/NAME or hosted_vllm/NAME)")
     try:
-        backends.check_model(settings.model, need_key=not settings.dry_run)
+        # A server of one's own (--api-base) may take no key; one that wants one answers 401, which stops the run.
+        backends.check_model(settings.model, need_key=not settings.dry_run and not settings.api_base)
     except ModelError as exc:
         raise FatalError(_with_alias(settings, str(exc))) from exc
     name = settings.strategy.split(":", 1)[0]
@@ -71,7 +81,8 @@ def _with_alias(settings: Settings, message: str) -> str:
 
 @contextmanager
 def open_checkpointer(workspace: Path, warn: Callable[[str], None] = lambda message: None) -> Iterator[Any]:
-    """LangGraph's SqliteSaver on WORKSPACE/checkpoints.sqlite, checked first (workspace.open_checkpointer)."""
+    """LangGraph's SqliteSaver on WORKSPACE/checkpoints.sqlite, checked first (workspace.open_checkpointer): every
+    worker step of every run is kept there."""
     with _open_checked(checkpoints_path(workspace), warn) as saver:
         yield saver
 
@@ -90,16 +101,19 @@ class Resources:
     _model: Any = None
     _checkpointer: Any = None
     _speed: Any = None
+    # Documents read in threads (--jobs) ask for the model at once: it is built once.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def model(self) -> Any:
-        if self._model is None:
-            self._model = self._build()
-        return self._model
+        with self._lock:
+            if self._model is None:
+                self._model = self._build()
+            return self._model
 
     def _build(self) -> Any:
         settings = self.settings
         try:
-            model = backends.get_model(settings.model, kv=settings.kv, timeout=settings.timeout)
+            model = backends.get_model(settings.model, **settings.model_options())
         except (LongreadError, ValueError, ImportError, OSError) as exc:
             raise FatalError(_with_alias(settings, f"--model {settings.model}: {one_line(str(exc))}")) from exc
         if settings.window and settings.window > model.context_window:
@@ -114,32 +128,93 @@ class Resources:
 
     def speed(self) -> Any:
         """A dry run of a local model: its measured speed on this machine (one short real call, once a run)."""
-        if self._speed is None:
-            from ..backends.estimate import calibrate
+        with self._lock:
+            if self._speed is None:
+                from ..backends.estimate import calibrate
 
-            self._speed = calibrate(self.model().counter)
-        return self._speed
+                self._speed = calibrate(self.model().counter)
+            return self._speed
 
     def checkpointer(self) -> Any:
         if self.settings.dry_run:
             return None  # a dry run leaves nothing behind
-        if self._checkpointer is None:
-            try:
-                self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace, self.warn))
-            except WorkspaceError as exc:
-                raise FatalError(str(exc)) from exc
-        return self._checkpointer
-
-    def lock(self, reader: Any, question: str | None) -> WorkLock:
-        threads = reader.thread_ids(question)
-        return WorkLock(self.settings.workspace / "locks", lock_key(threads), threads)
+        with self._lock:
+            if self._checkpointer is None:
+                try:
+                    self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace,
+                                                                                    self.warn))
+                except WorkspaceError as exc:
+                    raise FatalError(str(exc)) from exc
+            return self._checkpointer
 
 
 # -- one document -----------------------------------------------------------------------------------------------------
+class Busy(Exception):
+    """Another run holds the lock of this document's work (`holder` says who)."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def read_document(settings: Settings, question: str | None, document: Any, model: Any, checkpointer: Any, *,
+                  on_event: Any = None, on_text: Any = None, wait: bool = True, fresh: bool | None = None
+                  ) -> tuple[Any, int]:
+    """The reading of one document with the run's strategy and checkpoints -> (Result, repeated calls). Runs in
+    this process or in a Ray task (cluster.py), so it depends on nothing but its arguments.
+
+    With a checkpointer it holds the lock of the document's work while it reads (waiting for another run that holds
+    it, or with `wait=False` raising Busy), and counts the calls it starts, so that a run resuming one that was
+    killed knows how many calls it makes again (the second value; `usage.repeated_calls` in the outputs).
+    `fresh` (default: --force) starts over. A checkpoint that cannot be saved raises sqlite3.Error: the caller
+    stops the run."""
+    from ..reader import Reader
+    from .strategies import install_plugin_strategies
+
+    install_plugin_strategies()
+    reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
+                    strategy=settings.strategy)
+    lock: WorkLock | None = None
+    if checkpointer is not None:
+        threads = reader.thread_ids(question)
+        lock = WorkLock(settings.workspace / "locks", lock_key(threads), threads)
+        if not lock.acquire(wait=wait):
+            raise Busy(lock.holder())
+        lock.observe(checkpointer)
+    started = 0
+
+    def counted(event: Any) -> None:
+        nonlocal started
+        if getattr(event, "kind", None) == "call_started":
+            started += 1
+            if lock is not None:
+                lock.call_started()
+        if on_event is not None:
+            on_event(event)
+
+    clean = False  # False: calls this run started may be lost; the lock's marker keeps their count
+    try:
+        if (settings.force if fresh is None else fresh) and checkpointer is not None:
+            reader.forget(question)  # start over instead of resuming
+        if question is not None:
+            result = reader.ask(question, on_event=counted, on_text=on_text)
+        else:
+            result = reader.summarize(on_event=counted, on_text=on_text)
+        clean = True
+    except (LongreadError, OSError):
+        clean = True  # a failed call was not paid for, or is the document's own failure: nothing to repeat
+        raise
+    finally:
+        if lock is not None:
+            lock.release(checkpointer, keep_marker=not clean)
+    return result, (lock.repeated_calls if lock is not None and started else 0)
+
+
 @dataclass
 class Outcome:
     job: Job
-    kind: str  # done | skipped | failed | busy (another run holds its lock: read it last)
+    # done | skipped | failed | busy (another run holds its lock: read it last) | stopped (not started: the run stopped)
+    kind: str
     data: dict[str, Any] = field(default_factory=dict)
     files: SummaryFiles | None = None
     failure: Failure | None = None
@@ -161,75 +236,109 @@ class Run:
     resources: Resources
     outputs: OutputFolder | None
     output_settings: OutputSettings
+    # Set by the first failure that stops the run (a rejected key, a checkpoint that cannot be saved): documents
+    # that would start after it do not (--jobs reads others in threads meanwhile).
+    stop_reason: str | None = None
+    # The first document to call the model goes alone until one of its calls is answered: a rejected key or a
+    # model the provider does not have then costs one failed call, not one per document in flight (--jobs).
+    _first_answer: threading.Event = field(default_factory=threading.Event)
+    _first_taken: bool = False
+    _first_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def read_one(self, job: Job, *, wait: bool = False) -> Outcome:
         """Reads one document (or finds it done); never raises for that document's own failures.
 
         A document whose work another run holds is `busy` (with `wait`, it waits for that run to finish first).
-        Raises FatalError when the run must stop (a checkpoint that cannot be saved, the model cannot load)."""
-        settings = self.settings
+        Raises FatalError when the run must stop (a checkpoint that cannot be saved, the model cannot load); a
+        document that would start after another one stopped the run is `stopped` (not reported: the document that
+        stopped the run is, in its turn)."""
         outcome = Outcome(job, "failed", started=time.time())
+        if self.stop_reason is not None:
+            outcome.kind = "stopped"
+            return outcome
         clock = time.monotonic()
-        lock: WorkLock | None = None
-        checkpointer: Any = None
-        clean = False  # False: calls this run started may be lost; the lock's marker keeps their count
+        first = False
         try:
-            files = self.outputs.files_for(job) if self.outputs else None
-            outcome.files = files
-            if files is not None and not settings.force and self._up_to_date(outcome, files, quiet=wait):
-                clean = True
-                return outcome
-            if files is not None and not settings.dry_run:
-                files.prepare()  # a folder that cannot be written fails now, before any call
-            document = job.load()  # a bad file fails before any model is loaded
-            checkpointer = self.resources.checkpointer()
-            model = self.resources.model()
-            reader = self._reader(document, model, checkpointer)
-            if checkpointer is not None:
-                candidate = self.resources.lock(reader, self.question)
-                if not candidate.acquire(wait=wait):
-                    outcome.kind, outcome.holder, clean = "busy", candidate.holder(), True
+            document = self.prepare(outcome, quiet=wait)
+            if document is not None:
+                first = self._wait_for_first_answer()
+                if self.stop_reason is not None:
+                    outcome.kind = "stopped"
                     return outcome
-                lock = candidate
-                lock.observe(checkpointer)
-                if wait and files is not None and not settings.force and self._up_to_date(outcome, files, quiet=True):
-                    clean = True  # the other run finished it while we waited
-                    return outcome
-            line = outcome.line = self.display.document(job.name, "summary" if self.question is None else "query")
-            stream = outcome.stream = self.printer.stream_for(job)
-            result, started_calls = self._read(reader, line, stream, lock, fresh=settings.force and not wait)
-            data = {**result.to_dict(), "source": job.name}
-            if lock is not None and lock.repeated_calls and started_calls:
-                data["usage"] = {**data.get("usage", {}), "repeated_calls": lock.repeated_calls}
-            if settings.dry_run:
-                outcome.estimate = self._estimate(result, model)
-                data = dry_run_data(data)
-            elif files is not None:
-                data["settings"] = self.output_settings.to_dict()
-                files.write(summary_markdown(data), data)
-            elif self.outputs is None:
-                data["settings"] = self.output_settings.to_dict()
-            outcome.kind, outcome.data = "done", data
-            clean = True
+                checkpointer = self.resources.checkpointer()  # the workspace is checked before the model loads
+                model = self.resources.model()
+                line = outcome.line = self.display.document(job.name, self.mode)
+                stream = outcome.stream = self.printer.stream_for(job)
+                line.set_phase("reading")
+                on_event = self._opening(line.on_event) if first else line.on_event
+                result, repeated = read_document(self.settings, self.question, document, model, checkpointer,
+                                                 on_event=on_event, on_text=stream, wait=wait,
+                                                 fresh=self.settings.force and not wait)
+                self.finish(outcome, result, model, repeated)
+        except Busy as busy:
+            self.display.drop(outcome.line)
+            outcome.kind, outcome.holder, outcome.line, outcome.stream = "busy", busy.holder, None, None
         except sqlite3.Error as exc:  # a checkpoint that cannot be saved or read: no later call could be kept
-            if settings.debug:
+            if self.settings.debug:
                 traceback.print_exc()
-            raise FatalError(checkpoint_failure(exc, checkpoints_path(settings.workspace))) from exc
+            raise self.stop(checkpoint_failure(exc, checkpoints_path(self.settings.workspace))) from exc
         # OSError: an output that cannot be written (disk full, name too long) fails that document alone.
         except (LongreadError, OSError) as exc:
-            clean = True
-            outcome.failure = failure_of(job.name, exc)
-            outcome.error_type = getattr(exc, "error_type", "") or type(exc).__name__
-            if settings.debug:
-                traceback.print_exc()
+            self.failed(outcome, exc)
         finally:
             outcome.seconds = time.monotonic() - clock
-            if lock is not None:
-                lock.release(checkpointer, keep_marker=not clean)
+            if first:  # after failed(): a document waiting for it sees the run stopped
+                self._first_answer.set()
         return outcome
 
+    def _wait_for_first_answer(self) -> bool:
+        """True for the first document to read (it opens the way); the others wait here until it has had an
+        answer or has finished, then go on unless the run stopped."""
+        with self._first_lock:
+            first, self._first_taken = not self._first_taken, True
+        if not first:
+            while not self._first_answer.wait(0.2):  # a timed wait: Ctrl-C still reaches the main thread
+                pass
+        return first
+
+    def _opening(self, on_event: Any) -> Any:
+        def opening(event: Any) -> None:
+            if getattr(event, "kind", None) == "call_finished":
+                self._first_answer.set()
+            on_event(event)
+
+        return opening
+
+    def stop(self, reason: str) -> FatalError:
+        """Marks the run stopped (no document starts after this); the FatalError to raise."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        return FatalError(reason)
+
+    def check_stopped(self) -> None:
+        if self.stop_reason is not None:
+            raise FatalError(self.stop_reason)
+
+    @property
+    def mode(self) -> str:
+        return "summary" if self.question is None else "query"
+
+    def prepare(self, outcome: Outcome, *, quiet: bool = False) -> Any:
+        """The document to read, or None when it is done already (the outcome is then `skipped`). A bad file
+        raises its DocumentError here, and a summary folder that cannot be written its OutputError, before any
+        model is loaded or called."""
+        settings, job = self.settings, outcome.job
+        files = self.outputs.files_for(job) if self.outputs else None
+        outcome.files = files
+        if files is not None and not settings.force and self._up_to_date(outcome, files, quiet=quiet):
+            return None
+        if files is not None and not settings.dry_run:
+            files.prepare()  # a folder that cannot be written fails now, before any call
+        return job.load()
+
     def _up_to_date(self, outcome: Outcome, files: SummaryFiles, *, quiet: bool) -> bool:
-        """Whether the document's summary files are finished and made with these settings (then it is skipped)."""
+        """Whether the document's summary files are finished and made with these settings (then it is skipped);
+        when they are there but not, the progress says why it is redone."""
         if not files.finished():
             return False
         stored = files.stored()
@@ -243,33 +352,32 @@ class Run:
             self.display.note(f"redoing {outcome.job.name}: {why}")
         return False
 
-    def _reader(self, document: Any, model: Any, checkpointer: Any) -> Any:
-        from ..reader import Reader
-        from .strategies import install_plugin_strategies
+    def finish(self, outcome: Outcome, result: Any, model: Any = None, repeated_calls: int = 0) -> None:
+        """A read document's data, written under --out (or its dry-run estimate): the outcome is `done`.
+        `repeated_calls`: calls an interrupted run had started and this one made again (in the usage)."""
+        settings, files = self.settings, outcome.files
+        data = {**result.to_dict(), "source": outcome.job.name}
+        if repeated_calls:
+            data["usage"] = {**data.get("usage", {}), "repeated_calls": repeated_calls}
+        if settings.dry_run:
+            outcome.estimate = self._estimate(result, model)
+            data = dry_run_data(data)
+        elif files is not None:
+            data["settings"] = self.output_settings.to_dict()
+            files.write(summary_markdown(data), data)
+        elif self.outputs is None:
+            data["settings"] = self.output_settings.to_dict()
+        outcome.kind, outcome.data = "done", data
 
-        install_plugin_strategies()
-        return Reader(document, model=model, window=self.settings.window, checkpointer=checkpointer,
-                      strategy=self.settings.strategy)
-
-    def _read(self, reader: Any, line: DocumentProgress, stream: TextStream | None, lock: WorkLock | None, *,
-              fresh: bool) -> tuple[Any, int]:
-        """(the result, how many calls this run started)."""
-        started = 0
-
-        def on_event(event: Any) -> None:
-            nonlocal started
-            if getattr(event, "kind", None) == "call_started":
-                started += 1
-                if lock is not None:
-                    lock.call_started()
-            line.on_event(event)
-
-        if fresh and reader.checkpointer is not None:
-            reader.forget(self.question)  # start over instead of resuming
-        line.set_phase("reading")
-        if self.question is not None:
-            return reader.ask(self.question, on_event=on_event, on_text=stream), started
-        return reader.summarize(on_event=on_event, on_text=stream), started
+    def failed(self, outcome: Outcome, exc: BaseException, error_type: str | None = None) -> None:
+        outcome.kind = "failed"
+        outcome.failure = failure_of(outcome.job.name, exc)
+        outcome.error_type = error_type or getattr(exc, "error_type", "") or type(exc).__name__
+        if self.settings.debug:
+            traceback.print_exc()
+        if outcome.error_type in RUN_STOPPING_ERRORS:
+            why = RUN_STOPPING_ERRORS[outcome.error_type]
+            self.stop(f"{outcome.failure.reason} (the run stops: {why}, so every document would fail the same way)")
 
     def _estimate(self, result: Any, model: Any) -> Any:
         from ..backends.estimate import Estimate
@@ -311,9 +419,7 @@ class Run:
                 self._log(outcome)
         self.display.finish(outcome.line, outcome.kind)
         if outcome.kind == "failed" and outcome.error_type in RUN_STOPPING_ERRORS:
-            why = RUN_STOPPING_ERRORS[outcome.error_type]
-            raise FatalError(f"{outcome.failure.reason} (the run stops: {why}, so every document would fail the "  # type: ignore[union-attr]
-                             "same way)")
+            self.check_stopped()  # failed() set the reason
 
     def _log(self, outcome: Outcome) -> None:
         if self.settings.dry_run:
@@ -393,6 +499,8 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
     output_settings = OutputSettings(settings.model, settings.window, settings.strategy, settings.kv,
                                      prompts_fingerprint())
     finished = 0
+    if len(jobs) > 1 and (settings.workers() > 1 or settings.ray):
+        settings = replace(settings, stream=False)  # answers of documents read at once would interleave
     display = Display(err, len(jobs), enabled=not settings.quiet)
     printer = Printer(settings, display, headings=len(specs) > 1 or any(Path(s).is_dir() for s in specs))
     if settings.as_json:
@@ -409,17 +517,27 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
             stack.enter_context(display)
             resources = Resources(settings, stack, warn=lambda message: display.note(message, "yellow"))
             current = Run(settings, question, display, printer, resources, outputs, output_settings)
+            if settings.ray and not settings.dry_run:
+                from .cluster import read_on_ray
+
+                outcomes = read_on_ray(current, jobs, settings.ray)
+            else:
+                from .parallel import read_all
+
+                outcomes = read_all(current, jobs, settings.workers())
             busy: list[tuple[Job, str]] = []
-            for job in jobs:
-                outcome = current.read_one(job)
+            for outcome in outcomes:  # in the documents' order, whatever order they finish in
+                if outcome.kind == "stopped":
+                    continue  # the document that stopped the run comes later and says why
                 if outcome.kind == "busy":
-                    busy.append((job, outcome.holder))
+                    busy.append((outcome.job, outcome.holder))
                     if len(jobs) > 1 and not settings.quiet:
-                        display.note(f"{job.name}: another longread run ({outcome.holder}) is reading it with the "
-                                     "same settings; coming back to it after the others")
+                        display.note(f"{outcome.job.name}: another longread run ({outcome.holder}) is reading it "
+                                     "with the same settings; coming back to it after the others")
                     continue
                 current.report(outcome, failures)
                 finished += 1
+            current.check_stopped()
             for job, holder in busy:  # by now the other run has finished them, or will soon
                 if not settings.quiet:
                     display.note(f"waiting for the other longread run ({holder}) to finish {job.name}")

@@ -13,7 +13,12 @@ import typer
 from ..config import Config, ConfigError, load_config
 
 DEFAULT_MODEL = "local"
-DEFAULT_STRATEGY = "chain"
+DEFAULT_STRATEGY = "auto"  # the registry's default (workflows/registry.py); a test keeps the two equal
+# Documents read at once by default with an API model: providers serve many requests at once, and four chains
+# of calls stay well within the default cap of 8 calls in flight. The local engine runs one forward pass at a
+# time, so more documents at once would only share it.
+DEFAULT_API_JOBS = 4
+DEFAULT_CALLS_IN_FLIGHT = 8
 
 
 @dataclass
@@ -83,7 +88,32 @@ class Settings:
     stream: bool = True
     writes_files: bool = False  # summaries go to --out, not stdout
     alias: str | None = None  # the alias the model string came from
-    timeout: float | None = None  # seconds per model call (API models); None: the backend's default
+    api_base: str | None = None  # --api-base: the server of an API model
+    jobs: int | None = None  # --jobs: documents read at once (None: the default for the model)
+    ray: str | None = None  # --ray: the Ray cluster's address (`auto`: start or join a local instance)
+    timeout: float | None = None  # --timeout: seconds per model call (API models); None: the backend's default
+
+    @property
+    def api_model(self) -> bool:
+        from ..backends import backend_for
+
+        return backend_for(self.model).name == "litellm"
+
+    def workers(self) -> int:
+        """Documents read at once: --jobs, else DEFAULT_API_JOBS for an API model and 1 for the others."""
+        return self.jobs or (DEFAULT_API_JOBS if self.api_model else 1)
+
+    def model_options(self) -> dict[str, object]:
+        """What `backends.get_model` gets besides the model string (the options that were given)."""
+        options: dict[str, object] = {"kv": self.kv}
+        if self.api_base:
+            options["api_base"] = self.api_base
+        if self.timeout is not None:
+            options["timeout"] = self.timeout
+        if self.api_model and self.workers() > DEFAULT_CALLS_IN_FLIGHT:
+            # One cap for every document's calls (multipath's paths too): --jobs 16 may have 16 calls in flight.
+            options["max_concurrency"] = self.workers()
+        return options
 
     @property
     def debug(self) -> bool:
@@ -99,7 +129,8 @@ def user_config() -> Config:
 
 
 def resolve(command: str, *, model: str | None, window: int | None, kv: str | None, strategy: str | None,
-            workspace: Path | None, timeout: float | None = None, **flags: bool) -> Settings:
+            workspace: Path | None, api_base: str | None = None, jobs: int | None = None, ray: str | None = None,
+            timeout: float | None = None, **flags: bool) -> Settings:
     config = user_config()
     given = model or config.model or DEFAULT_MODEL
     resolved = config.resolve_model(given)
@@ -115,7 +146,8 @@ def resolve(command: str, *, model: str | None, window: int | None, kv: str | No
     return Settings(
         command=command, model=resolved, window=window or config.window, kv=kv,
         strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
-        alias=given if resolved != given else None, timeout=timeout, **flags,
+        alias=given if resolved != given else None, api_base=api_base or None, jobs=jobs,
+        ray=ray or None, timeout=timeout, **flags,
     )
 
 

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    DryRunOption, ForceOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption,
-    TimeoutOption, WindowOption, WorkspaceOption,
+    ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
+    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -33,13 +33,17 @@ def summarize(
     workspace: WorkspaceOption = None,
     quiet: QuietOption = False,
     no_stream: NoStreamOption = False,
+    api_base: ApiBaseOption = None,
+    jobs: JobsOption = None,
+    ray: RayOption = None,
     timeout: TimeoutOption = None,
 ) -> None:
     """Summarize documents and folders of them."""
     from .runner import run
     from .settings import resolve
 
-    settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace, timeout=timeout,
+    settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
                        writes_files=out is not None)
     raise typer.Exit(run(list(paths), None, settings, out))

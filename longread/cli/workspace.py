@@ -98,10 +98,15 @@ def open_checkpointer(path: Path, warn: Warn = lambda message: None) -> Iterator
     # check_same_thread=False: the saver guards the connection with its own lock, and the async paths of the
     # graph touch it from worker threads.
     conn = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_SECONDS, check_same_thread=False)
+    saver = saver_class(conn)
     try:
-        yield saver_class(conn)
+        yield saver
     finally:
-        conn.close()
+        # Under the saver's lock: after Ctrl-C, a document still in flight on a daemon thread (--jobs) may be
+        # saving a step, and SQLite must not close a connection in use (it crashes the process). Once closed, a
+        # later save there raises sqlite3.ProgrammingError instead.
+        with saver.lock:
+            conn.close()
 
 
 _SAVER_CLASS: Any = None

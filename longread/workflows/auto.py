@@ -2,8 +2,10 @@
 Augmented Generation or Long-Context LLMs? A Comprehensive Study and Hybrid Approach", EMNLP 2024 Industry).
 
 Self-Route asks the model to answer from the retrieved chunks or to say the question is unanswerable from them;
-only then does it pay for reading everything. Here the retrieval step is `rag` with that escape (UNANSWERABLE),
-and the fallback reads the whole document with `lookback` (the chain whose manager re-reads the cited passages).
+only then does it pay for reading everything. Here the retrieval step is `rag` whose reader may say the excerpts
+do not hold the answer, and the fallback reads the whole document with a `lookback` chain (its manager re-reads
+the cited passages) whose workers see their part's closest passages and write grounded evidence notes (`guided`,
+`notes=map`: what docs/quality.md measured to read best with a small model).
 A summary has no question to retrieve for: it goes straight to the fallback. `Result.extras["route"]` says which
 way a question went, and why.
 """
@@ -39,7 +41,7 @@ class AutoStrategy(Strategy):
     """Retrieval, then (only when it cannot answer) the whole document with `fallback`."""
 
     name: ClassVar[str] = "auto"
-    fallback: str = "lookback"
+    fallback: str = "lookback:guided=true,notes=map"
 
     def _fallback(self) -> Strategy:
         from .registry import get_strategy
@@ -68,6 +70,8 @@ class AutoStrategy(Strategy):
 
     @staticmethod
     def unanswered(ctx: ReadingContext, result: Result) -> bool:
+        if getattr(ctx.model, "upper_bound", False):
+            return True  # a dry run bounds the cost: the fallback a real reply could lead to is counted
         return found_nothing(result.text, ctx.prompts.unanswerable, INSUFFICIENT_PHRASES)
 
     def _relabel(self, result: Result, reason: str) -> Result:

@@ -94,5 +94,5 @@ def _register_builtins() -> None:
     register_strategy("auto", AutoStrategy, "retrieval first; the whole document only when retrieval cannot answer")
 
 
-DEFAULT_STRATEGY = "chain"
+DEFAULT_STRATEGY = "auto"  # what docs/quality.md measured to read best (retrieval, then the chain)
 _register_builtins()

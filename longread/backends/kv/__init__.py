@@ -2,7 +2,7 @@
 
 | string          | policy                                                     | paper                          |
 | --------------- | ---------------------------------------------------------- | ------------------------------ |
-| `full`          | keep everything (transformers' DynamicLayer)               | baseline                       |
+| `full`          | keep everything (a DynamicLayer grown with spare room)     | baseline                       |
 | `quant:BITS`    | keys per channel, values per token, fp residual window     | KIVI (Liu et al. 2024), KVQuant |
 | `sink:N`        | 4 attention sinks + the most recent tokens, N in all       | StreamingLLM (Xiao et al. 2023) |
 | `snap:N`        | keep the N tokens an observation window attends to most    | SnapKV (Li et al. 2024), H2O    |

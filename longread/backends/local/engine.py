@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -14,6 +15,9 @@ from .. import kv as kv_policies
 from .generation import RepetitionGuard, generate, prefill
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache, prefix_key, shared_prefix_cache
 from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_model_dir, load_pretrained
+
+# Tokenized prompts kept per model: a call's window check and its run, times a few concurrent worker threads.
+PROMPT_MEMO = 8
 
 
 @dataclass
@@ -28,6 +32,7 @@ class EngineStats:
     peak_kv_bytes: int = 0  # the most a call's cache held between forward passes
     seconds_prefill: float = 0.0
     seconds_decode: float = 0.0
+    prompt_renders: int = 0  # chat templates rendered and tokenized (a call's window check and run share one)
 
 
 class TextStreamer:
@@ -107,6 +112,8 @@ class LocalModel(ChatModel):
         self.eos_ids = self._eos_ids()
         # One forward pass at a time: the weights are shared and torch already uses every core.
         self._lock = threading.Lock()
+        self._prompts: OrderedDict[tuple, tuple[list[int], list[int]]] = OrderedDict()
+        self._prompt_lock = threading.Lock()
 
     def with_kv(self, kv: str) -> "LocalModel":
         """The same weights under another KV policy (e.g. a smaller budget for one agent); no reload."""
@@ -116,6 +123,7 @@ class LocalModel(ChatModel):
         twin.kv = twin.kv_policy.name
         twin.stats = EngineStats()
         twin._lock = self._lock  # one forward pass at a time on shared weights
+        # (the tokenized-prompt memo is shared too, through __dict__: tokenizing does not depend on the policy)
         return twin
 
     @classmethod
@@ -151,7 +159,26 @@ class LocalModel(ChatModel):
         With cache_prefix, the rendered prompt is tokenized in two pieces, cut right after the first cache_prefix
         characters of the last message, so the prefix ids are identical for every prompt that shares that text
         (joint tokenization could merge across the cut). Without it, the prefix is empty.
+
+        Every call renders and tokenizes its prompt twice over: once for the window check (count_prompt_tokens, in
+        the shared base) and once to run it (_complete). The last few results are kept, keyed by the messages'
+        text, so the second time costs a lookup; the ids are the same either way. Callers must not mutate them.
         """
+        key = (tuple((m["role"], m["content"]) for m in messages), cache_prefix or 0)
+        with self._prompt_lock:
+            found = self._prompts.get(key)
+            if found is not None:
+                self._prompts.move_to_end(key)
+                return found
+        found = self._tokenize(messages, cache_prefix)
+        with self._prompt_lock:
+            self._prompts[key] = found
+            while len(self._prompts) > PROMPT_MEMO:
+                self._prompts.popitem(last=False)
+        return found
+
+    def _tokenize(self, messages: Sequence[Message], cache_prefix: int | None) -> tuple[list[int], list[int]]:
+        self.stats.prompt_renders += 1
         rendered = self.hf_tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         if not cache_prefix:
             return [], self.tokenizer.encode(rendered)

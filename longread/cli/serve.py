@@ -1,0 +1,84 @@
+"""`longread serve --model M`: the local engine behind an OpenAI-compatible HTTP server (longread/serve/)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Optional
+
+import typer
+
+from .options import KvOption, ModelOption, WindowOption
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    model: ModelOption = None,
+    kv: KvOption = None,
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS",
+                                      help="Address to listen on; 0.0.0.0 reaches other machines.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", metavar="PORT", min=1, max=65535, help="TCP port.")] = 8000,
+    api_key: Annotated[
+        Optional[str],
+        typer.Option("--api-key", metavar="KEY", envvar="LONGREAD_SERVE_API_KEY", show_default=False,
+                     help="Clients must send `Authorization: Bearer KEY` (longread clients: set OPENAI_API_KEY). "
+                     "LONGREAD_SERVE_API_KEY keeps it off the command line."),
+    ] = None,
+    window: WindowOption = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option("--name", metavar="NAME", show_default=False,
+                     help="The model name clients send (default: `local`, or the folder's name for hf:PATH)."),
+    ] = None,
+) -> None:
+    """Serve a local model over HTTP, OpenAI-compatible: `--model openai/NAME --api-base http://HOST:PORT/v1`."""
+    from .. import backends
+    from ..console import note, stderr_console
+    from ..errors import LongreadError, ModelError
+    from ..serve import missing_extra, run_server, served_name
+    from .jobs import one_line
+    from .settings import user_config
+
+    err = stderr_console()
+    why = missing_extra()
+    if why:
+        note(err, f"error: {why}", "red")
+        raise typer.Exit(1)
+    config = user_config()
+    given = model or config.model or "local"
+    resolved = config.resolve_model(given)
+    kv = kv or config.kv
+    try:
+        if not backends.is_local_model(resolved):
+            raise ModelError(f"--model {resolved}: longread serve runs local models (`local`, `hf:PATH`); an API "
+                             "model is served by its provider already")
+        backends.check_model(resolved, need_key=True)
+        engine = backends.get_model(resolved, kv=kv)
+    except (LongreadError, ValueError, ImportError, OSError) as exc:
+        note(err, f"error: {one_line(str(exc))}", "red")
+        raise typer.Exit(1) from None
+    if window and window > engine.context_window:
+        note(err, f"error: --window {window} is larger than the context window of {engine.name} "
+                  f"({engine.context_window})", "red")
+        raise typer.Exit(1)
+    from ..serve.app import create_app
+
+    served = name or served_name(given)
+    app = create_app(engine, name=served, aliases=tuple({resolved, given} - {served}), api_key=api_key,
+                     window=window)
+    if not _is_loopback(host) and not api_key:
+        note(err, f"warning: --host {host} without --api-key: anyone who reaches this machine can use the model",
+             "yellow")
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/v1"
+    note(err, f"serving {engine.name} as {served!r} (kv {getattr(engine, 'kv', 'full')}, window "
+              f"{app.state.engine.window}) on {base}{', API key required' if api_key else ''}")
+    note(err, f"  longread ask FILE QUESTION --model openai/{served} --api-base {base} --window "
+              f"{app.state.engine.window}   (Ctrl-C stops)")
+    run_server(app, host, port)

@@ -1,0 +1,119 @@
+"""The request and reply shapes of OpenAI's chat completions API that `longread serve` speaks.
+
+Only what a chat client sends to a text model is modelled; unknown fields are accepted and ignored (as vLLM does),
+fields that would change the meaning of a reply and that the engine cannot honour (`n` > 1, tools) are refused with
+a clear 400.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Not an OpenAI header: the number of characters at the start of the last message that do not depend on the
+# question (longread's worker prompts are [system][segment][notes][question]). With it the engine keeps the KV of
+# that prefix (compressed by its --kv policy) and the next request with the same prefix prefills only the rest.
+# A header rather than a body field, so a client sending it to any other server can never be refused for it.
+CACHE_PREFIX_HEADER = "X-Longread-Cache-Prefix"
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        """The content as one string; text parts are joined by newlines (as vLLM joins them)."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        kinds = {part.type for part in self.content} - {"text"}
+        if kinds:
+            raise RequestError(f"messages: only text content is supported, not {', '.join(sorted(kinds))}",
+                               param="messages")
+        return "\n".join(part.text or "" for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    tools: list[Any] | None = None
+
+    def check(self) -> None:
+        if self.n != 1:
+            raise RequestError(f"n: longread serve writes one choice per request, got n={self.n}", param="n")
+        if self.tools:
+            raise RequestError("tools: longread serve has no tool calling", param="tools")
+
+    def cap(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        # `developer` is OpenAI's newer name for the system role; chat templates know only `system`.
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+
+
+class RequestError(Exception):
+    """A request the server refuses, with OpenAI's error body."""
+
+    def __init__(self, message: str, *, status: int = 400, kind: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message, self.status, self.kind, self.param, self.code = message, status, kind, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def finish(reason: str) -> str:
+    """The engine's finish reasons in OpenAI's words (a repetition the guard cut is a stop)."""
+    return "length" if reason == "length" else "stop"
+
+
+def reply(ident: str, model: str, text: str, reason: str, prompt: int, completion: int, cached: int
+          ) -> dict[str, Any]:
+    return {
+        "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish(reason),
+                     "logprobs": None}],
+        "usage": usage(prompt, completion, cached),
+    }
+
+
+def chunk(ident: str, model: str, created: int, delta: dict[str, Any] | None, reason: str | None = None,
+          usage_: dict[str, Any] | None = None) -> dict[str, Any]:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
+    data: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": choices}
+    if usage_ is not None:
+        data["usage"] = usage_
+    return data
