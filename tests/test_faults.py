@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -34,6 +35,7 @@ STORY = REPO / "examples" / "lighthouse_keeper.md"  # 4 segments at window 1024:
 LONGREAD = Path(sys.executable).parent / "longread"
 KEY = "sk-fault-suite-0123456789abcdef"  # must never be written anywhere
 AWS_SECRET = "aws-secret-fault-suite-9876543210"
+REAL_CONNECT = sqlite3.connect  # (workspace.sqlite3 is the sqlite3 module: patching it patches this)
 PARAGRAPH = "The keeper counted the boats each morning at dawn and wrote the number in a green book. " * 4
 
 
@@ -147,7 +149,8 @@ def test_a_missing_model_or_a_rejected_key_stops_a_folder_run_at_its_first_call(
     # The provider echoes what it was sent (OpenAI echoes the rejected key): none of it may be shown.
     with FakeOpenAI(fault_rate=1.0, faults=(status,), error_text=f"rejected {KEY}; debug {AWS_SECRET}") as server:
         against(monkeypatch, server)
-        result = invoke("ask", folder, "What was counted?", "--model", "openai/fake-model", "--json")
+        # Three documents read at once (--jobs 3): the first call goes alone, so the others never call.
+        result = invoke("ask", folder, "What was counted?", "--model", "openai/fake-model", "--json", "--jobs", 3)
     assert result.exit_code == 1
     assert len(server.log) == 1  # not retried, and no other file tried
     assert json.loads(result.stdout.splitlines()[0])["error_type"] == error_type
@@ -168,10 +171,11 @@ def test_timeout_bounds_a_stalled_call_which_is_then_retried(tmp_path, monkeypat
     doc.write_text(text_of(2))
     with FakeOpenAI(on_request=lambda r: setattr(r, "fault", "stall" if r.number == 1 else None),
                     stall_seconds=8.0) as server:
-        against(monkeypatch, server)
-        result = invoke("ask", doc, "What was counted?", "--model", "openai/fake-model", "--timeout", 0.3, "--json")
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        result = invoke("ask", doc, "What was counted?", "--model", "openai/fake-model", "--api-base", server.url,
+                        "--timeout", 0.3, "--json")
     assert result.exit_code == 0, result.output
-    assert built[-1]["timeout"] == 0.3
+    assert built[-1]["timeout"] == 0.3 and built[-1]["api_base"] == server.url  # both reach litellm
     stalled, retried = server.log[:2]
     assert stalled.fault == "stall" and retried.key == stalled.key and len(server.answered()) == 2
     # Given up after 0.3 s, then retried after the backoff (1-2 s), long before the server's 8 s were up.
@@ -182,35 +186,52 @@ def test_timeout_bounds_a_stalled_call_which_is_then_retried(tmp_path, monkeypat
 
 
 # -- the disk fails -------------------------------------------------------------------------------------------------
-def test_a_full_disk_stops_the_run_at_the_first_failed_save_and_a_rerun_resumes(tmp_path, monkeypatch):
+def fill_the_disk(monkeypatch, model: MockModel, spare_pages: int = 6) -> list[int]:
+    """SQLite's own SQLITE_FULL on every checkpoints file opened from now on: it may not grow past a few pages more
+    than it has. Returns a list that gets the number of model calls made when each save failed."""
     import longread.cli.workspace as workspace
 
-    doc = tmp_path / "book.txt"
-    doc.write_text(text_of(40))
-    model = use(monkeypatch, MockModel(completion_tokens=24))
-    first_failure: list[int] = []
+    failures: list[int] = []
 
     class Cursor(sqlite3.Cursor):
         def execute(self, *args):
             try:
                 return super().execute(*args)
             except sqlite3.OperationalError:
-                first_failure.append(len(model.calls))
+                failures.append(len(model.calls))
+                raise
+
+        def executemany(self, *args):
+            try:
+                return super().executemany(*args)
+            except sqlite3.OperationalError:
+                failures.append(len(model.calls))
                 raise
 
     class FullDisk(sqlite3.Connection):
-        """SQLite's own SQLITE_FULL: the file may not grow past a few pages more than it has."""
-
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             pages = super().execute("PRAGMA page_count").fetchone()[0]
-            super().execute(f"PRAGMA max_page_count = {pages + 6}")
+            super().execute(f"PRAGMA max_page_count = {pages + spare_pages}")
 
         def cursor(self, factory=Cursor):
             return super().cursor(factory)
 
-    real_connect = sqlite3.connect
-    monkeypatch.setattr(workspace.sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=FullDisk, **k))
+    monkeypatch.setattr(workspace.sqlite3, "connect", lambda *a, **k: REAL_CONNECT(*a, factory=FullDisk, **k))
+    return failures
+
+
+def free_the_disk(monkeypatch) -> None:
+    import longread.cli.workspace as workspace
+
+    monkeypatch.setattr(workspace.sqlite3, "connect", REAL_CONNECT)
+
+
+def test_a_full_disk_stops_the_run_at_the_first_failed_save_and_a_rerun_resumes(tmp_path, monkeypatch):
+    doc = tmp_path / "book.txt"
+    doc.write_text(text_of(40))
+    model = use(monkeypatch, MockModel(completion_tokens=24))
+    first_failure = fill_the_disk(monkeypatch, model)
     full = invoke("summarize", doc, "--window", 512, "--out", tmp_path / "out")
     assert full.exit_code == 1
     assert first_failure and len(model.calls) == first_failure[0]  # no call after the first failed save
@@ -218,7 +239,7 @@ def test_a_full_disk_stops_the_run_at_the_first_failed_save_and_a_rerun_resumes(
     assert "database or disk is full" in line and "checkpoints.sqlite" in line and "resume" in line
     assert 2 <= len(model.calls) < 20  # it failed in the middle of the chain
 
-    monkeypatch.setattr(workspace.sqlite3, "connect", real_connect)  # space freed
+    free_the_disk(monkeypatch)
     again = invoke("summarize", doc, "--window", 512, "--out", tmp_path / "out")
     assert again.exit_code == 0, again.output
     data = json.loads((tmp_path / "out" / "book.txt.summary.json").read_text())
@@ -226,6 +247,38 @@ def test_a_full_disk_stops_the_run_at_the_first_failed_save_and_a_rerun_resumes(
     assert len(data["calls"]) == n and [c["segment"] for c in data["calls"]] == [*range(n - 1), None]
     # Over both runs at most the call whose save failed is made twice; the usage counts exactly that many.
     assert len(model.calls) - n <= 1 and data["usage"].get("repeated_calls", 0) == len(model.calls) - n
+
+
+def test_a_full_disk_under_jobs_stops_every_document_and_starts_no_other(tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.txt").write_text(text_of(30, f" of book {i}"))
+    model = use(monkeypatch, MockModel(completion_tokens=24))
+    first_failure = fill_the_disk(monkeypatch, model, spare_pages=10)
+    full = invoke("summarize", folder, "--window", 512, "--out", tmp_path / "out", "--jobs", 3)
+    assert full.exit_code == 1 and "Traceback" not in full.output
+    assert full.stderr.splitlines()[-1].startswith("error: cannot save checkpoints in ")
+    # After the first failed save, each of the two other documents in flight finishes at most the call it had
+    # started; none starts another, and no document starts.
+    assert first_failure and len(model.calls) - first_failure[0] <= 2
+    assert len({book for c in model.calls for book in re.findall(r"of book (\d)", c.prompt)}) <= 3
+    assert not list((tmp_path / "out").glob("*.json"))
+
+
+def test_a_document_in_flight_starts_no_call_once_another_has_stopped_the_run(tmp_path):
+    from longread.cli.runner import FatalError, open_checkpointer, read_document
+    from longread.cli.settings import resolve
+    from longread.documents import load_document
+
+    doc = tmp_path / "book.txt"
+    doc.write_text(text_of(20))
+    model = MockModel()
+    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain", workspace=tmp_path / "ws")
+    with open_checkpointer(settings.workspace) as checkpointer, pytest.raises(FatalError, match="disk is full"):
+        read_document(settings, None, load_document(doc), model, checkpointer,
+                      stopped=lambda: "another document: disk is full" if len(model.calls) >= 2 else None)
+    assert len(model.calls) == 2
 
 
 def test_a_failed_summary_write_costs_no_call_and_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -492,7 +545,8 @@ def test_an_unreadable_subfolder_is_listed_among_the_failures(tmp_path, monkeypa
 
 
 # -- two runs at once ---------------------------------------------------------------------------------------------
-def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypatch, jobs):
     from longread.cli.runner import run
     from longread.cli.settings import resolve
 
@@ -507,7 +561,7 @@ def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypat
 
     model = use(monkeypatch, MockModel(responder=slow))
     settings = resolve("summarize", model="mock", window=512, kv=None, strategy=None, workspace=tmp_path / "ws", quiet=True,
-                       writes_files=True)
+                       writes_files=True, jobs=jobs)
     codes: list[int] = []
     runs = [threading.Thread(target=lambda: codes.append(run([str(folder)], None, settings, tmp_path / "out")))
             for _ in range(2)]
@@ -545,3 +599,73 @@ def test_a_document_another_run_is_reading_is_waited_for_and_not_read_again(tmp_
     assert result.exit_code == 0
     assert f"waiting for the other longread run (pid {os.getpid()}) to finish {doc}" in result.stderr
     assert len(model.calls) > 0
+
+
+# -- the smaller items ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_read_as_text_and_binary_stays_binary(tmp_path, codec):
+    from longread.documents import load_document
+
+    text = "Grüße aus Köln. The keeper counted the boats at dawn.\n" * 20
+    (tmp_path / "letter.txt").write_bytes(text.encode(codec))
+    doc = load_document(tmp_path / "letter.txt")
+    assert doc.text == text and doc.metadata["encoding"] == codec
+    noise = bytes(random.Random(7).randrange(256) for _ in range(4096)) + b"\x00" * 8
+    (tmp_path / "noise.txt").write_bytes(noise)
+    result = invoke("ask", tmp_path / "noise.txt", "What?", "--model", "mock")
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'noise.txt'}: binary file (contains NUL bytes), not "
+                                          "text"]
+
+
+def test_an_epub_whose_reading_order_names_a_missing_chapter_says_so(tmp_path):
+    import zipfile
+
+    from longread.documents import load_document
+
+    from .test_documents import make_epub
+
+    def with_ghost(name: str, chapters: list) -> Path:
+        made = make_epub(tmp_path / f"made-{name}", chapters)
+        target = tmp_path / name
+        with zipfile.ZipFile(made) as source, zipfile.ZipFile(target, "w") as copy:
+            for item in source.infolist():
+                data = source.read(item)
+                if item.filename.endswith(".opf"):
+                    data = data.replace(b'<itemref idref="nav"/>', b'<itemref idref="nav"/><itemref idref="ghost"/>')
+                copy.writestr(item, data)
+        return target
+
+    only_ghost = with_ghost("hollow.epub", [("a.xhtml", "A", "<div><img src='x.png'/></div>")])
+    result = invoke("ask", only_ghost, "What?", "--model", "mock")
+    assert result.stderr.splitlines() == [f"error: {only_ghost}: corrupt EPUB (its reading order names 'ghost', "
+                                          "missing from its manifest)"]
+    partly = with_ghost("partly.epub", [("a.xhtml", "A", "<p>The keeper counted the boats at dawn.</p>")])
+    assert "counted the boats" in load_document(partly).text
+    read = invoke("ask", partly, "What?", "--model", "mock")
+    assert read.exit_code == 0
+    [warning] = [line for line in read.stderr.splitlines() if "ghost" in line]
+    assert "its reading order names 'ghost', missing from its manifest; read without them" in warning
+
+
+def test_the_latin1_warning_is_one_line_without_python_source(tmp_path, monkeypatch):
+    use(monkeypatch, MockModel())
+    legacy = tmp_path / "legacy.txt"
+    legacy.write_bytes("café naïve: the keeper counted the boats.\n".encode("latin-1"))
+    result = invoke("ask", legacy, "What?")
+    assert result.exit_code == 0
+    [warning] = [line for line in result.stderr.splitlines() if "latin-1" in line]
+    assert warning.startswith(f"warning: {legacy}: not valid UTF-8")
+    assert "warnings.warn" not in result.stderr and ".py:" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "DB_PASSWORD", "PGPASSWORD",
+                                  "AZURE_OPENAI_API_KEY", "HF_TOKEN", "GITHUB_PAT_TOKEN", "MY_CREDENTIALS",
+                                  "SMTP_PASSWD", "OPENAIKEY", "client_secret"])
+def test_secret_scrubbing_covers_every_name_that_holds_a_credential(name):
+    from longread.backends.litellm_backend import scrub, secret_env_values
+
+    value = "s3cr3t-value-0123456789"
+    environ = {name: value, "HOME": "/home/ada-lovelace", "USE_KEY": "true", "TERM": "xterm-256color"}
+    assert secret_env_values(environ) == [value]  # and not the ordinary settings beside it
+    assert scrub(f"provider said: bad credential {value}", secret_env_values(environ)) == \
+        "provider said: bad credential ***"

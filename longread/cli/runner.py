@@ -158,8 +158,8 @@ class Busy(Exception):
 
 
 def read_document(settings: Settings, question: str | None, document: Any, model: Any, checkpointer: Any, *,
-                  on_event: Any = None, on_text: Any = None, wait: bool = True, fresh: bool | None = None
-                  ) -> tuple[Any, int]:
+                  on_event: Any = None, on_text: Any = None, wait: bool = True, fresh: bool | None = None,
+                  stopped: Callable[[], str | None] | None = None) -> tuple[Any, int]:
     """The reading of one document with the run's strategy and checkpoints -> (Result, repeated calls). Runs in
     this process or in a Ray task (cluster.py), so it depends on nothing but its arguments.
 
@@ -167,7 +167,8 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     it, or with `wait=False` raising Busy), and counts the calls it starts, so that a run resuming one that was
     killed knows how many calls it makes again (the second value; `usage.repeated_calls` in the outputs).
     `fresh` (default: --force) starts over. A checkpoint that cannot be saved raises sqlite3.Error: the caller
-    stops the run."""
+    stops the run. `stopped()`, asked before each call, says why the run stopped (another document's failure):
+    then the call is not made (FatalError)."""
     from ..reader import Reader
     from .strategies import install_plugin_strategies
 
@@ -186,6 +187,9 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     def counted(event: Any) -> None:
         nonlocal started
         if getattr(event, "kind", None) == "call_started":
+            reason = stopped() if stopped is not None else None
+            if reason is not None:
+                raise FatalError(reason)
             started += 1
             if lock is not None:
                 lock.call_started()
@@ -273,7 +277,8 @@ class Run:
                 on_event = self._opening(line.on_event) if first else line.on_event
                 result, repeated = read_document(self.settings, self.question, document, model, checkpointer,
                                                  on_event=on_event, on_text=stream, wait=wait,
-                                                 fresh=self.settings.force and not wait)
+                                                 fresh=self.settings.force and not wait,
+                                                 stopped=lambda: self.stop_reason)
                 self.finish(outcome, result, model, repeated)
         except Busy as busy:
             self.display.drop(outcome.line)
