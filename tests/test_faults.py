@@ -313,6 +313,34 @@ def test_a_failed_summary_write_costs_no_call_and_leaves_no_temporary_file(tmp_p
     assert (out / "report.txt.summary.json").is_file()
 
 
+def test_debug_shows_the_traceback_that_a_plain_run_leaves_out(tmp_path, monkeypatch):
+    import logging
+
+    import longread.cli.outputs as outputs
+
+    doc = tmp_path / "report.txt"
+    doc.write_text(text_of(3))
+    use(monkeypatch, MockModel())
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs.os, "fsync", disk_full)
+    plain = invoke("summarize", doc, "--out", tmp_path / "out")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        debug = invoke("--debug", "summarize", doc, "--out", tmp_path / "out")
+    finally:  # --debug routes every library's log to stderr: not for the tests after this one
+        from longread.cli.settings import configure_logging
+
+        root.handlers[:], root.level = handlers, level
+        configure_logging(verbose=False, debug=False)  # and longread's own logger back to warnings
+    assert plain.exit_code == debug.exit_code == 1
+    assert "Traceback" not in plain.stderr and len(plain.stderr.splitlines()) == 1
+    assert "Traceback" in debug.stderr and "No space left on device" in debug.stderr.splitlines()[-1]
+
+
 def test_an_out_folder_that_cannot_be_written_fails_before_any_call(tmp_path, monkeypatch):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
@@ -333,7 +361,7 @@ def test_an_out_folder_that_cannot_be_written_fails_before_any_call(tmp_path, mo
     partly = invoke("summarize", folder, "--out", out, "--json")
     assert partly.exit_code == 1
     lines = [json.loads(line) for line in partly.stdout.splitlines()]
-    assert [line.get("error", "") for line in lines] == ["", f"cannot write {out / 'sub'}: File exists"]
+    assert [line.get("error", "") for line in lines] == ["", f"cannot write {out / 'sub'}: Not a directory"]
     assert {c.segment for c in model.calls} <= {0, None} and len(model.calls) == lines[0]["usage"]["calls"]
 
 
@@ -439,6 +467,18 @@ def test_damaged_chat_files_and_an_empty_memory_file_are_said_and_the_session_go
     assert "Traceback" not in result.output
     assert "chat.sqlite was damaged" in result.stderr and "memory.sqlite is empty (0 bytes)" in result.stderr
     assert "> Where is the lamp?" in result.stdout
+
+
+def test_a_memory_file_missing_from_a_session_with_a_history_is_said(tmp_path):
+    from longread.chat_console import memory_warning
+
+    folder = tmp_path / "s1"
+    folder.mkdir()
+    assert memory_warning(folder) is None  # a new session: nothing to say
+    (folder / "chat.sqlite").write_bytes(b"a history")
+    assert "memory.sqlite is missing though the session has a history" in memory_warning(folder)
+    (folder / "memory.sqlite").write_bytes(b"notes")
+    assert memory_warning(folder) is None
 
 
 def test_a_damaged_runs_log_is_replaced_and_runs_says_so_in_one_line(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ other settings) is not finished, so it is redone; its checkpoint is kept, so tha
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -108,22 +109,20 @@ def write_atomic(target: Path, text: str) -> None:
         raise
 
 
-def check_writable(folder: Path, *, tidy: bool = True) -> None:
-    """Writes (then removes) a file in `folder`, creating it if needed; raises OutputError naming it. With `tidy`,
-    folders it had to create are removed again (a run that writes nothing leaves nothing behind); without, they
-    stay (documents read at once check their folders at once: one must not remove another's)."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()] if tidy else []
+def check_writable(folder: Path) -> None:
+    """Raises OutputError naming `folder` unless it can be written, or created and then written: its nearest
+    existing ancestor (the folder itself, if it exists) must be a folder in which a file can be made (a probe file
+    is made there and removed). Nothing is created: a run that writes nothing leaves nothing behind, and runs (or
+    threads of one run) that check the same folder at once cannot remove it under one another."""
+    existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), Path("."))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".longread-probe-", suffix=".tmp")
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".longread-probe-", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(folder, exc) from exc
-    finally:
-        for created in missing:  # innermost first
-            with suppress(OSError):
-                created.rmdir()
 
 
 @dataclass(frozen=True)
@@ -196,9 +195,8 @@ class SummaryFiles:
         return data
 
     def prepare(self) -> None:
-        """Checks, before any call, that the summary's folder can be written (OutputError otherwise); the folder
-        is left in place for the summary."""
-        check_writable(self.markdown.parent, tidy=False)
+        """Checks, before any call, that the summary's folder can be written (OutputError otherwise)."""
+        check_writable(self.markdown.parent)
 
     def write(self, markdown: str, data: dict[str, Any]) -> None:
         # Markdown first, JSON last: a run killed in between leaves the document unfinished, so it is redone.
