@@ -41,6 +41,7 @@ __all__ = [
     "as_document",
     "fetch_url",
     "find_documents",
+    "link_problem",
     "html_to_text",
     "is_url",
     "load_bytes",
@@ -714,12 +715,14 @@ def _visible_text(soup: BeautifulSoup) -> str:
 
 
 # -- small helpers ----------------------------------------------------------------------------------------------------
-def _missing(path: Path, otherwise: str) -> str:
-    """Why a path that does not exist does not: a symbolic link that loops or points nowhere, else `otherwise`."""
+def link_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with a path that is a symbolic link leading nowhere (a loop, or a broken link); None when it
+    is not one (it leads somewhere, or it is no link)."""
     if not os.path.islink(path):
-        return otherwise
+        return None
     try:
         os.stat(path)
+        return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link loop (the link leads back to itself)"
@@ -728,6 +731,11 @@ def _missing(path: Path, otherwise: str) -> str:
     except OSError:
         return "a broken symbolic link"
     return f"a broken symbolic link (to {target}, which does not exist)"
+
+
+def _missing(path: Path, otherwise: str) -> str:
+    """Why a path that does not exist does not: a symbolic link that loops or points nowhere, else `otherwise`."""
+    return link_problem(path) or otherwise
 
 
 def _one_line(text: str) -> str:

@@ -564,6 +564,23 @@ def test_symlink_loops_inside_a_folder_or_given_as_the_file_are_one_line_each(tm
                                          "to itself)"]
 
 
+def test_a_symlink_loop_as_out_or_as_the_workspace_is_one_line_before_any_call(tmp_path, monkeypatch):
+    doc = tmp_path / "a.txt"
+    doc.write_text(text_of(2))
+    model = use(monkeypatch, MockModel())
+    os.symlink("loop", tmp_path / "loop")
+    loop = "a symbolic link loop (the link leads back to itself)"
+    out = invoke("summarize", doc, "--out", tmp_path / "loop")
+    deeper = invoke("summarize", doc, "--out", tmp_path / "loop" / "sub")
+    workspace = invoke("ask", doc, "What?", "--workspace", tmp_path / "loop")
+    assert out.stderr.splitlines() == [f"error: --out {tmp_path / 'loop'}: cannot write {tmp_path / 'loop'}: {loop}"]
+    assert deeper.stderr.splitlines() == [f"error: --out {tmp_path / 'loop' / 'sub'}: cannot write "
+                                          f"{tmp_path / 'loop' / 'sub'}: {tmp_path / 'loop'} is {loop}"]
+    assert workspace.stderr.splitlines() == [f"error: workspace {tmp_path / 'loop'}: cannot create it "
+                                             f"({tmp_path / 'loop'} is {loop})"]
+    assert out.exit_code == deeper.exit_code == workspace.exit_code == 1 and model.calls == []
+
+
 def test_an_unreadable_subfolder_is_listed_among_the_failures(tmp_path, monkeypatch):
     folder = tmp_path / "in"
     (folder / "locked").mkdir(parents=True)

@@ -80,7 +80,7 @@ def collect_jobs(specs: list[str], *, exclude: Path | None = None) -> tuple[list
     jobs: list[Job] = []
     failures: list[Failure] = []
     seen: set[str] = set()
-    excluded = exclude.resolve() if exclude is not None else None
+    excluded = Path(os.path.realpath(exclude)) if exclude is not None else None  # never raises, loops too
     for spec in specs:
         if spec == STDIN:
             if STDIN not in seen:

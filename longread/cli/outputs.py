@@ -114,8 +114,13 @@ def check_writable(folder: Path) -> None:
     existing ancestor (the folder itself, if it exists) must be a folder in which a file can be made (a probe file
     is made there and removed). Nothing is created: a run that writes nothing leaves nothing behind, and runs (or
     threads of one run) that check the same folder at once cannot remove it under one another."""
+    from ..documents import link_problem
+
     existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), Path("."))
     try:
+        problem = link_problem(existing)
+        if problem is not None:
+            raise OSError(errno.ELOOP, f"{existing} is {problem}" if existing != folder else problem)
         if not existing.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".longread-probe-", suffix=".tmp")
@@ -246,7 +251,7 @@ class OutputFolder:
         check_writable(self.root)
 
     def files_for(self, job: Job) -> SummaryFiles:
-        inside = self.root.resolve()
+        inside = Path(os.path.realpath(self.root))  # realpath: a link loop as DIR raises nothing here
         # `..`, `.` and anchors cannot come from a walk below a folder; dropping them makes sure of it.
         parts = [p for p in job.relative.parts if p not in ("", ".", "..") and not PurePath(p).anchor]
         if not parts:

@@ -140,11 +140,16 @@ class Resources:
             return None  # a dry run leaves nothing behind
         with self._lock:
             if self._checkpointer is None:
+                locks = self.settings.workspace / "locks"
                 try:
                     self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace,
                                                                                     self.warn))
+                    locks.mkdir(exist_ok=True)  # read_document's locks: a run that cannot take them stops here
                 except WorkspaceError as exc:
                     raise FatalError(str(exc)) from exc
+                except OSError as exc:
+                    raise FatalError(f"workspace {self.settings.workspace}: cannot create {locks} "
+                                     f"({exc.strerror or exc})") from exc
             return self._checkpointer
 
 
@@ -248,6 +253,7 @@ class Run:
     _first_answer: threading.Event = field(default_factory=threading.Event)
     _first_taken: bool = False
     _first_lock: threading.Lock = field(default_factory=threading.Lock)
+    _writing: threading.Lock = field(default_factory=threading.Lock)  # held while a document's outputs are written
 
     def read_one(self, job: Job, *, wait: bool = False) -> Outcome:
         """Reads one document (or finds it done); never raises for that document's own failures.
@@ -320,6 +326,12 @@ class Run:
             self.stop_reason = reason
         return FatalError(reason)
 
+    def interrupt(self) -> None:
+        """Ctrl-C: no call starts and no output is written after this (a write under way finishes first), so what
+        the run leaves is what it reported, give or take the documents it was writing."""
+        with self._writing:
+            self.stop("interrupted")
+
     def check_stopped(self) -> None:
         if self.stop_reason is not None:
             raise FatalError(self.stop_reason)
@@ -369,7 +381,9 @@ class Run:
             data = dry_run_data(data)
         elif files is not None:
             data["settings"] = self.output_settings.to_dict()
-            files.write(summary_markdown(data), data)
+            with self._writing:
+                self.check_stopped()  # after Ctrl-C a document still in flight (--jobs) writes nothing
+                files.write(summary_markdown(data), data)
         elif self.outputs is None:
             data["settings"] = self.output_settings.to_dict()
         outcome.kind, outcome.data = "done", data
@@ -531,23 +545,27 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
 
                 outcomes = read_all(current, jobs, settings.workers())
             busy: list[tuple[Job, str]] = []
-            for outcome in outcomes:  # in the documents' order, whatever order they finish in
-                if outcome.kind == "stopped":
-                    continue  # the document that stopped the run comes later and says why
-                if outcome.kind == "busy":
-                    busy.append((outcome.job, outcome.holder))
-                    if len(jobs) > 1 and not settings.quiet:
-                        display.note(f"{outcome.job.name}: another longread run ({outcome.holder}) is reading it "
-                                     "with the same settings; coming back to it after the others")
-                    continue
-                current.report(outcome, failures)
-                finished += 1
-            current.check_stopped()
-            for job, holder in busy:  # by now the other run has finished them, or will soon
-                if not settings.quiet:
-                    display.note(f"waiting for the other longread run ({holder}) to finish {job.name}")
-                current.report(current.read_one(job, wait=True), failures)
-                finished += 1
+            try:
+                for outcome in outcomes:  # in the documents' order, whatever order they finish in
+                    if outcome.kind == "stopped":
+                        continue  # the document that stopped the run comes later and says why
+                    if outcome.kind == "busy":
+                        busy.append((outcome.job, outcome.holder))
+                        if len(jobs) > 1 and not settings.quiet:
+                            display.note(f"{outcome.job.name}: another longread run ({outcome.holder}) is reading "
+                                         "it with the same settings; coming back to it after the others")
+                        continue
+                    current.report(outcome, failures)
+                    finished += 1
+                current.check_stopped()
+                for job, holder in busy:  # by now the other run has finished them, or will soon
+                    if not settings.quiet:
+                        display.note(f"waiting for the other longread run ({holder}) to finish {job.name}")
+                    current.report(current.read_one(job, wait=True), failures)
+                    finished += 1
+            except KeyboardInterrupt:
+                current.interrupt()
+                raise
     except FatalError as exc:
         note(err, f"error: {exc}", "red")
         return 1

@@ -71,7 +71,11 @@ def check_checkpoint_file(path: Path, warn: Warn) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WorkspaceError(f"workspace {path.parent}: cannot create it ({exc.strerror or exc})") from exc
+        from ..documents import link_problem
+
+        problem = next((f"{p} is {why}" for p in (path.parent, *path.parent.parents) if (why := link_problem(p))),
+                       None)
+        raise WorkspaceError(f"workspace {path.parent}: cannot create it ({problem or exc.strerror or exc})") from exc
     try:
         _probe(path)
         return
