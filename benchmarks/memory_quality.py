@@ -29,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cases")
     ap.add_argument("--model", required=True)
-    ap.add_argument("--strategy", default="lookback:guided=true,notes=map")
+    ap.add_argument("--strategy", default="chain:notes=map")
     ap.add_argument("--window", type=int, default=4096)
     ap.add_argument("--documents", type=int, default=3)
     ap.add_argument("--questions", type=int, default=4)

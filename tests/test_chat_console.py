@@ -34,6 +34,7 @@ replies = scripted()
 answer = replies["manager"]
 def manager(call):
     if is_memory_call(call) and "slowly" in call.messages[-1]["content"].split("Question:")[-1]:
+        sys.stderr.write("[the slow call started]\\n"); sys.stderr.flush()
         time.sleep(60)
     return answer(call)
 backends.get_model = lambda *a, **k: MockModel(completion_tokens=24, replies={{**replies, "manager": manager}})
@@ -122,7 +123,7 @@ def test_ctrl_c_cancels_the_answer_not_the_session(workspace, tmp_path):
     screen = Screen(args, program=sys.executable)
     screen.until("you>")
     screen.child.sendline("Tell me slowly about the storm.")
-    screen.child.expect("answering")  # the answer is under way
+    screen.child.expect("the slow call started")  # the answer is under way (not only its display)
     screen.child.sendintr()
     assert "answer cancelled" in screen.until("you>")
 

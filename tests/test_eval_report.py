@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from longread.eval.report import Labeller, _length_bins, load_results, write_report
+from longread.eval.report import Labeller, _length_bins, load_results, write_report, write_summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -105,3 +105,19 @@ def test_nothing_to_report(tmp_path):
     empty.write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="no result lines"):
         write_report([empty], tmp_path / "out")
+
+
+def test_the_summary_file_holds_one_row_per_setting_dataset_and_needle_length(results, tmp_path):
+    target = write_summary([results], tmp_path / "q.json", machine="a laptop", command="longread eval run ...")
+    document = json.loads(target.read_text(encoding="utf-8"))
+    assert (document["benchmark"], document["machine"], document["command"]) == ("quality", "a laptop",
+                                                                              "longread eval run ...")
+    rows = {(r["strategy"], r["dataset"], r["length"]): r for r in document["results"]}
+    # needles split by length (3 depths each), other datasets pooled; rag misses the depth-1.0 needle
+    assert rows[("rag", "needle-pair", 8000)]["n"] == 3 and rows[("rag", "needle-pair", 8000)]["score"] == 0.667
+    assert rows[("chain", "needle-single", 2000)]["ci95"] == [1.0, 1.0]
+    toy = rows[("rag", "toy", None)]
+    assert (toy["n"], toy["errors"], toy["score"], toy["calls"]) == (4, 1, 0.5, 3.0)
+    low, high = toy["ci95"]
+    assert 0.0 <= low < 0.5 < high <= 1.0
+    assert rows[("chain", "toy", None)]["seconds"] == 10.0 and len(rows) == 10

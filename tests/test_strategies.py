@@ -221,11 +221,24 @@ def test_auto_reads_the_whole_document_when_retrieval_cannot_answer():
     assert sum(not c.passed_on for c in result.calls if c.agent == "worker") == 1  # one part holds the evidence
 
 
+def test_auto_reads_the_document_when_retrievals_answer_states_a_number_its_excerpts_do_not_hold():
+    grounded = 'Answer: fawn\nEvidence: "painted boat number 17 fawn at dawn"'
+    invented = MockModel(replies={"reader": "Boat 17 was painted 9,431 times.", "worker": grounded,
+                                  "manager": "fawn"})
+    result = Reader(book(), model=invented, window=1024, strategy="auto").ask(QUESTION)
+    assert [c.agent for c in invented.calls][:2] == ["reader", "worker"] and result.text == "fawn"
+    assert "states 9431, which its excerpts do not hold" in result.extras["route_reason"]
+    # a number the excerpts (or the question) hold is retrieval's answer
+    held = MockModel(replies={"reader": "Boat 17 was painted fawn, as paragraph 17 says."})
+    result = Reader(book(), model=held, window=1024, strategy="auto").ask(QUESTION)
+    assert [c.agent for c in held.calls] == ["reader"] and result.extras["route"] == "rag"
+
+
 def test_auto_summarizes_with_its_fallback():
     model = MockModel()
     result = Reader(book(12), model=model, window=1024, strategy="auto").summarize()
     assert "reader" not in [c.agent for c in model.calls] and model.calls[-1].agent == "manager"
-    assert result.extras["route"] == "lookback:guided=true,notes=map"
+    assert result.extras["route"] == "chain:notes=map"
 
 
 # -- every strategy ------------------------------------------------------------------------------------------------
@@ -382,3 +395,14 @@ def test_a_dry_run_counts_every_call_a_real_run_could_make(name):
         assert len(bound.calls) >= len(result.calls)
         assert bound.usage.completion_tokens >= result.usage.completion_tokens
     assert all(c.completion_tokens == c.max_new_tokens for c in bound.calls)
+
+
+def test_unsupported_numbers_are_those_neither_the_source_nor_the_question_holds():
+    from longread.agents.notes import unsupported_numbers
+
+    source = "The schooner carried 7,465 barrels in 1851. Her captain was 42."
+    assert unsupported_numbers("17465", source) == ["17465"]
+    assert unsupported_numbers("She carried 7465 barrels.", source) == []  # 7,465 and 7465 are one number
+    assert unsupported_numbers("In 1851, at 42.", source) == []
+    assert unsupported_numbers("Boat 17, in 1852 and 3.5 hours", source, "What of boat 17?") == ["1852", "3.5"]
+    assert unsupported_numbers("No figure here.", source) == []

@@ -50,6 +50,21 @@ def grounded(reply: str, source: str, question: str = "") -> bool:
     return any(len(w) >= 5 and w not in asked and w in seen for w in said)
 
 
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "").rstrip(".") for n in _NUMBER.findall(text)}
+
+
+def unsupported_numbers(reply: str, source: str, question: str = "") -> list[str]:
+    """The numbers of a reply that neither the source nor the question holds: a small model that cannot find a
+    figure writes a plausible one, and a figure is the one kind of answer that code can check against the text
+    (words can be paraphrased; digits are not). `7,465` and `7465` are the same number."""
+    known = _numbers(source) | _numbers(question)
+    return sorted(n for n in _numbers(reply) if n not in known)
+
+
 def evidence_items(notes: str) -> list[tuple[int, str]]:
     """(part number, item text) of evidence notes, in order."""
     marks = list(_ITEM.finditer(notes))

@@ -246,15 +246,25 @@ def report_command(
                                                   help="One or more results files of `longread eval`.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", file_okay=False, show_default=False,
                                       help="Writes DIR/report.md and its PNG plots.")],
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", metavar="FILE", dir_okay=False, show_default=False,
+        help="Also writes the scores (with intervals and cost) per setting, dataset and needle length as a "
+             "benchmark file: {benchmark, machine, command, date, results}.")] = None,
+    machine: Annotated[str, typer.Option("--machine", metavar="TEXT",
+                                         help="The machine the results came from, for --json.")] = "unstated",
+    command: Annotated[str, typer.Option("--command", metavar="TEXT",
+                                         help="The command that made the results, for --json.")] = "unstated",
 ) -> None:
     """Write a Markdown report (scores with intervals, cost per case) and PNG plots from results files."""
-    from .report import write_report
+    from .report import write_report, write_summary
 
     for path in results:
         if not path.is_file():
             _fail(f"{path}: no such file")
     try:
         target = write_report(results, out)
+        if json_out is not None:
+            typer.echo(str(write_summary(results, json_out, machine=machine, command=command)))
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     typer.echo(str(target))

@@ -144,7 +144,9 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
 
     plots = _plots(lines, label, settings, datasets, out)
     md: list[str] = ["# Evaluation report", ""]
-    md.append(f"{len(lines)} results from {', '.join(f'`{Path(p).name}`' for p in paths)}; "
+    names = [f"`{Path(p).name}`" for p in paths]
+    sources = ", ".join(names) if len(names) <= 3 else f"{len(names)} files"
+    md.append(f"{len(lines)} results from {sources}; "
               f"models: {', '.join(sorted({str(l.get('model')) for l in lines}))}; windows: "
               f"{', '.join(str(w) for w in sorted({l.get('window') for l in lines if l.get('window') is not None}))}; "
               f"kv: {', '.join(sorted({str(l.get('kv') or 'default') for l in lines}))}.")
@@ -181,6 +183,46 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
     target = out / "report.md"
     target.write_text("\n".join(md) + "\n", encoding="utf-8")
     return target
+
+
+def summary_rows(lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting, dataset and length (needle lengths; other datasets pooled): the score with its interval
+    and the mean cost of a case, as `docs/benchmarks/*.json` rows hold them."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for line in lines:
+        dataset = str(line.get("dataset"))
+        length = length_of(line) if dataset.startswith(NEEDLE_PREFIX) else None
+        groups[(str(line.get("strategy")), str(line.get("model")), line.get("window"), line.get("kv") or "default",
+                dataset, length)].append(line)
+    rows = []
+    for (strategy, model, window, kv, dataset, length), group in sorted(groups.items(), key=lambda g: str(g[0])):
+        values = _scored(group)
+        score, low, high = bootstrap_interval(values) if values else (math.nan,) * 3
+        rows.append({
+            "strategy": strategy, "model": model, "window": window, "kv": kv, "dataset": dataset, "length": length,
+            "n": len(values), "errors": sum(1 for l in group if l.get("error")),
+            "score": None if math.isnan(score) else round(score, 3),
+            "ci95": None if math.isnan(low) else [round(low, 3), round(high, 3)],
+            "calls": round(_per_case(group, "calls"), 1), "prompt_tokens": round(_per_case(group, "prompt_tokens")),
+            "completion_tokens": round(_per_case(group, "completion_tokens")), "seconds": round(_seconds(group), 1),
+        })
+    return rows
+
+
+def write_summary(paths: Sequence[str | Path], target: str | Path, *, machine: str, command: str) -> Path:
+    """Writes the scores of `paths` as a benchmark file ({benchmark, machine, command, date, results})."""
+    import datetime
+    import json
+
+    lines = load_results(paths)
+    if not lines:
+        raise ValueError("no result lines in " + ", ".join(str(p) for p in paths))
+    document = {"benchmark": "quality", "machine": machine, "command": command,
+                "date": datetime.date.today().isoformat(), "results": summary_rows(lines)}
+    out = Path(target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    return out
 
 
 def _needle_section(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[str],
@@ -243,6 +285,8 @@ def _plots(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[
 
 
 def _plot_scores(plt, lines, groups, label, settings, datasets, colors):
+    if len(settings) > 6:
+        return _plot_scores_by_panel(plt, groups, settings, datasets, colors)
     figure, ax = plt.subplots(figsize=(max(6, 1.2 * len(datasets) * max(1, len(settings)) / 2 + 2), 4))
     width = 0.8 / max(1, len(settings))
     for i, s in enumerate(settings):
@@ -264,6 +308,30 @@ def _plot_scores(plt, lines, groups, label, settings, datasets, colors):
     ax.set_title("Score by dataset")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def _plot_scores_by_panel(plt, groups, settings, datasets, colors):
+    """Many settings: one panel per dataset with a horizontal bar per setting, so the figure grows in height by a
+    line per setting instead of in width by a bar per setting and dataset."""
+    figure, axes = plt.subplots(1, len(datasets), figsize=(2.6 * len(datasets) + 3, 0.26 * len(settings) + 1.6),
+                                sharey=True, squeeze=False)
+    rows = list(range(len(settings)))[::-1]  # the first setting on top
+    for ax, d in zip(axes.flat, datasets):
+        for y, s in zip(rows, settings):
+            values = _scored(groups.get((s, d), []))
+            if not values:
+                continue
+            m, low, high = bootstrap_interval(values)
+            err = [[0 if math.isnan(low) else m - low], [0 if math.isnan(high) else high - m]]
+            ax.barh(y, m, 0.7, xerr=err, capsize=2, color=colors[s], error_kw={"elinewidth": 0.8})
+            ax.text(min(m, 0.98), y, f" {m:.2f} ({len(values)})", va="center", fontsize=6.5)
+        ax.set_xlim(0, 1.05)
+        ax.set_title(d, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes.flat[0].set_yticks(rows, settings, fontsize=7.5)
+    figure.suptitle("Mean score by dataset (95% interval; cases in brackets)", fontsize=10)
+    figure.tight_layout()
     return figure
 
 
