@@ -281,6 +281,32 @@ def test_a_document_in_flight_starts_no_call_once_another_has_stopped_the_run(tm
     assert len(model.calls) == 2
 
 
+def test_a_ray_task_that_cannot_save_its_checkpoints_stops_the_run_on_the_driver(tmp_path, monkeypatch):
+    """The task's body and the driver's handling of its reply, without Ray (tests/test_ray.py runs Ray itself)."""
+    from types import SimpleNamespace
+
+    from longread.cli import cluster
+    from longread.cli.runner import CHECKPOINT_ERROR, FatalError, Outcome
+    from longread.cli.settings import resolve
+    from longread.documents import load_document
+
+    doc = tmp_path / "book.txt"
+    doc.write_text(text_of(30))
+    model = use(monkeypatch, MockModel())
+    monkeypatch.setattr(cluster, "_MODELS", {})
+    failures = fill_the_disk(monkeypatch, model)
+    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain", workspace=tmp_path / "ws")
+    reply = cluster.read_task(settings, None, load_document(doc))
+    assert reply["error_type"] == CHECKPOINT_ERROR and "database or disk is full" in reply["error"]
+    assert failures and len(model.calls) == failures[0]  # the task made no call after the failed save
+
+    stopped: list[str] = []
+    run = SimpleNamespace(stop=lambda reason: stopped.append(reason) or FatalError(reason))
+    with pytest.raises(FatalError, match="cannot save checkpoints"):
+        cluster._collect(run, Outcome(None, "failed"), SimpleNamespace(get=lambda ref: reply), "ref")
+    assert stopped == [reply["error"]]
+
+
 def test_a_failed_summary_write_costs_no_call_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     import longread.cli.outputs as outputs
 

@@ -10,7 +10,8 @@ output files, stdout, the runs log, the display (a line per document in flight) 
 receives the loaded document, so the nodes need longread and the model, not the input files. Checkpoints are
 written in the workspace path on the node that reads the document: on one machine, or with the workspace on a
 shared filesystem, a rerun resumes a half-read document where it stopped; elsewhere it reads it again (finished
-documents are skipped by the driver either way).
+documents are skipped by the driver either way). A task takes the lock of its document's work there too, waiting
+for another run that holds it; a checkpoint it cannot save stops the run on the driver, as a local one would.
 
 `auto` joins the local Ray instance (`ray start --head`) or starts one for the run; another address is passed
 to `ray.init` (`ray://HOST:10001`, `HOST:6379`). Each task asks for one CPU; `--jobs N` caps the tasks in flight
