@@ -407,7 +407,8 @@ def run_chat(settings: ChatSettings) -> int:
                                     f"({model.context_window})")
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
-            chat = ChatSession(reader, stack.enter_context(sqlite_saver(folder / "chat.sqlite", _warn(settings))), out, err,
+            history = stack.enter_context(sqlite_saver(folder / "chat.sqlite", _warn(settings)))
+            chat = ChatSession(reader, history, out, err,
                                as_json=settings.as_json, quiet=settings.quiet, stream=settings.stream)
             chat.note(f"longread chat: {document.title or document.source} | session {reader.session} | "
                         f"model {model.name} | window {reader.window}", "bold")

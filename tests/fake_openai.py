@@ -169,7 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         words = text.split(" ")
         pieces = [" ".join(words[: len(words) // 2]) + " ", " ".join(words[len(words) // 2:])]
-        base = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": int(time.time()), "model": "fake"}
+        base = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": "fake"}
         for piece in pieces:
             self._event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         self._event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})

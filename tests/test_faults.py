@@ -643,8 +643,8 @@ def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypat
         return None
 
     model = use(monkeypatch, MockModel(responder=slow))
-    settings = resolve("summarize", model="mock", window=512, kv=None, strategy=None, workspace=tmp_path / "ws", quiet=True,
-                       writes_files=True, jobs=jobs)
+    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain", workspace=tmp_path / "ws",
+                       quiet=True, writes_files=True, jobs=jobs)
     codes: list[int] = []
     runs = [threading.Thread(target=lambda: codes.append(run([str(folder)], None, settings, tmp_path / "out")))
             for _ in range(2)]

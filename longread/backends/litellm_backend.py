@@ -126,7 +126,8 @@ def _is_secret_kwarg(name: str) -> bool:
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name says it holds a credential (see _SECRET_NAME_PARTS)."""
     name = name.upper()
-    return name.endswith(_SECRET_NAME_ENDINGS) or any(part in _SECRET_NAME_PARTS for part in re.split(r"[^A-Z0-9]+", name))
+    parts = re.split(r"[^A-Z0-9]+", name)
+    return name.endswith(_SECRET_NAME_ENDINGS) or any(part in _SECRET_NAME_PARTS for part in parts)
 
 
 def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:

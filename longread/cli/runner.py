@@ -453,7 +453,8 @@ class Run:
             strategy=str(data.get("strategy") or s.strategy), window=data.get("window") or s.window, kv=s.kv,
             error=outcome.failure.reason if outcome.failure else None, segments=int(data.get("segments") or 0),
             calls=len(data.get("calls") or []) + int(usage.get("repeated_calls") or 0),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
             cost_usd=float(usage.get("cost_usd") or 0.0),
             output=str(outcome.files.markdown) if outcome.files is not None and outcome.kind == "done" else None,
             result=data or None,
@@ -481,7 +482,8 @@ def storable(value: Any) -> Any:
             value.encode("utf-8")
             return value
         except UnicodeEncodeError:
-            raw = value.encode("utf-8", "surrogateescape") if _only_escaped(value) else value.encode("utf-8", "backslashreplace")
+            errors = "surrogateescape" if _only_escaped(value) else "backslashreplace"
+            raw = value.encode("utf-8", errors)
             return raw.decode("utf-8", "backslashreplace")
     if isinstance(value, dict):
         return {storable(k): storable(v) for k, v in value.items()}

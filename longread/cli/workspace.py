@@ -198,7 +198,7 @@ class WorkLock:
         except (OSError, ValueError, AttributeError):
             return 1  # a marker cut short by a kill: a call was started
 
-    # -- what the run tells the lock ------------------------------------------------------------------------------------
+    # -- what the run tells the lock --------------------------------------------------------------------------------
     def observe(self, saver: Any) -> None:
         """Follows the saves of this work's threads in `saver` (an ObservedSaver)."""
         for thread in self.threads:
