@@ -3,6 +3,9 @@
 
 litellm reaches it as `openai/NAME` with `api_base=server.url` (or OPENAI_API_BASE in a subprocess's environment).
 The standard library's threading HTTP server is enough for a test double of one endpoint; no dependency is added.
+It is not `longread.serve.fake.FakeProvider` (the throughput tests' provider, `longread serve`'s own app): the
+faults here are below HTTP (a connection closed without an answer, a request held past the client's timeout,
+a client killed while it waits), which an ASGI app behind uvicorn cannot give on purpose.
 
 Each answer is derived from a hash of the request's messages, so a retried request gets the same answer, and
 every answer starts with a mark (`note-<hash>`) that the tests look for in later requests.
