@@ -134,14 +134,21 @@ def test_ctrl_c_keeps_finished_documents_and_the_rerun_reads_only_the_rest(tmp_p
     calls = {"n": 0, "stopped": False}
     lock = threading.Lock()
 
+    gone = threading.Event()
+
     def interrupt_in_the_middle(call):
         with lock:
-            if calls["stopped"]:  # the documents in flight stop at their next call, as a killed process would
-                raise RuntimeError("the process is gone")
-            calls["n"] += 1
-            if calls["n"] == 9:  # Ctrl-C, in the middle of the run: documents read before it are finished
-                calls["stopped"] = True
-                os.kill(os.getpid(), signal.SIGINT)
+            stopped = calls["stopped"]
+            if not stopped:
+                calls["n"] += 1
+                if calls["n"] == 9:  # Ctrl-C, in the middle of the run: documents read before it are finished
+                    calls["stopped"] = True
+                    os.kill(os.getpid(), signal.SIGINT)
+        if stopped:
+            # The documents in flight stop at their next call, as a killed process would; they wait until the main
+            # thread has taken the Ctrl-C (on a loaded machine their error could otherwise reach it first).
+            gone.wait(10)
+            raise RuntimeError("the process is gone")
         return None
 
     model = MockModel(replies={"worker": interrupt_in_the_middle, "manager": interrupt_in_the_middle})
@@ -150,6 +157,10 @@ def test_ctrl_c_keeps_finished_documents_and_the_rerun_reads_only_the_rest(tmp_p
     assert first.exit_code == 130 and "Finished work is kept" in first.output
     kept = summaries(tmp_path / "out")
     assert 0 < len(kept) < 6
+    gone.set()
+    for thread in threading.enumerate():  # the first run's documents in flight end before the rerun starts
+        if thread.name.startswith("longread-job-"):
+            thread.join(10)
     calls["stopped"] = False
     second = invoke("summarize", books, "--out", tmp_path / "out", "--model", "mock", "--jobs", "2")
     assert second.exit_code == 0, second.output
