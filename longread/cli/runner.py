@@ -15,9 +15,9 @@
    would fail the same way. So does a checkpoint that cannot be saved (a full disk, a damaged or read-only
    checkpoints file): the run stops at the first failed save instead of paying for calls it cannot keep. Once
    one document has met such an error, no other document starts (`Run.stop`).
-5. Before its first call a document takes the lock of its work (workspace.WorkLock): a document another run is
-   reading is put off and read last, by when it is finished (nothing is read twice; a Ray task waits for the
-   lock instead). The document's summary folder is checked writable before any call; a finished chain stays in
+5. Before its first call a document takes the lock of its work (workspace.WorkLock) and keeps it until its
+   outputs are written: a document another run is reading is put off and read last, by when it is finished
+   (nothing is read twice; a Ray task waits for the lock instead). The document's summary folder is checked writable before any call; a finished chain stays in
    its checkpoint, so an output that could not be written costs no call on the rerun.
 """
 
@@ -164,7 +164,8 @@ class Busy(Exception):
 
 def read_document(settings: Settings, question: str | None, document: Any, model: Any, checkpointer: Any, *,
                   on_event: Any = None, on_text: Any = None, wait: bool = True, fresh: bool | None = None,
-                  stopped: Callable[[], str | None] | None = None) -> tuple[Any, int]:
+                  stopped: Callable[[], str | None] | None = None, done_meanwhile: Callable[[], bool] | None = None,
+                  then: Callable[[Any, int], None] | None = None) -> tuple[Any, int]:
     """The reading of one document with the run's strategy and checkpoints -> (Result, repeated calls). Runs in
     this process or in a Ray task (cluster.py), so it depends on nothing but its arguments.
 
@@ -173,7 +174,9 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     killed knows how many calls it makes again (the second value; `usage.repeated_calls` in the outputs).
     `fresh` (default: --force) starts over. A checkpoint that cannot be saved raises sqlite3.Error: the caller
     stops the run. `stopped()`, asked before each call, says why the run stopped (another document's failure):
-    then the call is not made (FatalError)."""
+    then the call is not made (FatalError). `done_meanwhile()`, asked once the lock is held, says the document was
+    finished by the run that held it (then nothing is read: (None, 0)); `then(result, repeated)` runs before the
+    lock is let go (the outputs are written under it, so two runs never write one document's files at once)."""
     from ..reader import Reader
     from .strategies import install_plugin_strategies
 
@@ -186,6 +189,14 @@ def read_document(settings: Settings, question: str | None, document: Any, model
         lock = WorkLock(settings.workspace / "locks", lock_key(threads), threads)
         if not lock.acquire(wait=wait):
             raise Busy(lock.holder())
+        try:
+            finished = done_meanwhile is not None and done_meanwhile()
+        except BaseException:
+            lock.release()
+            raise
+        if finished:
+            lock.release()
+            return None, 0
         lock.observe(checkpointer)
     started = 0
 
@@ -209,6 +220,9 @@ def read_document(settings: Settings, question: str | None, document: Any, model
             result = reader.ask(question, on_event=counted, on_text=on_text)
         else:
             result = reader.summarize(on_event=counted, on_text=on_text)
+        repeated = lock.repeated_calls if lock is not None and started else 0
+        if then is not None:
+            then(result, repeated)
         clean = True
     except (LongreadError, OSError):
         clean = True  # a failed call was not paid for, or is the document's own failure: nothing to repeat
@@ -216,7 +230,7 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     finally:
         if lock is not None:
             lock.release(checkpointer, keep_marker=not clean)
-    return result, (lock.repeated_calls if lock is not None and started else 0)
+    return result, repeated
 
 
 @dataclass
@@ -281,11 +295,16 @@ class Run:
                 stream = outcome.stream = self.printer.stream_for(job)
                 line.set_phase("reading")
                 on_event = self._opening(line.on_event) if first else line.on_event
-                result, repeated = read_document(self.settings, self.question, document, model, checkpointer,
-                                                 on_event=on_event, on_text=stream, wait=wait,
-                                                 fresh=self.settings.force and not wait,
-                                                 stopped=lambda: self.stop_reason)
-                self.finish(outcome, result, model, repeated)
+                files = outcome.files
+
+                def done_meanwhile() -> bool:  # after waiting for another run's lock: it may have written them
+                    return (wait and files is not None and not self.settings.force
+                            and self._up_to_date(outcome, files, quiet=True))
+
+                read_document(self.settings, self.question, document, model, checkpointer, on_event=on_event,
+                              on_text=stream, wait=wait, fresh=self.settings.force and not wait,
+                              stopped=lambda: self.stop_reason, done_meanwhile=done_meanwhile,
+                              then=lambda result, repeated: self.finish(outcome, result, model, repeated))
         except Busy as busy:
             self.display.drop(outcome.line)
             outcome.kind, outcome.holder, outcome.line, outcome.stream = "busy", busy.holder, None, None
