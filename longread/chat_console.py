@@ -22,7 +22,7 @@ import re
 import sqlite3
 import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -67,6 +67,7 @@ class ChatSettings:
     as_json: bool = False  # one JSON object per answer on stdout
     quiet: bool = False  # no progress and no notes
     stream: bool = True
+    timeout: float | None = None  # seconds per model call (API models)
     api_base: str | None = None  # --api-base
 
 
@@ -86,16 +87,30 @@ def embedder_for(model: ChatModel) -> Any:
     return HashingEmbedder() if model.name.startswith("mock") else MiniLMEmbedder()
 
 
-@contextmanager
-def sqlite_saver(path: Path) -> Iterator[Any]:
-    from langgraph.checkpoint.sqlite import SqliteSaver
+def sqlite_saver(path: Path, warn: Callable[[str], None] = lambda message: None) -> Any:
+    """The checked SqliteSaver of cli/workspace.py: a damaged file is moved aside, a read-only one an error."""
+    from .cli.workspace import open_checkpointer
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False)  # the saver locks the connection itself
+    return open_checkpointer(path, warn)
+
+
+def memory_warning(folder: Path) -> str | None:
+    """Why a session's memory starts from nothing when its history says it should not (or the file is empty)."""
+    memory, chat = folder / "memory.sqlite", folder / "chat.sqlite"
     try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
+        size = memory.stat().st_size
+    except FileNotFoundError:
+        size = None
+    except OSError:
+        return None  # MemoryStream says why it cannot open it
+    had_history = chat.is_file() and chat.stat().st_size > 0
+    if size is None and had_history:
+        return (f"warning: {memory} is missing though the session has a history: its notes are gone, so the "
+                "document is read again")
+    if size == 0:
+        return (f"warning: {memory} is empty (0 bytes)" + (": the session's notes are gone, so the document is read "
+                "again" if had_history else ": the session starts from nothing"))
+    return None
 
 
 def _preview(text: str, chars: int = 90) -> str:
@@ -363,12 +378,19 @@ def open_reader(settings: ChatSettings, document: Document, model: ChatModel, st
 
     session = settings.session or default_session(document)
     folder = session_folder(settings.workspace, session)
+    warning = memory_warning(folder)
+    if warning and not settings.quiet:
+        note(stderr_console(), warning, "yellow")
     stream = stack.enter_context(
         MemoryStream(folder / "memory.sqlite", embedder=embedder_for(model), tokenizer=model.tokenizer)
     )
-    chain_checkpoints = stack.enter_context(sqlite_saver(settings.workspace / "checkpoints.sqlite"))
+    chain_checkpoints = stack.enter_context(sqlite_saver(settings.workspace / "checkpoints.sqlite", _warn(settings)))
     return Reader(document, model=model, window=settings.window, memory=stream, session=session,
                   checkpointer=chain_checkpoints, strategy=settings.strategy)
+
+
+def _warn(settings: ChatSettings) -> Callable[[str], None]:
+    return lambda message: None if settings.quiet else note(stderr_console(), message, "yellow")
 
 
 def run_chat(settings: ChatSettings) -> int:
@@ -378,13 +400,15 @@ def run_chat(settings: ChatSettings) -> int:
     try:
         with ExitStack() as stack:
             document = load_source(str(settings.path))
-            model = backends.get_model(settings.model, kv=settings.kv, api_base=settings.api_base)
+            model = backends.get_model(settings.model, kv=settings.kv, api_base=settings.api_base,
+                                       timeout=settings.timeout)
             if settings.window and settings.window > model.context_window:
                 raise LongreadError(f"--window {settings.window} is larger than the context window of {model.name} "
                                     f"({model.context_window})")
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
-            chat = ChatSession(reader, stack.enter_context(sqlite_saver(folder / "chat.sqlite")), out, err,
+            history = stack.enter_context(sqlite_saver(folder / "chat.sqlite", _warn(settings)))
+            chat = ChatSession(reader, history, out, err,
                                as_json=settings.as_json, quiet=settings.quiet, stream=settings.stream)
             chat.note(f"longread chat: {document.title or document.source} | session {reader.session} | "
                         f"model {model.name} | window {reader.window}", "bold")
@@ -409,6 +433,10 @@ def run_chat(settings: ChatSettings) -> int:
                     chat.render(turn)
                 if not settings.as_json:
                     out.print()
+    except sqlite3.Error as exc:  # a checkpoint that cannot be saved or read in the middle of the session
+        note(err, f"error: the session cannot be saved in {settings.workspace} ({exc}); the session stops (what "
+                  "was saved is kept)", "red")
+        return 1
     except (LongreadError, ValueError, ImportError, OSError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, EmbedderMismatch):  # reembed=True is the library's way out; the CLI's is a new session

@@ -10,10 +10,14 @@
   answer, judging, ...), tokens/s, and an ETA from the seconds per segment measured in this run. A resumed run
   says `resuming at k/n`.
 - `TextStream` writes the final answer to stdout as the model writes it.
+- Nothing from outside (a file name, a URL, a model's text) reaches the terminal raw: `printable` escapes control
+  characters (CSI colours, OSC titles, newlines in a name), bidirectional overrides and undecodable bytes.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import threading
 import time
@@ -35,13 +39,43 @@ PHASES = {
 }
 
 
+# C0 and C1 controls and DEL (ESC starts CSI and OSC sequences; U+009B is an 8-bit CSI), the bidirectional
+# embeddings, overrides and isolates (text that reads in another order than it is stored), and lone surrogates
+# (the bytes of a file name that is not UTF-8, as Python's surrogateescape keeps them).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNPRINTABLE_ABOVE_ASCII = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """`text` safe for a terminal: each unprintable character as a visible escape (`\\x1b`, `\\n`, `\\u202e`; an
+    undecodable byte of a file name as `\\xff`); the characters in `keep` (say "\\n\\t" for an answer) stay."""
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        if char in keep:
+            return char
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte itself
+            return f"\\x{code - 0xDC00:02x}"
+        return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+    return _UNPRINTABLE.sub(escape, text)
+
+
+def json_line(data: Any, indent: int | None = None) -> str:
+    """JSON that is safe on a terminal and always valid UTF-8: json escapes C0 controls itself; C1 controls,
+    bidirectional controls and lone surrogates are escaped here too (the same JSON once parsed)."""
+    text = json.dumps(data, ensure_ascii=False, indent=indent)
+    return _UNPRINTABLE_ABOVE_ASCII.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
 def note(console: Console, message: str, style: str | None = None) -> None:
-    """Prints a line as it is: file names such as `[draft].txt` must not be read as rich markup."""
-    console.print(Text(message, style=style or ""), soft_wrap=True)
+    """Prints one line: never read as rich markup (`[draft].txt`), control characters escaped (`printable`)."""
+    console.print(Text(printable(message), style=style or ""), soft_wrap=True)
 
 
 def clock(seconds: float) -> str:
@@ -85,7 +119,7 @@ class DocumentProgress:
 
     def __init__(self, display: "Display", name: str, task: TaskID | None, mode: str = "query"):
         self.display = display
-        self.name = name
+        self.name = printable(name)
         self.task = task
         self.mode = mode
         self.tally = DocumentTally()
@@ -258,10 +292,16 @@ class Display:
 
     # -- documents -------------------------------------------------------------------------------------------------
     def document(self, name: str, mode: str = "query") -> DocumentProgress:
-        task = self.progress.add_task(name, total=None, stats="") if self.live else None
+        task = self.progress.add_task(printable(name), total=None, stats="") if self.live else None
         line = DocumentProgress(self, name, task, mode)
         line.refresh()
         return line
+
+    def drop(self, line: DocumentProgress | None) -> None:
+        """Removes a document's line without counting it (a document put off to the end of the run)."""
+        with self._lock:
+            if line is not None and line.task is not None:
+                self.progress.remove_task(line.task)
 
     def finish(self, line: DocumentProgress | None, outcome: str) -> None:
         """outcome: done | failed | skipped."""
@@ -316,7 +356,7 @@ class TextStream:
                 if self.before:
                     self.before()
             self.text += chunk
-            self.display.stdout.write(chunk)
+            self.display.stdout.write(printable(chunk, keep="\n\t"))
             self.display.stdout.flush()
 
     def close(self) -> None:
@@ -338,5 +378,5 @@ def failures_table(failures: list[tuple[str, str]], total: int) -> Table:
     table.add_column("file", overflow="fold")
     table.add_column("error", overflow="fold")
     for name, reason in failures:
-        table.add_row(Text(name), Text(reason))
+        table.add_row(Text(printable(name)), Text(printable(reason)))
     return table

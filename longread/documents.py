@@ -15,6 +15,7 @@ see `longread.plugins`): a plugin's loader is `loader(path) -> str | Document`, 
 from __future__ import annotations
 
 import codecs
+import errno
 import logging
 import os
 import re
@@ -30,6 +31,8 @@ from .errors import DocumentError
 if TYPE_CHECKING:
     from bs4 import BeautifulSoup
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "SUPPORTED_EXTENSIONS",
@@ -38,6 +41,7 @@ __all__ = [
     "as_document",
     "fetch_url",
     "find_documents",
+    "link_problem",
     "html_to_text",
     "is_url",
     "load_bytes",
@@ -120,19 +124,32 @@ def _looks_like_path(text: str) -> bool:
         return False
 
 
-def find_documents(path: str | os.PathLike[str]) -> list[Path]:
+def find_documents(path: str | os.PathLike[str], *,
+                   on_error: Callable[[Path, str], None] | None = None) -> list[Path]:
     """The files to read at `path`: the file itself, or every supported file below a folder.
 
     Folders are walked recursively and sorted; hidden files and folders (".git", ".cache", ...) are skipped.
     A file is returned whatever its extension, so that load_document can say why it is unsupported.
+    A subfolder that cannot be listed is passed to `on_error(folder, reason)` (default: logged as a warning),
+    and the walk goes on.
     """
     root = Path(path)
     if not root.exists():
-        raise DocumentError(path, "no such file or folder")
+        raise DocumentError(path, _missing(root, "no such file or folder"))
     if not root.is_dir():
         return [root]
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else root
+        reason = f"cannot list this folder: {error.strerror or error}"
+        if on_error is not None:
+            on_error(where, reason)
+        else:
+            logger.warning("%s: %s", where, reason)
+
     found: list[Path] = []
-    for folder, subfolders, files in os.walk(root):  # does not follow symlinked folders, so no cycles
+    # os.walk does not follow symlinked folders, so a link loop cannot send it round forever.
+    for folder, subfolders, files in os.walk(root, onerror=unreadable):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         extensions = supported_extensions()
         for name in files:
@@ -154,7 +171,7 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
     source = str(path) if source is None else source
     try:
         if not file.exists():
-            raise DocumentError(source, "no such file")
+            raise DocumentError(source, _missing(file, "no such file"))
         if file.is_dir():
             raise DocumentError(source, "is a directory, not a file (find_documents lists the files in a folder)")
         if not file.is_file():
@@ -284,17 +301,26 @@ def _load_epub(file: Path, source: str) -> Loaded:
         raise DocumentError(source, f"corrupt EPUB ({_describe(exc)})") from exc
 
     chapters: list[str] = []
+    missing: list[str] = []
     try:
         for idref, _linear in book.spine:
             item = book.get_item_with_id(idref)
+            if item is None:
+                missing.append(str(idref))
+                continue
             # The navigation document is a table of contents, not part of the text.
-            if item is None or item.get_type() != ITEM_DOCUMENT or isinstance(item, epub.EpubNav):
+            if item.get_type() != ITEM_DOCUMENT or isinstance(item, epub.EpubNav):
                 continue
             text, _ = _html_text_and_title(_decode_markup(item.get_content()))
             if text.strip():
                 chapters.append(text)
     except Exception as exc:
         raise DocumentError(source, f"corrupt EPUB ({_describe(exc)})") from exc
+    if missing:
+        names = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        if not chapters:
+            raise DocumentError(source, f"corrupt EPUB (its reading order names {names}, missing from its manifest)")
+        logger.warning("%s: its reading order names %s, missing from its manifest; read without them", source, names)
 
     metadata: dict[str, Any] = {"chapters": len(chapters)}
     for key, dc_name in (("title", "title"), ("author", "creator")):
@@ -503,9 +529,12 @@ def _decode(data: bytes, source: str, declared: str | None = None) -> tuple[str,
                                             f"valid {label} ({exc.reason} at byte {exc.start})") from exc
             _reject_binary(text, source)
             return text, name
-    # UTF-16 without a BOM is not guessed: its NUL bytes make it look binary, and it is rare without one.
     if b"\x00" in data:
-        raise DocumentError(source, "binary file (contains NUL bytes), not text")
+        utf16 = _utf16_without_bom(data)
+        if utf16 is None:
+            raise DocumentError(source, "binary file (contains NUL bytes), not text")
+        _reject_binary(utf16[0], source)
+        return utf16
     try:
         text, encoding = data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -515,6 +544,24 @@ def _decode(data: bytes, source: str, declared: str | None = None) -> tuple[str,
         warnings.warn(f"{source}: not valid UTF-8 and no byte order mark; decoded as latin-1, "
                       "so some characters may be wrong", EncodingFallbackWarning, stacklevel=4)
     return text, encoding
+
+
+def _utf16_without_bom(data: bytes) -> tuple[str, str] | None:
+    """UTF-16 text without a byte order mark, or None. Text in a Latin or Cyrillic script has a NUL in the high byte
+    of most characters, so the NULs of a sample fall almost all at odd offsets (little-endian) or even ones (big-
+    endian); binary data has them anywhere. The whole file must then decode, and `_reject_binary` still applies."""
+    sample = data[:4096]
+    if len(data) % 2 or len(sample) < 4:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    pairs = len(sample) // 2
+    for codec, nuls, other in (("utf-16-le", odd, even), ("utf-16-be", even, odd)):
+        if nuls >= pairs // 4 and other <= nuls // 50:
+            try:
+                return data.decode(codec), codec
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 def _decode_declared(data: bytes, declared: str | None) -> tuple[str, str]:
@@ -668,6 +715,29 @@ def _visible_text(soup: BeautifulSoup) -> str:
 
 
 # -- small helpers ----------------------------------------------------------------------------------------------------
+def link_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with a path that is a symbolic link leading nowhere (a loop, or a broken link); None when it
+    is not one (it leads somewhere, or it is no link)."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (the link leads back to itself)"
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return "a broken symbolic link"
+    return f"a broken symbolic link (to {target}, which does not exist)"
+
+
+def _missing(path: Path, otherwise: str) -> str:
+    """Why a path that does not exist does not: a symbolic link that loops or points nowhere, else `otherwise`."""
+    return link_problem(path) or otherwise
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 

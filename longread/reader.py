@@ -70,6 +70,8 @@ class Reader:
 
     Without memory (the default) every question is one pass of the strategy.
     `controller_options` go to `MemoryController` (budget, summary_threshold, prompts, ...).
+    `timeout`: seconds an API model has to answer one call before it is tried again (default 120); a model
+    string only (a ChatModel keeps its own).
     `checkpointer` (a LangGraph saver) makes every run resumable: an interrupted run resumes, a finished one is
     returned again without a call; `forget(question)` starts it over.
     """
@@ -82,6 +84,7 @@ class Reader:
         window: int | None = None,
         kv: str | None = None,
         api_base: str | None = None,
+        timeout: float | None = None,
         strategy: str | Strategy | None = None,
         prompts: Prompts | None = None,
         checkpointer: Any = None,
@@ -94,7 +97,8 @@ class Reader:
         controller_options: Mapping[str, Any] | None = None,
     ):
         self.document = as_document(source)
-        self.model = get_model(model, kv=kv, api_base=api_base)  # get_model drops the options left at None
+        # get_model drops the options left at None
+        self.model = get_model(model, kv=kv, api_base=api_base, timeout=timeout)
         self.window = window or default_window(self.model)
         self.strategy = get_strategy(strategy)
         self.prompts = prompts or DEFAULT_PROMPTS

@@ -332,7 +332,8 @@ def test_a_failed_write_keeps_the_previous_summary_whole(tmp_path, use_model, mo
     result = invoke("summarize", doc, "--out", out, "--window", 1024, "--force")
 
     assert result.exit_code == 1
-    assert result.stderr.splitlines() == [f"error: {doc}: No space left on device"]
+    assert result.stderr.splitlines() == [f"error: {doc}: cannot write {out / 'report.txt.summary.md'}: "
+                                          "No space left on device"]  # the summary named, not a temporary file
     assert {p: p.read_bytes() for p in out.iterdir()} == before  # old files whole, no temporary file left
 
 

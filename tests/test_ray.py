@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longread.cli import app
+from longread.cli.outputs import WRITE_ID
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'longread[ray]')")
 
@@ -58,12 +59,13 @@ def outputs(out: Path) -> dict[str, object]:
         if path.suffix == ".json":
             data = json.loads(path.read_text())
             data.pop("reused", None)
+            data.pop("write_id", None)  # a new one each write (outputs.SummaryFiles.write)
             data["usage"].pop("seconds", None)
             for call in data["calls"]:
                 call.pop("seconds", None)
             found[path.name] = data
         elif path.is_file():
-            found[path.name] = path.read_text()
+            found[path.name] = WRITE_ID.sub("", path.read_text())
     return found
 
 

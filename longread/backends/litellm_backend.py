@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -66,8 +67,14 @@ _PERMANENT_ERRORS = (
 
 # Keyword arguments of litellm.completion that carry credentials: kept with the API key, never in vars().
 _SECRET_KWARG_SUFFIXES = ("_key", "_token", "_secret", "_password", "credentials", "headers")
-_SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
-_MIN_SECRET_LENGTH = 4  # shorter values (a flag such as FOO_TOKEN=1) would blank out ordinary text
+# Environment variables that hold credentials: a part of the name (between underscores) is one of these words, or
+# the name ends in one (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_API_KEY, HF_TOKEN, DB_PASSWORD, OPENAIKEY).
+_SECRET_NAME_PARTS = frozenset({"KEY", "APIKEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL",
+                                "CREDENTIALS"})
+_SECRET_NAME_ENDINGS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+_MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary text
+_MIN_ENV_SECRET_LENGTH = 8  # a setting such as USE_KEY=true is not a key; credentials are long
+DEFAULT_TIMEOUT_SECONDS = 120.0  # per attempt: a long answer fits, a stalled server costs two minutes
 MAX_BACKOFF_SECONDS = 60.0
 
 # Providers whose litellm.get_model_info asks a server (Ollama's /api/show, Lemonade's /models, the Hugging Face
@@ -116,10 +123,17 @@ def _is_secret_kwarg(name: str) -> bool:
     return name == "api_key" or name.endswith(_SECRET_KWARG_SUFFIXES)
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a credential (see _SECRET_NAME_PARTS)."""
+    name = name.upper()
+    parts = re.split(r"[^A-Z0-9]+", name)
+    return name.endswith(_SECRET_NAME_ENDINGS) or any(part in _SECRET_NAME_PARTS for part in parts)
+
+
 def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:
-    """Values of environment variables that hold credentials (names ending in _API_KEY, _TOKEN or _SECRET)."""
+    """Values of environment variables that hold credentials (is_secret_name), at least 8 characters long."""
     environ = os.environ if environ is None else environ
-    return [v for k, v in environ.items() if k.upper().endswith(_SECRET_ENV_SUFFIXES) and len(v) >= _MIN_SECRET_LENGTH]
+    return [v for k, v in environ.items() if is_secret_name(k) and len(v) >= _MIN_ENV_SECRET_LENGTH]
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -201,7 +215,7 @@ class LiteLLMModel(ChatModel):
         model: str,
         *,
         context_window: int | None = None,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_retries: int = 6,
         max_concurrency: int = 8,
         api_key: str | None = None,

@@ -154,6 +154,7 @@ def model_rows() -> list[ModelRow]:
 def _local(model: str, **options: Any) -> ChatModel:
     from .local import LocalModel
 
+    options.pop("timeout", None)  # an API model's option
     if model == "local":
         return LocalModel.embedded(**options)
     return LocalModel.from_path(model.split(":", 1)[1], **options)
@@ -210,6 +211,7 @@ def _mock(model: str, **options: Any) -> ChatModel:
 
     tokens = int(model.split(":", 1)[1]) if ":" in model else 32
     options.pop("kv", None)
+    options.pop("timeout", None)
     return MockModel(completion_tokens=tokens, **options)
 
 

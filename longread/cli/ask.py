@@ -8,7 +8,7 @@ import typer
 
 from .options import (
     ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
-    QuietOption, RayOption, StrategyOption, WindowOption, WorkspaceOption,
+    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -30,6 +30,7 @@ def ask(
     api_base: ApiBaseOption = None,
     jobs: JobsOption = None,
     ray: RayOption = None,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
     from .runner import run
@@ -38,6 +39,6 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
     settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base, jobs=jobs, ray=ray,
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream)
     raise typer.Exit(run([path], question, settings, None))

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import ApiBaseOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption, WindowOption
-from .options import WorkspaceOption
+from .options import ApiBaseOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption
+from .options import TimeoutOption, WindowOption, WorkspaceOption
 
 
 def chat(
@@ -28,6 +28,7 @@ def chat(
     no_stream: NoStreamOption = False,
     api_base: ApiBaseOption = None,
     workspace: WorkspaceOption = None,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Talk about a document: it is read once, then questions are answered from memory (or by reading it again
     when memory cannot answer). Commands: /memory /sources /save FILE /reset /help /quit. Lines on a piped stdin
@@ -37,7 +38,7 @@ def chat(
     from .settings import resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base, as_json=as_json, quiet=quiet, stream=not no_stream)
+                       api_base=api_base, timeout=timeout, as_json=as_json, quiet=quiet, stream=not no_stream)
     try:
         preflight(settings)
     except FatalError as exc:
@@ -45,5 +46,6 @@ def chat(
         raise typer.Exit(1) from None
     raise typer.Exit(run_chat(ChatSettings(
         path, session, settings.model, settings.window, settings.kv, settings.workspace,
-        strategy=settings.strategy, api_base=settings.api_base, as_json=as_json, quiet=quiet, stream=not no_stream,
+        strategy=settings.strategy, api_base=settings.api_base, timeout=settings.timeout, as_json=as_json,
+        quiet=quiet, stream=not no_stream,
     )))

@@ -10,7 +10,8 @@ output files, stdout, the runs log, the display (a line per document in flight) 
 receives the loaded document, so the nodes need longread and the model, not the input files. Checkpoints are
 written in the workspace path on the node that reads the document: on one machine, or with the workspace on a
 shared filesystem, a rerun resumes a half-read document where it stopped; elsewhere it reads it again (finished
-documents are skipped by the driver either way).
+documents are skipped by the driver either way). A task takes the lock of its document's work there too, waiting
+for another run that holds it; a checkpoint it cannot save stops the run on the driver, as a local one would.
 
 `auto` joins the local Ray instance (`ray start --head`) or starts one for the run; another address is passed
 to `ray.init` (`ray://HOST:10001`, `HOST:6379`). Each task asks for one CPU; `--jobs N` caps the tasks in flight
@@ -25,14 +26,19 @@ from collections import deque
 from typing import Any, Iterator, Sequence
 
 from ..errors import LongreadError
-from .runner import FatalError, Outcome, Run, open_checkpointer, read_document
+from .runner import CHECKPOINT_ERROR, FatalError, Outcome, Run, checkpoints_path, open_checkpointer, read_document
 
 _MODELS: dict[tuple[str, str], Any] = {}  # per worker process: a model is built (weights loaded) once
 
 
 def read_task(settings: Any, question: str | None, document: Any) -> dict[str, Any]:
-    """The body of a Ray task: one document read -> {"result": Result} or {"error", "error_type"}."""
+    """The body of a Ray task: one document read -> {"result": Result, "repeated_calls": n} or {"error",
+    "error_type"}. It waits for the lock of the document's work when another run holds it (read_document); a
+    checkpoint that cannot be saved is the error_type CHECKPOINT_ERROR, which stops the run on the driver."""
+    import sqlite3
+
     from .. import backends
+    from .workspace import checkpoint_failure
 
     try:
         options = settings.model_options()
@@ -40,7 +46,10 @@ def read_task(settings: Any, question: str | None, document: Any) -> dict[str, A
         if key not in _MODELS:
             _MODELS[key] = backends.get_model(settings.model, **options)
         with open_checkpointer(settings.workspace) as checkpointer:
-            return {"result": read_document(settings, question, document, _MODELS[key], checkpointer)}
+            result, repeated = read_document(settings, question, document, _MODELS[key], checkpointer)
+            return {"result": result, "repeated_calls": repeated}
+    except sqlite3.Error as exc:
+        return {"error": checkpoint_failure(exc, checkpoints_path(settings.workspace)), "error_type": CHECKPOINT_ERROR}
     except (LongreadError, OSError) as exc:
         return {"error": " ".join(str(exc).split()) or type(exc).__name__,
                 "error_type": getattr(exc, "error_type", "") or type(exc).__name__}
@@ -73,9 +82,11 @@ def read_on_ray(run: Run, jobs: Sequence[Any], address: str) -> Iterator[Outcome
     queue = deque(jobs)
     try:
         while queue or pending:
-            while queue and sum(ref is not None for _, ref in pending) < limit:
+            while queue and sum(ref is not None for _, ref in pending) < limit and run.stop_reason is None:
                 outcome, ref = _submit(run, task, queue.popleft())
                 pending.append((outcome, ref))
+            if not pending:  # the run stopped (a rejected key, checkpoints that cannot be saved)
+                run.check_stopped()
             outcome, ref = pending.popleft()
             if ref is not None:
                 _collect(run, outcome, ray, ref)
@@ -94,6 +105,8 @@ def _submit(run: Run, task: Any, job: Any) -> tuple[Outcome, Any]:
     outcome = Outcome(job, "failed", started=time.time())
     try:
         document = run.prepare(outcome)
+        if document is not None:
+            run.resources.checkpointer()  # the workspace is checked here before the first task is sent
     except (LongreadError, OSError) as exc:
         run.failed(outcome, exc)
         return outcome, None
@@ -116,11 +129,13 @@ def _collect(run: Run, outcome: Outcome, ray: Any, ref: Any) -> None:
         run.failed(outcome, RuntimeError(f"the Ray task failed: {type(cause).__name__}: {str(cause)[:300]}"),
                    type(cause).__name__)
         reply = None
+    if reply is not None and reply.get("error_type") == CHECKPOINT_ERROR:
+        raise run.stop(reply["error"])
     if reply is not None and "error" in reply:
         run.failed(outcome, LongreadError(reply["error"]), reply["error_type"])
     elif reply is not None:
         try:
-            run.finish(outcome, reply["result"])
+            run.finish(outcome, reply["result"], repeated_calls=reply.get("repeated_calls", 0))
         except (LongreadError, OSError) as exc:  # the output could not be written here
             run.failed(outcome, exc)
     outcome.seconds = time.monotonic() - sent

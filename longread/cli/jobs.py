@@ -80,7 +80,7 @@ def collect_jobs(specs: list[str], *, exclude: Path | None = None) -> tuple[list
     jobs: list[Job] = []
     failures: list[Failure] = []
     seen: set[str] = set()
-    excluded = exclude.resolve() if exclude is not None else None
+    excluded = Path(os.path.realpath(exclude)) if exclude is not None else None  # never raises, loops too
     for spec in specs:
         if spec == STDIN:
             if STDIN not in seen:
@@ -94,7 +94,7 @@ def collect_jobs(specs: list[str], *, exclude: Path | None = None) -> tuple[list
             continue
         root = Path(spec)
         try:
-            files = find_documents(root)
+            files = find_documents(root, on_error=lambda folder, reason: failures.append(Failure(str(folder), reason)))
         except DocumentError as exc:
             failures.append(failure_of(spec, exc))
             continue

@@ -76,6 +76,12 @@ WorkspaceOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress display and no notes; "
                                            "errors still show.")]
+TimeoutOption = Annotated[
+    Optional[float],
+    typer.Option("--timeout", metavar="SECONDS", envvar="LONGREAD_TIMEOUT", min=0.01, show_default=False,
+                 help="Seconds an API model has to answer one call before it is tried again (default 120; with "
+                 "streaming, the longest wait for the next words). Local models ignore it."),
+]
 ApiBaseOption = Annotated[
     Optional[str],
     typer.Option("--api-base", metavar="URL", envvar="LONGREAD_API_BASE", show_default=False,

@@ -5,7 +5,6 @@ Everything here writes inside `Display.paused()`, so output never lands on a pro
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
@@ -14,7 +13,7 @@ from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.text import Text
 
-from ..console import Display, TextStream, clock
+from ..console import Display, TextStream, clock, json_line, printable
 from .jobs import Job
 from .outputs import cut_note
 from .settings import Settings
@@ -32,11 +31,19 @@ def cost(usd: float) -> str:
     return f"${usd:.4f}" if usd < 100 else f"${usd:,.2f}"
 
 
+def calls_words(data: dict[str, Any]) -> str:
+    """`5 calls`, or `5 calls (+1 repeated after an interruption)` when an interrupted run's call was made again
+    (its first attempt was paid for too; its tokens are not known)."""
+    words = count(len(data.get("calls") or []), "call")
+    repeated = int((data.get("usage") or {}).get("repeated_calls") or 0)
+    return f"{words} (+{repeated} repeated after an interruption)" if repeated else words
+
+
 def usage_line(data: dict[str, Any]) -> str:
     u = data.get("usage") or {}
     strategy = f", strategy {data['strategy']}" if data.get("strategy") else ""
     return (
-        f"usage: {count(len(data.get('calls') or []), 'call')}, {tokens(u.get('prompt_tokens', 0))} prompt + "
+        f"usage: {calls_words(data)}, {tokens(u.get('prompt_tokens', 0))} prompt + "
         f"{tokens(u.get('completion_tokens', 0))} completion tokens, {cost(u.get('cost_usd', 0.0))}, "
         f"{u.get('seconds', 0.0):.1f} s, window {data.get('window')}, model {data.get('model')}{strategy}"
     )
@@ -55,7 +62,7 @@ def citation_lines(data: dict[str, Any]) -> list[str]:
 def done_line(job: Job, data: dict[str, Any]) -> str:
     u = data.get("usage") or {}
     return (
-        f"done {job.name}: {count(data.get('segments', 0), 'segment')}, {count(len(data.get('calls') or []), 'call')}, "
+        f"done {job.name}: {count(data.get('segments', 0), 'segment')}, {calls_words(data)}, "
         f"{tokens(u.get('prompt_tokens', 0) + u.get('completion_tokens', 0))} tokens in {u.get('seconds', 0.0):.1f} s"
     )
 
@@ -70,18 +77,19 @@ class Printer:
         self.out = Console(highlight=False)  # stdout
         self.estimates: list[Any] = []
 
-    def _echo(self, text: str = "") -> None:
-        typer.echo(text)
+    def _echo(self, text: str = "", keep: str = "") -> None:
+        """A line (or, with keep="\\n\\t", a text) on stdout; names and model text escaped for the terminal."""
+        typer.echo(printable(text, keep=keep))
 
     def json_line(self, data: dict[str, Any]) -> None:
         with self.display.paused():
-            self._echo(json.dumps(data, ensure_ascii=False))
+            typer.echo(json_line(data))
 
     def heading(self, job: Job) -> None:
         if not self.headings:
             return
         if self.out.is_terminal:
-            self.out.print(Rule(Text(job.name), align="left"))
+            self.out.print(Rule(Text(printable(job.name)), align="left"))
         else:
             self._echo(f"==> {job.name} <==")
 
@@ -125,13 +133,13 @@ class Printer:
 
     def _text(self, text: str) -> None:
         if self.out.is_terminal:
-            self.out.print(Markdown(text))
+            self.out.print(Markdown(printable(text, keep="\n\t")))
         else:
-            self._echo(text)
+            self._echo(text, keep="\n\t")
 
     def _line(self, line: str) -> None:
         if self.out.is_terminal:
-            self.out.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
+            self.out.print(printable(line), style="dim", markup=False, highlight=False, soft_wrap=True)
         else:
             self._echo(line)
 

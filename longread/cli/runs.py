@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -18,6 +17,21 @@ def _log(workspace):
     from .settings import default_workspace
 
     return RunLog(runs_path(workspace or default_workspace()))
+
+
+def _read(workspace, read):  # noqa: ANN001
+    """`read(log)`, or one line and exit 1 when the runs log cannot be read (damaged, not a database)."""
+    import sqlite3
+
+    log = _log(workspace)
+    try:
+        return read(log)
+    except (OSError, sqlite3.Error) as exc:
+        from ..console import note, stderr_console
+
+        note(stderr_console(), f"error: the runs log {log.path} cannot be read ({exc}); move it away to start a new "
+                               "one", "red")
+        raise typer.Exit(1) from None
 
 
 def _short(path: str) -> str:
@@ -47,12 +61,13 @@ def runs(
     from rich.table import Table
     from rich.text import Text
 
+    from ..console import json_line, printable
     from .printing import cost
 
-    records = _log(workspace).recent(limit)
+    records = _read(workspace, lambda log: log.recent(limit))
     if as_json:
         for record in records:
-            typer.echo(json.dumps(record.to_dict(with_result=False), ensure_ascii=False))
+            typer.echo(json_line(record.to_dict(with_result=False)))
         return
     if not records:
         typer.echo("no runs yet (every ask and summarize is logged when it ends)")
@@ -66,9 +81,10 @@ def runs(
     for r in records:
         when = r.to_dict()["started"][5:16].replace("T", " ")
         output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
-        table.add_row(str(r.id), when, r.command, Text(_short(r.document)), Text(r.question or "-"), Text(r.model),
-                      r.strategy or "-", f"{r.tokens:,}", cost(r.cost_usd), f"{r.seconds:.1f} s",
-                      Text(output, style="red" if r.status == "failed" else ""))
+        table.add_row(str(r.id), when, r.command, Text(printable(_short(r.document))),
+                      Text(printable(r.question or "-")),
+                      Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}", cost(r.cost_usd),
+                      f"{r.seconds:.1f} s", Text(printable(output), style="red" if r.status == "failed" else ""))
     Console().print(table)
 
 
@@ -79,26 +95,31 @@ def show(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Print one run: its settings, usage, and the answer or summary it wrote."""
+    from ..console import json_line, printable
     from .printing import citation_lines, cost, usage_line
 
-    record = _log(workspace).get(run_id)
+    record = _read(workspace, lambda log: log.get(run_id))
     if record is None:
         typer.echo(f"error: no run {run_id} in the runs log (`longread runs` lists them)", err=True)
         raise typer.Exit(1)
     if as_json:
-        typer.echo(json.dumps(record.to_dict(), ensure_ascii=False))
+        typer.echo(json_line(record.to_dict()))
         return
     d = record.to_dict(with_result=False)
-    typer.echo(f"run {record.id}: {record.command} {record.document}" + (f" {record.question!r}" if record.question else ""))
-    typer.echo(f"  {d['started']}, {record.seconds:.1f} s, {record.status}; model {record.model}, strategy "
+
+    def echo(text: str = "", keep: str = "") -> None:
+        typer.echo(printable(text, keep=keep))
+
+    echo(f"run {record.id}: {record.command} {record.document}" + (f" {record.question!r}" if record.question else ""))
+    echo(f"  {d['started']}, {record.seconds:.1f} s, {record.status}; model {record.model}, strategy "
                f"{record.strategy or '-'}, window {record.window or '-'}, kv {record.kv or '-'}")
-    typer.echo(f"  {record.calls} calls, {record.tokens:,} tokens, {cost(record.cost_usd)}; output: "
+    echo(f"  {record.calls} calls, {record.tokens:,} tokens, {cost(record.cost_usd)}; output: "
                f"{record.output or 'stdout'}")
     if record.error:
-        typer.echo(f"  error: {record.error}")
+        echo(f"  error: {record.error}")
     if record.result and record.status == "done":
-        typer.echo()
-        typer.echo(record.text.strip())
-        typer.echo()
+        echo()
+        echo(record.text.strip(), keep="\n\t")
+        echo()
         for line in citation_lines(record.result) + [usage_line(record.result)]:
-            typer.echo(line)
+            echo(line)

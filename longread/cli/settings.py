@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,15 @@ def configure_logging(verbose: bool, debug: bool) -> None:
         root = logging.getLogger()
         root.handlers[:] = [handler]
         root.setLevel(logging.DEBUG)
+    else:  # a warning is one line saying what happened, not Python's file, line number and source line
+        warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: object = None, line: str | None = None) -> None:
+    from ..console import note, stderr_console
+
+    note(stderr_console(), f"warning: {message}", "yellow")
 
 
 def default_workspace() -> Path:
@@ -81,6 +91,7 @@ class Settings:
     api_base: str | None = None  # --api-base: the server of an API model
     jobs: int | None = None  # --jobs: documents read at once (None: the default for the model)
     ray: str | None = None  # --ray: the Ray cluster's address (`auto`: start or join a local instance)
+    timeout: float | None = None  # --timeout: seconds per model call (API models); None: the backend's default
 
     @property
     def api_model(self) -> bool:
@@ -97,6 +108,8 @@ class Settings:
         options: dict[str, object] = {"kv": self.kv}
         if self.api_base:
             options["api_base"] = self.api_base
+        if self.timeout is not None:
+            options["timeout"] = self.timeout
         if self.api_model and self.workers() > DEFAULT_CALLS_IN_FLIGHT:
             # One cap for every document's calls (multipath's paths too): --jobs 16 may have 16 calls in flight.
             options["max_concurrency"] = self.workers()
@@ -117,7 +130,7 @@ def user_config() -> Config:
 
 def resolve(command: str, *, model: str | None, window: int | None, kv: str | None, strategy: str | None,
             workspace: Path | None, api_base: str | None = None, jobs: int | None = None, ray: str | None = None,
-            **flags: bool) -> Settings:
+            timeout: float | None = None, **flags: bool) -> Settings:
     config = user_config()
     given = model or config.model or DEFAULT_MODEL
     resolved = config.resolve_model(given)
@@ -134,7 +147,7 @@ def resolve(command: str, *, model: str | None, window: int | None, kv: str | No
         command=command, model=resolved, window=window or config.window, kv=kv,
         strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
         alias=given if resolved != given else None, api_base=api_base or None, jobs=jobs,
-        ray=ray or None, **flags,
+        ray=ray or None, timeout=timeout, **flags,
     )
 
 

@@ -9,7 +9,7 @@ import typer
 
 from .options import (
     ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
-    QuietOption, RayOption, StrategyOption, WindowOption, WorkspaceOption,
+    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -36,13 +36,14 @@ def summarize(
     api_base: ApiBaseOption = None,
     jobs: JobsOption = None,
     ray: RayOption = None,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Summarize documents and folders of them."""
     from .runner import run
     from .settings import resolve
 
     settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base, jobs=jobs, ray=ray,
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
                        writes_files=out is not None)
     raise typer.Exit(run(list(paths), None, settings, out))

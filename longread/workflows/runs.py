@@ -5,6 +5,9 @@
   for again (for example when writing the output failed after the run). `fresh=True` deletes the thread first
   and starts over.
 - Without a checkpointer every run starts from the initial state.
+- Every step's checkpoint is saved before the next step starts (LangGraph's `durability="sync"`; its default
+  saves in the background and reports a failed save only when the run ends): a run that can no longer save, a
+  full disk for instance, stops at the first failed save instead of paying for calls it cannot keep.
 """
 
 from __future__ import annotations
@@ -26,11 +29,22 @@ def run_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int
         if fresh:
             graph.checkpointer.delete_thread(thread_id)
         snapshot = graph.get_state(config)
-        if snapshot.next:
+        if _unfinished(snapshot):
             start = None
         elif snapshot.values:
             return dict(snapshot.values), True
-    return dict(graph.invoke(start, config)), False
+    return dict(graph.invoke(start, config, **_durability(graph))), False
+
+
+def _unfinished(snapshot: Any) -> bool:
+    """A thread with steps left. `next` alone does not say: when a step's writes were saved but the checkpoint after
+    it was not (a failed save), the snapshot lists that step's task, done, and no `next`; the run must go on."""
+    return bool(snapshot.next or snapshot.tasks)
+
+
+def _durability(graph: Any) -> dict[str, Any]:
+    # Only with a checkpointer: LangGraph 1.2 fails on durability="sync" without one.
+    return {"durability": "sync"} if graph.checkpointer is not None else {}
 
 
 async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False
@@ -41,11 +55,11 @@ async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, ste
         if fresh:
             await graph.checkpointer.adelete_thread(thread_id)
         snapshot = await graph.aget_state(config)
-        if snapshot.next:
+        if _unfinished(snapshot):
             start = None
         elif snapshot.values:
             return dict(snapshot.values), True
-    return dict(await graph.ainvoke(start, config)), False
+    return dict(await graph.ainvoke(start, config, **_durability(graph))), False
 
 
 def forget(checkpointer: Any, thread_ids: list[str]) -> None:
