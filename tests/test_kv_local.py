@@ -129,7 +129,9 @@ def test_peak_kv_memory_does_not_grow_with_the_prompt_for_eviction_policies(smol
 
 # One policy of each kind: every policy and bit width answers through `complete` above; this test checks what the
 # command line adds (the --kv string reaching the engine, every segment read, the eviction budgets kept).
-CLI_POLICIES = ["full", "quant:4", "sink:192", "snap:192", "mixed:192:2"]
+# Through the CLI: the baseline, a quantized and an evicting policy (every policy answers through `complete` above;
+# sink and mixed take the same path from the command line, and the suite must stay under 12 minutes).
+CLI_POLICIES = ["full", "quant:4", "snap:192"]
 
 
 @pytest.fixture(scope="module")
