@@ -472,8 +472,32 @@ class _Codes:
 
 
 class _QuantAttention:
-    """Attention over [codes][full-precision slots] with the two filled counts: the reference path dequantizes
-    the whole code buffer (fixed shapes); on CUDA the fused kernel reads only the filled codes."""
+    """The codes beside a full-precision part (quant, mixed): one code buffer per layer for the window, and
+    attention over [codes][full-precision slots] with the two filled counts. The reference path dequantizes the
+    whole code buffer (fixed shapes); on CUDA the fused kernel reads only the filled codes."""
+
+    def _allocate(self) -> None:
+        super()._allocate()
+        p = self.policy
+        capacity = math.ceil(self.window / p.group) * p.group
+        groups = value_group(self.head_dim, p.value_group)
+        self.codes = [_Codes(self, p.bits, p.group, groups, capacity) for _ in range(self.n_layers)]
+        self.code_slots = capacity
+
+    @property
+    def total_slots(self) -> int:
+        return self.code_slots + self.slots
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*super().tensors(), *(t for c in self.codes for t in c.tensors())]
+
+    def _filled(self, n: int) -> torch.Tensor:
+        codes = self._arange[None, : self.code_slots] < self.low[:n, None]
+        exact = self._arange[None, : self.slots] <= self.length[:n, None]
+        return torch.cat([codes, exact], dim=1)
+
+    def attend(self, index: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
+        return self._attend_quantized(index, query, scaling)
 
     def _attend_quantized(self, index: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
         from . import quant_attention
@@ -502,28 +526,6 @@ class StaticQuant(_QuantAttention, StaticPolicyCache):
         p = self.policy
         return p.sinks + p.residual + p.group
 
-    def _allocate(self) -> None:
-        super()._allocate()
-        p = self.policy
-        capacity = math.ceil(self.window / p.group) * p.group
-        groups = value_group(self.head_dim, p.value_group)
-        self.codes = [_Codes(self, p.bits, p.group, groups, capacity) for _ in range(self.n_layers)]
-        self.code_slots = capacity
-
-    @property
-    def total_slots(self) -> int:
-        return self.code_slots + self.slots
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [*super().tensors(), *(t for c in self.codes for t in c.tensors())]
-
-    def _filled(self, n: int) -> torch.Tensor:
-        codes = self._arange[None, : self.code_slots] < self.low[:n, None]
-        exact = self._arange[None, : self.slots] <= self.length[:n, None]
-        return torch.cat([codes, exact], dim=1)
-
-    def attend(self, index: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        return self._attend_quantized(index, query, scaling)
 
     def _load_layer(self, row: int, index: int, layer: Any) -> tuple[int, int]:
         length, _ = super()._load_layer(row, index, layer)
@@ -565,25 +567,6 @@ class StaticMixed(_QuantAttention, StaticSnap):
 
     policy: MixedPolicy
 
-    def _allocate(self) -> None:
-        super()._allocate()
-        p = self.policy
-        capacity = math.ceil(self.window / p.group) * p.group
-        groups = value_group(self.head_dim, p.value_group)
-        self.codes = [_Codes(self, p.bits, p.group, groups, capacity) for _ in range(self.n_layers)]
-        self.code_slots = capacity
-
-    @property
-    def total_slots(self) -> int:
-        return self.code_slots + self.slots
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [*super().tensors(), *(t for c in self.codes for t in c.tensors())]
-
-    _filled = StaticQuant._filled
-
-    def attend(self, index: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        return self._attend_quantized(index, query, scaling)
 
     def _load_layer(self, row: int, index: int, layer: Any) -> tuple[int, int]:
         return self._load_scored(row, index, layer), self.codes[index].load(row, layer.low)
