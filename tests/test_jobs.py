@@ -29,7 +29,6 @@ PARAGRAPH = "The keeper wrote the weather in the log each night, and the ships t
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.delenv("LONGREAD_MODEL", raising=False)
-    monkeypatch.setenv("LONGREAD_STRATEGY", "chain")  # the tests count the chain's calls
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("COLUMNS", "400")
 

@@ -32,7 +32,6 @@ def local_ray():
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("LONGREAD_MODEL", raising=False)
-    monkeypatch.setenv("LONGREAD_STRATEGY", "chain")  # the tests count the chain's calls
     monkeypatch.delenv("LONGREAD_RAY_ADDRESS", raising=False)
     monkeypatch.setenv("COLUMNS", "400")
 

@@ -33,7 +33,6 @@ USER = [{"role": "user", "content": "Who kept the lamp at Carrow Point?"}]
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.delenv("LONGREAD_MODEL", raising=False)
-    monkeypatch.setenv("LONGREAD_STRATEGY", "chain")  # the tests count the chain's calls
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("LONGREAD_API_BASE", raising=False)
 
