@@ -162,6 +162,46 @@ def test_rag_puts_the_best_chunks_in_document_order_into_one_call():
     assert call.prompt_tokens + call.max_new_tokens <= 1024
 
 
+def test_rag_budget_caps_the_excerpts_and_relevance_order_puts_the_best_chunk_last():
+    whole = MockModel(replies={"reader": "fawn"})
+    Reader(book(), model=whole, window=2048, strategy="rag").ask(QUESTION)
+    capped = MockModel(replies={"reader": "fawn"})
+    result = Reader(book(), model=capped, window=2048, strategy="rag:budget=700").ask(QUESTION)
+    [call], [full_call] = capped.calls, whole.calls
+    assert 1 <= len(result.citations) < user(full_call).count("[excerpt ")
+    assert sum(capped.tokenizer.count(book()[c.start:c.end]) for c in result.citations) <= 700
+    assert result.strategy == "rag:budget=700" and "Paragraph 17. The harbour master" in user(call)
+    one = MockModel(replies={"reader": "fawn"})  # a budget below one chunk still reads the best chunk
+    assert len(Reader(book(), model=one, window=2048, strategy="rag:budget=10").ask(QUESTION).citations) == 1
+
+    ranked = MockModel(replies={"reader": "fawn"})
+    result = Reader(book(), model=ranked, window=2048, strategy="rag:order=relevance").ask(QUESTION)
+    prompt = user(ranked.calls[0])
+    last = prompt.rindex("[excerpt ")
+    assert "boat number 17 fawn" in prompt[last:]  # the best chunk sits next to the question
+    assert [c.start for c in result.citations] != sorted(c.start for c in result.citations)
+    with pytest.raises(StrategyError):
+        get_strategy("rag:order=random")
+
+
+def test_a_chain_over_the_top_segments_reads_only_the_parts_retrieval_ranks_best():
+    model = MockModel(replies={"worker": lambda call: f'Answer: fawn\nEvidence: "Paragraph {call.segment}"',
+                               "manager": "fawn"})
+    text = book()
+    result = Reader(text, model=model, window=1024, strategy="chain:notes=map,segment=120,top=3").ask(QUESTION)
+    workers = model.calls_by("worker")
+    assert len(workers) == 3 and result.segments > 3
+    read = [c.segment for c in workers]
+    assert read == sorted(read)  # document order
+    assert any("boat number 17 fawn" in user(c) for c in workers)  # the part that holds the answer
+    assert all(c.prompt_tokens <= 120 + 200 for c in workers)  # short parts: segment=120 plus the prompt
+    assert len(model.calls_by("manager")) == 1
+    assert result.strategy == "chain:notes=map,segment=120,top=3"
+    every = MockModel(replies={"worker": "Answer: fawn", "manager": "fawn"})
+    Reader(text, model=every, window=1024, strategy="chain:notes=map,segment=120").ask(QUESTION)
+    assert len(every.calls_by("worker")) == result.segments
+
+
 def test_rag_cannot_summarize():
     model = MockModel()
     with pytest.raises(StrategyError, match="cannot summarize"):
@@ -204,6 +244,17 @@ def test_auto_stops_at_retrieval_when_it_answers():
     assert [c.agent for c in model.calls] == ["reader"]
     assert "does not contain the answer, say that it does not" in user(model.calls[0])
     assert result.text == "fawn" and result.extras["route"] == "rag" and result.strategy == "auto"
+
+
+def test_auto_budget_limits_its_retrieval_step_and_keeps_its_own_checkpoint():
+    saver = InMemorySaver()
+    wide = MockModel(replies={"reader": "fawn"})
+    Reader(book(), model=wide, window=2048, strategy="auto", checkpointer=saver).ask(QUESTION)
+    narrow = MockModel(replies={"reader": "fawn"})
+    result = Reader(book(), model=narrow, window=2048, strategy="auto:budget=700", checkpointer=saver).ask(QUESTION)
+    [call] = narrow.calls  # a budget of its own: not the wide run's finished answer
+    assert call.prompt_tokens < wide.calls[0].prompt_tokens and user(call).count("[excerpt ") >= 1
+    assert result.strategy == "auto:budget=700" and result.extras["route"] == "rag"
 
 
 def test_auto_reads_the_whole_document_when_retrieval_cannot_answer():

@@ -31,7 +31,7 @@ class RouteStep(RagStrategy):
 
     @property
     def spec(self) -> str:
-        return "route"
+        return "route" + super().spec[len("rag"):]  # "route:budget=1024": its own checkpoint thread per setting
 
     def reader(self, ctx: ReadingContext, mode: Mode, question: str | None) -> DirectReader:
         prompts = ctx.prompts.with_overrides(reader_query_task=ctx.prompts.route_query_task)
@@ -44,6 +44,15 @@ class AutoStrategy(Strategy):
 
     name: ClassVar[str] = "auto"
     fallback: str = "chain:notes=map"
+    budget: int = 0  # the retrieval step's excerpt tokens (rag's `budget`; 0: as many as the window holds)
+
+    @property
+    def spec(self) -> str:
+        # (the fallback is a spec of its own, commas and all: it stays out, and names its own threads)
+        return f"{self.name}:budget={self.budget}" if self.budget else self.name
+
+    def route(self) -> RouteStep:
+        return RouteStep(budget=self.budget)
 
     def _fallback(self) -> Strategy:
         from .registry import get_strategy
@@ -51,13 +60,13 @@ class AutoStrategy(Strategy):
         return get_strategy(self.fallback)
 
     def thread_ids(self, ctx: ReadingContext, question: str | None) -> list[str]:
-        route = RouteStep().thread_ids(ctx, question) if question is not None else []
+        route = self.route().thread_ids(ctx, question) if question is not None else []
         return route + self._fallback().thread_ids(ctx, question)
 
     def run(self, ctx: ReadingContext, question: str | None) -> Result:
         if self.check_mode(question) == "summary":
             return self._relabel(self._fallback().run(ctx, None), "summary: the whole document is read")
-        first = RouteStep().run(ctx, question)
+        first = self.route().run(ctx, question)
         why = self.why_not_answered(ctx, first, question)
         if why is None:
             return self._relabel(first, "retrieval answered")
@@ -66,7 +75,7 @@ class AutoStrategy(Strategy):
     async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
         if self.check_mode(question) == "summary":
             return self._relabel(await self._fallback().arun(ctx, None), "summary: the whole document is read")
-        first = await RouteStep().arun(ctx, question)
+        first = await self.route().arun(ctx, question)
         why = self.why_not_answered(ctx, first, question)
         if why is None:
             return self._relabel(first, "retrieval answered")
@@ -90,12 +99,12 @@ class AutoStrategy(Strategy):
         from dataclasses import replace
 
         route = "rag" if reason == "retrieval answered" else self.fallback
-        return replace(result, strategy=self.name, extras={**result.extras, "route": route, "route_reason": reason})
+        return replace(result, strategy=self.spec, extras={**result.extras, "route": route, "route_reason": reason})
 
     def _combine(self, ctx: ReadingContext, first: Result, second: Result, why: str) -> Result:
         from dataclasses import replace
 
         reason = f"{why}: {self.fallback} read the document"
-        return replace(second, strategy=self.name, calls=[*first.calls, *second.calls],
+        return replace(second, strategy=self.spec, calls=[*first.calls, *second.calls],
                        extras={**second.extras, "route": self.fallback, "route_reason": reason,
                                "retrieved": first.extras.get("retrieved", [])})

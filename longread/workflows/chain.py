@@ -13,6 +13,7 @@ caches are warm already. Both run as the LangGraph chain of chain_of_agents.py, 
 from __future__ import annotations
 
 import asyncio
+import bisect
 
 from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
@@ -99,6 +100,20 @@ def focus_passages(ctx: ReadingContext, query: str, room: int) -> Callable[[Segm
     return passages
 
 
+def top_segments(ctx: ReadingContext, question: str, segments: Sequence[Segment], k: int) -> list[int]:
+    """The k segments whose best retrieval chunk is most similar to the question, in document order. A chunk
+    scores every segment it overlaps (the two cuttings do not align)."""
+    best = [float("-inf")] * len(segments)
+    starts = [s.start for s in segments]
+    for score, chunk in ctx.rank_chunks(question):
+        i = max(bisect.bisect_right(starts, chunk.start) - 1, 0)
+        while i < len(segments) and segments[i].start < chunk.end:
+            best[i] = max(best[i], score)
+            i += 1
+    ranked = sorted(range(len(segments)), key=lambda i: (-best[i], i))
+    return sorted(ranked[:k])
+
+
 @dataclass
 class ChainStrategy(Strategy):
     """Chain-of-Agents: n workers in order, then the manager. `lookback=True` is the `lookback` strategy;
@@ -112,10 +127,17 @@ class ChainStrategy(Strategy):
     # with a quote, grounded and appended by code (agents/notes.py); "map": evidence, but a worker does not see
     # the earlier notes (LLM x MapReduce's map step: small models copy what they are shown).
     notes: str = "rewrite"
+    # `segment`: at most this many tokens a segment (0: as many as the window holds); a small model reads a short
+    # part more reliably. `top`: read only the `top` segments most similar to the question (their best retrieval
+    # chunk), in document order (0: every segment): retrieval chooses the parts, the chain reads them.
+    segment: int = 0
+    top: int = 0
 
     def __post_init__(self) -> None:
         if self.notes not in ("rewrite", "evidence", "map"):
             raise ValueError(f"notes must be rewrite, evidence or map, got {self.notes!r}")
+        if self.segment < 0 or self.top < 0:
+            raise ValueError(f"segment and top must be 0 (off) or positive, got {self.segment} and {self.top}")
 
     @property
     def spec(self) -> str:
@@ -123,6 +145,7 @@ class ChainStrategy(Strategy):
         options = [f"{k}=true" for k in ("guided",) if getattr(self, k)]
         if self.notes != "rewrite":
             options.append(f"notes={self.notes}")
+        options += [f"{k}={getattr(self, k)}" for k in ("segment", "top") if getattr(self, k)]
         return f"{base}:{','.join(options)}" if options else base
 
     def focus_room(self, ctx: ReadingContext) -> int:
@@ -140,7 +163,11 @@ class ChainStrategy(Strategy):
                                  no_notes_yet="")
             ctx = replace(ctx, prompts=ctx.prompts.with_overrides(**overrides))
         budget = ctx.budget(mode, question, focus_tokens=self.focus_room(ctx) if guided else 0)
-        segments = ctx.segments(budget.segment_tokens)
+        segments = ctx.segments(min(budget.segment_tokens, self.segment or budget.segment_tokens))
+        if self.top and mode == "query":
+            assert question is not None
+            chosen = set(top_segments(ctx, question, segments, self.top))
+            order = [i for i in (range(len(segments)) if order is None else order) if i in chosen]
         worker = Worker(ctx.model, ctx.prompts, mode, question, budget)
         if guided:
             assert question is not None
@@ -167,6 +194,8 @@ class ChainStrategy(Strategy):
             parts.append("guided")
         if evidence:
             parts.append(self.notes)
+        if self.segment:
+            parts.append(f"segment={self.segment}")
         if order is not None:
             parts.append(list(order))
         reading_order = list(range(len(segments))) if order is None else list(order)
@@ -180,7 +209,7 @@ class ChainStrategy(Strategy):
         worker = plan.worker
         fill = getattr(worker.model, "prefill_ahead", None) if worker is not None else None
         if fill is not None and worker.focus is None:
-            fill([worker.messages(s, CommunicationUnit()) for s in plan.segments])
+            fill([worker.messages(plan.segments[i], CommunicationUnit()) for i in plan.order])
 
     def run(self, ctx: ReadingContext, question: str | None) -> Result:
         plan = self.plan(ctx, question)

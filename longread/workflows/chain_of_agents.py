@@ -108,7 +108,7 @@ def build_chain_graph(
         return {"output": completion.text, "calls": [record.to_dict()], "not_found": False, "lookback": looked}
 
     def not_found() -> ChainState:
-        answer = manager.not_found(len(segments))
+        answer = manager.not_found(total)
         if hooks.on_text:
             hooks.on_text(answer)
         return {"output": answer, "calls": [], "not_found": True, "lookback": []}

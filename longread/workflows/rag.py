@@ -24,37 +24,60 @@ def excerpts_text(ctx: ReadingContext, chunks: list[Segment]) -> str:
     return prompts.excerpt_heading + body
 
 
-def best_chunks(ctx: ReadingContext, reader: DirectReader, query: str, chunk_tokens: int) -> tuple[list[Segment], int]:
-    """The best chunks for the query that fit the reader's prompt, in document order, and how many chunks there
-    were. Sizes are summed from the chunks' own counts first (cheap), then the whole prompt is checked exactly."""
+def best_chunks(ctx: ReadingContext, reader: DirectReader, query: str, chunk_tokens: int, budget: int = 0,
+                order: str = "document") -> tuple[list[Segment], int]:
+    """The best chunks for the query that fit the reader's prompt (and `budget` tokens, when set), in document
+    order (or, with order="relevance", best last, next to the question), and how many chunks there were. Sizes
+    are summed from the chunks' own counts first (cheap), then the whole prompt is checked exactly."""
     ranked = ctx.rank_chunks(query, chunk_tokens)
     room = reader.room()
     frame = ctx.model.tokenizer.count(ctx.prompts.excerpt.format(number=99, text="")) + 1
     chosen: list[Segment] = []
     used = ctx.model.tokenizer.count(ctx.prompts.excerpt_heading)
     for _, chunk in ranked:
-        if used + chunk.tokens + frame <= room:
+        # The budget never keeps out the best chunk that fits: a budget below one chunk means "the best one".
+        over_budget = budget > 0 and chosen and used + chunk.tokens + frame > budget
+        if used + chunk.tokens + frame <= room and not over_budget:
             chosen.append(chunk)
             used += chunk.tokens + frame
-    chosen.sort(key=lambda c: c.start)
+    scores = {c.index: s for s, c in ranked}
+    chosen.sort(key=(lambda c: (scores[c.index], -c.start)) if order == "relevance" else (lambda c: c.start))
     while chosen and not reader.fits(excerpts_text(ctx, chosen)):
         # Joins can merge tokens differently than the pieces counted alone: drop the least similar chunk.
-        scores = {c.index: s for s, c in ranked}
         chosen.remove(min(chosen, key=lambda c: scores[c.index]))
     return chosen, len(ranked)
 
 
 @dataclass
 class RagStrategy(OneCallStrategy):
-    """The best ~300-token chunks by embedding similarity, in document order, in one call."""
+    """The best ~300-token chunks by embedding similarity, in document order, in one call.
+
+    `budget` caps the excerpts' tokens (0: as many as the window holds); `order="relevance"` puts the best chunk
+    last, next to the question, where a small model reads best (Liu et al., "Lost in the Middle", TACL 2024).
+    """
 
     name: ClassVar[str] = "rag"
     summarizes: ClassVar[bool] = False
     chunk_tokens: int = CHUNK_TOKENS
+    budget: int = 0
+    order: str = "document"
+
+    def __post_init__(self) -> None:
+        if self.order not in ("document", "relevance"):
+            raise ValueError(f"order must be document or relevance, got {self.order!r}")
+        if self.budget < 0:
+            raise ValueError(f"budget must be 0 (the window) or a number of tokens, got {self.budget}")
+
+    @property
+    def spec(self) -> str:
+        options = [f"chunk_tokens={self.chunk_tokens}"] if self.chunk_tokens != CHUNK_TOKENS else []
+        options += [f"budget={self.budget}"] if self.budget else []
+        options += [f"order={self.order}"] if self.order != "document" else []
+        return f"{self.name}:{','.join(options)}" if options else self.name
 
     def select(self, ctx: ReadingContext, reader: DirectReader, question: str | None) -> Selection:
         assert question is not None
-        chosen, total = best_chunks(ctx, reader, question, self.chunk_tokens)
+        chosen, total = best_chunks(ctx, reader, question, self.chunk_tokens, self.budget, self.order)
         return Selection(
             excerpts_text(ctx, chosen), [Citation(c.index, c.start, c.end) for c in chosen], total,
             extras={"retrieved": [c.index for c in chosen]},

@@ -72,7 +72,9 @@ def get_strategy(spec: "str | Strategy | None" = None, **options: Any) -> Strate
         parsed = {**dict(zip(fields, positional)), **parsed}
     try:
         return factory(**{**parsed, **options})
-    except TypeError as exc:
+    except StrategyError:
+        raise
+    except (TypeError, ValueError) as exc:  # an unknown option, or a value the strategy refuses
         raise StrategyError(f"strategy {spec!r}: {exc}") from exc
 
 
