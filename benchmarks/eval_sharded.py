@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--model", required=True); ap.add_argument("--procs", type=int, default=14)
     ap.add_argument("--out", required=True); ap.add_argument("--plan", required=True)
     ap.add_argument("--budget-s", type=float, default=540); ap.add_argument("--device", default="cuda")
+    ap.add_argument("--model-name", default="hf:qwen2.5-coder-0.5b-instruct", help="the model's name in the lines")
     a = ap.parse_args()
     start = time.time()
     from longread.eval.cases import load_cases
@@ -86,7 +87,7 @@ def main():
         cases = load_cases(block["cases"])[: block.get("limit")]
         for strategy in block["strategies"]:
             for kv in block.get("kv", [None]):
-                s = Setting(strategy, "hf:qwen2.5-coder-0.5b-instruct", block.get("window", 4096), kv)
+                s = Setting(strategy, a.model_name, block.get("window", 4096), kv)
                 for c in cases:
                     if s.key(c) not in done:
                         weight = (c.metadata.get("tokens") or 8000) * (3.3 if "multipath" in strategy else 1.0)
