@@ -14,6 +14,7 @@ Failed cases are not scored: they are counted in the `failed` column and listed 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,7 +384,7 @@ def _plot_heatmaps(plt, lines, groups, label, settings, datasets, colors):
     lengths = sorted({length_of(l) for l in needles})
     depths = sorted({float((l.get("metadata") or {}).get("depth", 0)) for l in needles})
     figure, axes = plt.subplots(len(kinds), len(shown), figsize=(1.1 * len(lengths) * len(shown) + 1.5,
-                                                                  0.55 * len(depths) * len(kinds) + 1.2),
+                                                                  0.55 * len(depths) * len(kinds) + 1.6),
                                 squeeze=False)
     image = None
     for r, kind in enumerate(kinds):
@@ -401,8 +402,8 @@ def _plot_heatmaps(plt, lines, groups, label, settings, datasets, colors):
             image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
             ax.set_xticks(range(len(lengths)), [_bin_label((n, n)) for n in lengths], fontsize=8)
             ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths] if c == 0 else [], fontsize=8)
-            if r == 0:
-                ax.set_title(s, fontsize=9)
+            if r == 0:  # long setting names wrap onto lines of their own instead of running into the next panel
+                ax.set_title(textwrap.fill(s.replace(",", ", "), 24), fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"{kind}\ndepth", fontsize=9)
             if r == len(kinds) - 1:
