@@ -36,6 +36,15 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def cli_isolated(tmp_path, monkeypatch):
+    """For command-line tests: no test touches the user's workspace or picks up the user's model, and rich
+    tables are wide enough not to fold file names. A test file's autouse fixture adds what it needs beside it."""
+    monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.delenv("LONGREAD_MODEL", raising=False)
+    monkeypatch.setenv("COLUMNS", "400")
+
+
 @pytest.fixture(autouse=True)
 def chain_by_default(monkeypatch):
     """The command-line tests exercise the chain: `--strategy` comes from LONGREAD_STRATEGY unless a test sets it

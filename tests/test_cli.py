@@ -46,11 +46,8 @@ def answering_mock(**options) -> MockModel:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(cli_isolated):
     """No test touches the user's cache folder, and rich tables are wide enough not to fold file names."""
-    monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
-    monkeypatch.delenv("LONGREAD_MODEL", raising=False)
-    monkeypatch.setenv("COLUMNS", "400")
 
 
 @pytest.fixture

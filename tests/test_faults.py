@@ -44,11 +44,8 @@ def text_of(paragraphs: int, tag: str = "") -> str:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
-    monkeypatch.delenv("LONGREAD_MODEL", raising=False)
+def isolated(cli_isolated, monkeypatch):
     monkeypatch.delenv("LONGREAD_TIMEOUT", raising=False)
-    monkeypatch.setenv("COLUMNS", "400")
 
 
 def invoke(*args: object, input: str | None = None):
@@ -193,20 +190,19 @@ def fill_the_disk(monkeypatch, model: MockModel, spare_pages: int = 6) -> list[i
 
     failures: list[int] = []
 
-    class Cursor(sqlite3.Cursor):
-        def execute(self, *args):
+    def counted(method):
+        def call(self, *args):
             try:
-                return super().execute(*args)
+                return method(self, *args)
             except sqlite3.OperationalError:
                 failures.append(len(model.calls))
                 raise
 
-        def executemany(self, *args):
-            try:
-                return super().executemany(*args)
-            except sqlite3.OperationalError:
-                failures.append(len(model.calls))
-                raise
+        return call
+
+    class Cursor(sqlite3.Cursor):
+        execute = counted(sqlite3.Cursor.execute)
+        executemany = counted(sqlite3.Cursor.executemany)
 
     class FullDisk(sqlite3.Connection):
         def __init__(self, *args, **kwargs):

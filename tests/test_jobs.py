@@ -26,11 +26,8 @@ PARAGRAPH = "The keeper wrote the weather in the log each night, and the ships t
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
-    monkeypatch.delenv("LONGREAD_MODEL", raising=False)
+def isolated(cli_isolated, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("COLUMNS", "400")
 
 
 def folder(tmp_path: Path, count: int, paragraphs: int = 8) -> Path:
