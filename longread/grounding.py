@@ -168,7 +168,7 @@ def sentence_around(text: str, start: int, end: int, limit: int = 400) -> tuple[
     new_start = lo + breaks[-1].end() if breaks else (0 if lo == 0 else start)
     tail = text[end:hi]
     after = _SENTENCE_BREAK.search(tail)
-    new_end = end + after.start() + 1 if after else (len(text) if hi == len(text) else end)
+    new_end = end + after.start() if after else (len(text) if hi == len(text) else end)
     new_end = min(len(text), new_end)
     while new_end < len(text) and text[new_end - 1] not in ".!?" and text[new_end] in "\"'”’)]":
         new_end += 1
@@ -231,6 +231,8 @@ def stem(word: str) -> str:
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             word = word[: -len(suffix)]
             break
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]  # "leave" and "leaves", "carve" and "carved" meet
     return word[:6]
 
 

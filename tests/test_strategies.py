@@ -286,10 +286,12 @@ def test_auto_reads_the_document_when_retrievals_answer_states_a_number_its_exce
 
 
 def test_auto_summarizes_with_its_fallback():
-    model = MockModel()
+    # every part shows the tide: each worker's claim passes its check, so the manager writes the summary
+    claim = 'Claim: The harbour master watched the tide.\nQuote: "watched the tide come in over the sand"'
+    model = MockModel(replies={"worker": claim})
     result = Reader(book(12), model=model, window=1024, strategy="auto").summarize()
     assert "reader" not in [c.agent for c in model.calls] and model.calls[-1].agent == "manager"
-    assert result.extras["route"] == "chain:notes=map"
+    assert result.extras["route"] == "chain"
 
 
 # -- every strategy ------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ or `Claim: none`. `parse_claims` reads the reply; `check_claim` keeps a claim on
 1. each quote occurs in the part (grounding.find_quote: tolerant of case, quote marks, whitespace, hyphenation,
    small OCR-like slips; never of another number), and at least one does;
 2. every number of the claim is in the source sentences of its quotes (or in the question);
-3. every name of the claim is in those sentences, the question, or the claims it builds on;
+3. every name of the claim is in those sentences (or the few lines before them, where "she" was named), the
+   question, or the claims it builds on;
 4. the claim says something new (words beyond the question), and at least half of that is in its sources.
 
 A claim that fails is dropped with its reason (the trace shows it); the kept ones carry their spans in the
@@ -35,7 +36,7 @@ NONE_MARKERS = ("none", "nothing", "no claims", "nothing relevant", "n/a", "no f
 @dataclass(frozen=True)
 class Claim:
     """One statement about the document. `part` is the segment it was read in; `spans` the document's character
-    spans of its quotes (set when checked), `source` the sentences of the document around them."""
+    spans of the sentences its quotes lie in (set when checked), `source` the text of those sentences."""
 
     text: str
     quotes: tuple[str, ...] = ()
@@ -179,6 +180,7 @@ class PartText:
 
 
 MIN_NEW_SUPPORT = 0.5  # the share of a claim's new words that its sources must hold
+NAME_CONTEXT_CHARS = 600  # how far before a quote's sentence a claim's names may come from (a pronoun's antecedent)
 
 
 def check_claim(claim: Claim, part: PartText, question: str | None = None, known: str = "") -> Claim | Dropped:
@@ -194,17 +196,17 @@ def check_claim(claim: Claim, part: PartText, question: str | None = None, known
     if not spans:
         shown = claim.quotes[0][:80]
         return Dropped(claim, f"quote not in part {claim.part + 1}: \"{shown}\"")
-    spans.sort()
-    sources = []
-    for start, end in spans:
-        lo, hi = grounding.sentence_around(part.text, start, end)
-        sources.append(part.text[lo:hi].strip())
-    source = " ".join(dict.fromkeys(sources))
+    # the claim's spans are the whole sentences its quotes lie in: what a citation shows and the manager reads
+    sentences = sorted({grounding.sentence_around(part.text, start, end) for start, end in spans})
+    source = " ".join(dict.fromkeys(part.text[lo:hi].strip() for lo, hi in sentences))
+    spans = [(lo + len(part.text[lo:hi]) - len(part.text[lo:hi].lstrip()), hi) for lo, hi in sentences]
     question = question or ""
     missing_numbers = sorted(grounding.numbers(claim.text) - grounding.numbers(source) - grounding.numbers(question))
     if missing_numbers:
         return Dropped(claim, f"number {', '.join(missing_numbers)} not in its quote")
-    allowed = grounding.fold(" ".join((source, question, known))).text
+    # a name may also come from just before its sentence: "she saved the steamer" names Ada Varn two lines up
+    before = " ".join(part.text[max(0, lo - NAME_CONTEXT_CHARS) : lo] for lo, _ in sentences)
+    allowed = grounding.fold(" ".join((source, before, question, known))).text
     missing_names = [n for n in sorted(grounding.names(claim.text)) if not grounding.present(n, allowed)]
     if missing_names:
         return Dropped(claim, f"name {', '.join(missing_names)} not in its quote")

@@ -98,7 +98,8 @@ class ManagerInput:
     resolution: Resolution | None = None
 
 
-COLLAPSE_GROUP_SHARE = 0.6  # a collapse group fills at most this share of the room for notes (the reply needs room)
+COLLAPSE_SHARE = 4  # a collapse call may write a quarter of the window (merged claims keep their quotes)
+COLLAPSE_GROUP_RATIO = 2.0  # a group's notes are at most twice what one collapse call may write
 
 
 @dataclass
@@ -110,8 +111,9 @@ class ClaimManager:
     budget: Budget
 
     # -- what the manager reads ---------------------------------------------------------------------------------
-    def prepare(self, claims: Sequence[Claim]) -> ManagerInput:
-        """A question: claims ranked for it, clear conflicts settled, ties marked. A summary: document order."""
+    def prepare(self, claims: Sequence[Claim], compact: bool = False) -> ManagerInput:
+        """A question: claims ranked for it, clear conflicts settled, ties marked; each with its source sentence
+        unless `compact` (what is tried before merging claims that do not fit). A summary: document order."""
         if self.mode == "summary":
             ordered = sorted(claims, key=lambda c: (c.part, c.spans[:1]))
             return ManagerInput(ordered, render_claims(ordered, numbered=False, source=False))
@@ -119,7 +121,7 @@ class ClaimManager:
         resolution = resolve(claims, self.question)
         lines = []
         for i, claim in enumerate(resolution.claims):
-            line = render_claim(claim, i + 1)
+            line = render_claim(claim, i + 1, source=not compact)
             if i in resolution.notes:
                 line = line.replace("\n", self.prompts.claims_missing_note.format(names=resolution.notes[i]) + "\n", 1) \
                     if "\n" in line else line + self.prompts.claims_missing_note.format(names=resolution.notes[i])
@@ -129,6 +131,14 @@ class ClaimManager:
             pairs = "; ".join(f"[{i + 1}] and [{j + 1}]" for i, j in resolution.conflicts)
             notes += self.prompts.claims_conflict_note.format(pairs=pairs)
         return ManagerInput(resolution.claims, notes, resolution)
+
+    def fitting(self, claims: Sequence[Claim]) -> ManagerInput | None:
+        """The manager's input for these claims that fits its window: with sources, else compact; None if neither."""
+        for compact in (False, True):
+            prepared = self.prepare(claims, compact)
+            if self.fits(prepared.notes):
+                return prepared
+        return None
 
     def messages(self, notes: str, extra_notes: Sequence[str] = (), sources: str = "") -> list[Message]:
         text = notes or "(none)"
@@ -156,6 +166,11 @@ class ClaimManager:
                                           on_text=on_text)
 
     # -- the collapse stage ---------------------------------------------------------------------------------------
+    @property
+    def collapse_tokens(self) -> int:
+        """What one collapse call may write: more than an answer, since merged claims keep their quotes."""
+        return max(self.budget.answer_tokens, min(self.budget.window, self.model.context_window) // COLLAPSE_SHARE)
+
     def collapse_messages(self, group: Sequence[Claim]) -> list[Message]:
         first = min(p for c in group for p in c.cited_parts) + 1
         last = max(p for c in group for p in c.cited_parts) + 1
@@ -169,15 +184,15 @@ class ClaimManager:
 
     def collapse_fits(self, group: Sequence[Claim]) -> bool:
         limit = min(self.budget.window, self.model.context_window)
-        return self.model.count_prompt_tokens(self.collapse_messages(group)) + self.budget.answer_tokens <= limit
+        return self.model.count_prompt_tokens(self.collapse_messages(group)) + self.collapse_tokens <= limit
 
     def groups(self, claims: Sequence[Claim]) -> list[list[Claim]]:
-        """Consecutive groups (document order) that each fit one collapse call, with room to spare for the reply
-        to be shorter than the group; a group always holds at least two items where there are two."""
+        """Consecutive groups (document order) that each fit one collapse call, and whose merge fits what the call
+        may write (at most COLLAPSE_GROUP_RATIO times it); a group holds at least two items where there are two."""
         ordered = sorted(claims, key=lambda c: (c.part, c.spans[:1]))
         limit = min(self.budget.window, self.model.context_window)
         fixed = self.model.count_prompt_tokens(self.collapse_messages(ordered[:1])) if ordered else 0
-        room = max(1, int((limit - self.budget.answer_tokens - fixed) * COLLAPSE_GROUP_SHARE))
+        room = max(1, min(limit - self.collapse_tokens - fixed, int(self.collapse_tokens * COLLAPSE_GROUP_RATIO)))
         count = self.model.tokenizer.count
         out: list[list[Claim]] = []
         current: list[Claim] = []
@@ -194,11 +209,11 @@ class ClaimManager:
         return out
 
     def collapse(self, group: Sequence[Claim], path: int | None = None) -> Completion:
-        return self.model.complete(self.collapse_messages(group), self.budget.answer_tokens, window=self.budget.window,
+        return self.model.complete(self.collapse_messages(group), self.collapse_tokens, window=self.budget.window,
                                    tag=CallTag("manager", None, path, step="collapse"))
 
     async def acollapse(self, group: Sequence[Claim], path: int | None = None) -> Completion:
-        return await self.model.acomplete(self.collapse_messages(group), self.budget.answer_tokens,
+        return await self.model.acomplete(self.collapse_messages(group), self.collapse_tokens,
                                           window=self.budget.window, tag=CallTag("manager", None, path, step="collapse"))
 
     def collapsed(self, group: Sequence[Claim], reply: str) -> tuple[list[Claim], list[Dropped]]:

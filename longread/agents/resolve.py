@@ -9,6 +9,8 @@ open (LLM x MapReduce's conflict resolution, with the deciding evidence computed
   sources match the question better is kept and the other set aside, with the reason; a tie is kept both ways and
   shown to the manager side by side, to decide from the sources.
 - Every decision is recorded (`Resolution.set_aside`, `conflicts`) for the trace.
+- An aggregate question (list every ..., how many ... there were) has no rivals: its claims are the items of one
+  answer, every one kept in document order.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Sequence
 
 from .. import grounding
 from .claims import Claim
+from .questions import aggregate_question
 
 CONFLICT_OVERLAP = 0.5  # the share of question words two claims must share to be about the same thing
 
@@ -81,7 +84,12 @@ class Resolution:
 
 
 def resolve(claims: Sequence[Claim], question: str) -> Resolution:
-    """Rank by match with the question (then document order), set aside the losers of clear conflicts."""
+    """Rank by match with the question (then document order), set aside the losers of clear conflicts. An
+    aggregate question's claims are items of one answer, not rivals: all are kept, in document order."""
+    if aggregate_question(question):
+        ordered = sorted(claims, key=lambda c: (c.part, c.spans[:1]))
+        notes = {i: ", ".join(lacks) for i, c in enumerate(ordered) if (lacks := missing(c, question))}
+        return Resolution(ordered, notes=notes)
     scored = sorted(((match(c, question), c) for c in claims), key=lambda sc: (-sc[0], sc[1].part))
     kept: list[tuple[float, Claim]] = []
     set_aside: list[tuple[Claim, str]] = []

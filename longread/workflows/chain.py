@@ -18,7 +18,7 @@ import bisect
 from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
-from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, lookback_text
+from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, default_caps, lookback_text
 from ..agents.claims import claims_from_dicts
 from ..agents.grounded import ClaimManager, ClaimWorker
 from ..results import CallRecord, Citation, Result, unique_citations
@@ -255,7 +255,8 @@ class ChainStrategy(Strategy):
         """The grounded chain: claim workers (chain or map form), the collapse stage, the claims manager."""
         shared = self.shared(mode)
         ctx = replace(ctx, prompts=self.claims_prompts(ctx, mode))
-        budget = ctx.budget(mode, question)
+        # claims carry their quotes: a worker gets a summary's room for them (window/8), a question's too
+        budget = ctx.budget(mode, question, notes_tokens=default_caps(ctx.window, "summary")[0])
         segments = ctx.segments(min(budget.segment_tokens, self.segment or budget.segment_tokens))
         if self.top and mode == "query":
             assert question is not None

@@ -129,7 +129,7 @@ def build_grounded_graph(
 
     # -- gathering and collapsing ------------------------------------------------------------------------------------
     def manager_fits(claims: Sequence[Claim]) -> bool:
-        return manager.fits(manager.prepare(claims).notes)
+        return manager.fitting(claims) is not None
 
     def gather(state: GroundedState) -> GroundedState:
         claims = sorted(so_far(state), key=lambda c: (c.part, c.spans[:1]))
@@ -142,7 +142,7 @@ def build_grounded_graph(
     def collapse_update(state: GroundedState, completion: Completion) -> GroundedState:
         group = claims_from_dicts(state["pending"][0])
         items, dropped = manager.collapsed(group, completion.text)
-        record = recorded("manager", None, completion, manager.budget.answer_tokens)
+        record = recorded("manager", None, completion, manager.collapse_tokens)
         merged = [*claims_from_dicts(state.get("merged", [])), *items]
         rest = state["pending"][1:]
         update: GroundedState = {"calls": [record], "dropped": [d.to_dict() for d in dropped]}
@@ -171,13 +171,13 @@ def build_grounded_graph(
     # -- the manager -------------------------------------------------------------------------------------------------
     def manager_inputs(state: GroundedState) -> tuple[Any, list[str], str, list[int], dict[str, Any]]:
         claims = claims_from_dicts(state.get("stage", []))
-        prepared = manager.prepare(claims)
+        prepared = manager.fitting(claims) or manager.prepare(claims, compact=True)
         trace = dict(state.get("trace", {}))
         cut = 0
         while prepared.claims and not manager.fits(prepared.notes):
             # still too much after the collapse rounds: the least relevant go (a question), the last (a summary)
             claims = prepared.claims[:-1]
-            prepared = manager.prepare(claims)
+            prepared = manager.prepare(claims, compact=True)
             cut += 1
         if cut:
             trace["cut_to_fit"] = cut
