@@ -308,6 +308,18 @@ def unsupported_entities(text: str, source: str | Folded) -> list[str]:
 _SPLIT_SENTENCES = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])|\n+")
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) character spans of a text's sentences (paragraph breaks end one too)."""
+    spans, start = [], 0
+    for match in _SPLIT_SENTENCES.finditer(text):
+        if text[start : match.start()].strip():
+            spans.append((start, match.start()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return [(lo + len(text[lo:hi]) - len(text[lo:hi].lstrip()), hi) for lo, hi in spans]
+
+
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SPLIT_SENTENCES.split(text) if s and s.strip()]
 

@@ -82,9 +82,13 @@ def test_a_true_claim_passes_with_the_document_spans_of_its_quote_and_its_senten
     assert claim.parts == (2,)
 
 
-def test_a_quote_not_in_the_part_drops_the_claim():
-    outcome = checked("The locker number was 4471.", "He always kept the parcel in locker 4471 at the station")
+def test_a_quote_not_in_the_part_drops_the_claim_unless_code_finds_the_sentence_that_supports_it():
+    outcome = checked("The locker number was 4417.", "He always kept the parcel in locker 4417 at the station")
     assert isinstance(outcome, Dropped) and outcome.reason.startswith("quote not in part 3")
+    # a small model copying the format's wording instead of a quote: the claim itself is true, and code finds it
+    located = checked("The locker number was 4471.", "the exact words of the source text that show it")
+    assert isinstance(located, Claim) and located.located and located.source.endswith("locker number 4471.")
+    assert isinstance(checked("The locker number was 4471."), Claim)  # no quote at all: the same search
 
 
 def test_a_number_not_in_its_quote_drops_the_claim():

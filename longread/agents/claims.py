@@ -44,6 +44,7 @@ class Claim:
     spans: tuple[tuple[int, int], ...] = ()
     source: str = ""
     parts: tuple[int, ...] = ()  # every part that said it (duplicates merged)
+    located: bool = False  # its quote was not in the part, but code found the sentence that supports it
 
     @property
     def cited_parts(self) -> tuple[int, ...]:
@@ -62,6 +63,7 @@ class Claim:
             text=str(data.get("text", "")), quotes=tuple(data.get("quotes", ())), part=int(data.get("part", 0)),
             spans=tuple(tuple(s) for s in data.get("spans", ())),  # type: ignore[misc]
             source=str(data.get("source", "")), parts=tuple(data.get("parts", ())),
+            located=bool(data.get("located", False)),
         )
 
 
@@ -171,12 +173,20 @@ class PartText:
     text: str
     start: int = 0
     _folded: grounding.Folded | None = field(default=None, repr=False)
+    _sentences: list[tuple[int, int]] | None = field(default=None, repr=False)
 
     @property
     def folded(self) -> grounding.Folded:
         if self._folded is None:
             self._folded = grounding.fold(self.text)
         return self._folded
+
+    @property
+    def sentences(self) -> list[tuple[int, int]]:
+        """The (start, end) spans of the part's sentences."""
+        if self._sentences is None:
+            self._sentences = grounding.sentence_spans(self.text)
+        return self._sentences
 
 
 MIN_NEW_SUPPORT = 0.5  # the share of a claim's new words that its sources must hold
@@ -185,40 +195,69 @@ NAME_CONTEXT_CHARS = 600  # how far before a quote's sentence a claim's names ma
 
 def check_claim(claim: Claim, part: PartText, question: str | None = None, known: str = "") -> Claim | Dropped:
     """The claim with its spans and source sentences when it passes every check (module docstring), else why not.
-    `known`: text the claim may take names from besides its own sources (the claims it builds on)."""
-    if not claim.quotes:
-        return Dropped(claim, "no quote")
-    spans: list[tuple[int, int]] = []
-    for quote in claim.quotes:
-        hit = grounding.find_quote(quote, part.folded)
-        if hit is not None:
-            spans.append(hit)
-    if not spans:
-        shown = claim.quotes[0][:80]
-        return Dropped(claim, f"quote not in part {claim.part + 1}: \"{shown}\"")
-    # the claim's spans are the whole sentences its quotes lie in: what a citation shows and the manager reads
-    sentences = sorted({grounding.sentence_around(part.text, start, end) for start, end in spans})
-    source = " ".join(dict.fromkeys(part.text[lo:hi].strip() for lo, hi in sentences))
-    spans = [(lo + len(part.text[lo:hi]) - len(part.text[lo:hi].lstrip()), hi) for lo, hi in sentences]
+    `known`: text the claim may take names from besides its own sources (the claims it builds on).
+
+    A claim whose quotes are missing or not in the part is not dropped yet: small models copy the format's
+    wording or cut a quote short. Code then looks for the one sentence of the part that supports the claim by the
+    same checks (every number and name, and half of what it says beyond the question); a claim so located is
+    marked `located` in the trace. An invented claim has no such sentence."""
     question = question or ""
+    spans = [hit for quote in claim.quotes if (hit := grounding.find_quote(quote, part.folded)) is not None]
+    if spans:
+        sentences = sorted({grounding.sentence_around(part.text, start, end) for start, end in spans})
+        why = _unsupported(claim, part, sentences, question, known)
+        if why is None:
+            return _checked(claim, part, sentences)
+    else:
+        why = f"quote not in part {claim.part + 1}: \"{claim.quotes[0][:80]}\"" if claim.quotes else "no quote"
+    located = _locate(claim, part, question, known)
+    if located is not None:
+        return replace(_checked(claim, part, [located]), located=True)
+    return Dropped(claim, why)
+
+
+def _checked(claim: Claim, part: PartText, sentences: Sequence[tuple[int, int]]) -> Claim:
+    """The claim with the document spans and text of its sentences (leading whitespace trimmed)."""
+    trimmed = [(lo + len(part.text[lo:hi]) - len(part.text[lo:hi].lstrip()), hi) for lo, hi in sentences]
+    source = " ".join(dict.fromkeys(part.text[lo:hi].strip() for lo, hi in trimmed))
+    doc_spans = tuple((part.start + lo, part.start + hi) for lo, hi in trimmed)
+    return replace(claim, spans=doc_spans, source=source, parts=(claim.part,))
+
+
+def _unsupported(claim: Claim, part: PartText, sentences: Sequence[tuple[int, int]], question: str, known: str
+                 ) -> str | None:
+    """Why the sentences do not support the claim (checks 2-4 of the module docstring), or None."""
+    source = " ".join(part.text[lo:hi] for lo, hi in sentences)
     missing_numbers = sorted(grounding.numbers(claim.text) - grounding.numbers(source) - grounding.numbers(question))
     if missing_numbers:
-        return Dropped(claim, f"number {', '.join(missing_numbers)} not in its quote")
+        return f"number {', '.join(missing_numbers)} not in its quote"
     # a name may also come from just before its sentence: "she saved the steamer" names Ada Varn two lines up
     before = " ".join(part.text[max(0, lo - NAME_CONTEXT_CHARS) : lo] for lo, _ in sentences)
     allowed = grounding.fold(" ".join((source, before, question, known))).text
     missing_names = [n for n in sorted(grounding.names(claim.text)) if not grounding.present(n, allowed)]
     if missing_names:
-        return Dropped(claim, f"name {', '.join(missing_names)} not in its quote")
-    asked = grounding.stems(question)
-    new = {grounding.stem(w) for w in grounding.content_words(claim.text)} - asked
+        return f"name {', '.join(missing_names)} not in its quote"
+    new = {grounding.stem(w) for w in grounding.content_words(claim.text)} - grounding.stems(question)
     if not new:
-        return Dropped(claim, "says nothing the question does not")
-    held = new & grounding.stems(source)
-    if len(held) < MIN_NEW_SUPPORT * len(new):
-        return Dropped(claim, "its words are not in its quote")
-    doc_spans = tuple((part.start + s, part.start + e) for s, e in spans)
-    return replace(claim, spans=doc_spans, source=source, parts=(claim.part,))
+        return "says nothing the question does not"
+    if len(new & grounding.stems(source)) < MIN_NEW_SUPPORT * len(new):
+        return "its words are not in its quote"
+    return None
+
+
+def _locate(claim: Claim, part: PartText, question: str, known: str) -> tuple[int, int] | None:
+    """The sentence of the part that supports the claim best (most of its new words), if one does."""
+    new = {grounding.stem(w) for w in grounding.content_words(claim.text)} - grounding.stems(question)
+    if not new:
+        return None
+    best: tuple[int, tuple[int, int]] | None = None
+    for span in part.sentences:
+        held = len(new & grounding.stems(part.text[span[0] : span[1]]))
+        if held < MIN_NEW_SUPPORT * len(new) or (best is not None and held <= best[0]):
+            continue
+        if _unsupported(claim, part, [span], question, known) is None:
+            best = (held, span)
+    return best[1] if best else None
 
 
 def check_claims(claims: Iterable[Claim], part: PartText, question: str | None = None, known: str = ""

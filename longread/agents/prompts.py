@@ -69,26 +69,23 @@ class Prompts:
     worker_claims_task: str = (
         "Question: {question}\n\n"
         "Find what the source text above says that helps answer the question, or that connects to a checked claim "
-        "from the earlier parts. Write each finding as two lines:\n"
-        "Claim: one short sentence, with names and numbers exactly as the source text writes them\n"
-        "Quote: \"the exact words of the source text that show it\"\n"
-        "Copy the quote word for word. Write nothing else. If the source text says nothing that helps, write only: "
-        "Claim: none"
+        "from the earlier parts. Write each finding as two lines: first \"Claim:\" and one short sentence, with "
+        "names and numbers exactly as the source text writes them; then \"Quote:\" and the sentence of the source "
+        "text that shows it, copied word for word. Write nothing else. If the source text says nothing that helps, "
+        "write only: Claim: none"
     )
     worker_claims_map_task: str = (
         "Question: {question}\n\n"
-        "Find what the source text above says that helps answer the question. Write each finding as two lines:\n"
-        "Claim: one short sentence, with names and numbers exactly as the source text writes them\n"
-        "Quote: \"the exact words of the source text that show it\"\n"
-        "Copy the quote word for word. Write nothing else. If the source text says nothing that helps, write only: "
-        "Claim: none"
+        "Find what the source text above says that helps answer the question. Write each finding as two lines: "
+        "first \"Claim:\" and one short sentence, with names and numbers exactly as the source text writes them; "
+        "then \"Quote:\" and the sentence of the source text that shows it, copied word for word. Write nothing "
+        "else. If the source text says nothing that helps, write only: Claim: none"
     )
     worker_claims_summary_task: str = (
         "List what happens in the source text above, in order: the events, who takes part, where, and every turn "
-        "of the story. Write each as two lines:\n"
-        "Claim: one sentence, with names exactly as the source text writes them\n"
-        "Quote: \"the exact words of the source text that show it\"\n"
-        "Copy the quote word for word. Write nothing else."
+        "of the story. Write each as two lines: first \"Claim:\" and one sentence, with names exactly as the "
+        "source text writes them; then \"Quote:\" and the sentence of the source text that shows it, copied word "
+        "for word. Write nothing else."
     )
     # -- manager ------------------------------------------------------------------------------------------------
     manager_system: str = (
@@ -129,8 +126,8 @@ class Prompts:
         "Claims found in parts {first} to {last} of the document, each with the source sentence it was checked "
         "against:\n{notes}\n\nQuestion: {question}\n\n"
         "Keep every claim that helps answer the question; merge claims that say the same thing. Write each as two "
-        "lines:\nClaim: one short sentence, with names and numbers exactly as written\n"
-        "Quote: \"the exact words of its source sentence\"\nWrite nothing else."
+        "lines: first \"Claim:\" and one short sentence, with names and numbers exactly as written; then "
+        "\"Quote:\" and its source sentence, copied word for word. Write nothing else."
     )
     collapse_summary_task: str = (
         "Notes on parts {first} to {last} of the document, in order:\n{notes}\n\n"
