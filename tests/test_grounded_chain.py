@@ -303,3 +303,30 @@ def test_every_call_of_the_grounded_chain_fits_its_window(paragraphs, window, su
     reader = Reader(text, model=model, window=window, strategy="chain")
     reader.summarize() if summary else reader.ask(question)
     assert model.calls and all(c.prompt_tokens + c.max_new_tokens <= window for c in model.calls)
+
+
+# -- what a person sees --------------------------------------------------------------------------------------------------
+def test_trace_and_json_show_every_claim_kept_or_dropped_with_the_reason(tmp_path, monkeypatch, cli_isolated):
+    import json
+
+    import longread.backends
+    from typer.testing import CliRunner
+
+    from longread.cli import app
+
+    document = tmp_path / "book.txt"
+    document.write_text(book((15, FACT)), encoding="utf-8")
+    segments = parts_of(document.read_text(encoding="utf-8"))
+    model = MockModel(replies={"worker": worker_reply(segments), "manager": "Locker 4471."})
+    monkeypatch.setattr(longread.backends, "get_model", lambda *args, **kwargs: model)
+    args = ["ask", str(document), QUESTION, "--strategy", "chain", "--window", str(WINDOW)]
+    traced = CliRunner().invoke(app, [*args, "--trace", "--no-stream"], catch_exceptions=False)
+    assert traced.exit_code == 0, traced.output
+    assert traced.stdout.startswith("Locker 4471.")
+    trace = traced.stderr
+    assert re.search(r"kept \(part \d+\): Kelo Brandu left a parcel in locker number 4471\.", trace)
+    assert len(re.findall(r"dropped \(part \d+\): The secret locker number was 12345\. -- number 12345 not in its "
+                          r"quote", trace)) == len(segments) - 1
+    data = json.loads(CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False).stdout)
+    assert [c["text"] for c in data["claims"]] == ["Kelo Brandu left a parcel in locker number 4471."]
+    assert {d["reason"] for d in data["dropped"]} == {"number 12345 not in its quote"}

@@ -209,7 +209,10 @@ def check_claim(claim: Claim, part: PartText, question: str | None = None, known
         if why is None:
             return _checked(claim, part, sentences)
     else:
-        why = f"quote not in part {claim.part + 1}: \"{claim.quotes[0][:80]}\"" if claim.quotes else "no quote"
+        short = all(len(grounding.words(q)) < grounding.MIN_QUOTE_WORDS for q in claim.quotes)
+        why = ("no quote" if not claim.quotes else
+               f"quote too short to check: \"{claim.quotes[0][:80]}\"" if short else
+               f"quote not in part {claim.part + 1}: \"{claim.quotes[0][:80]}\"")
     located = _locate(claim, part, question, known)
     if located is not None:
         return replace(_checked(claim, part, [located]), located=True)

@@ -8,7 +8,7 @@ import typer
 
 from .options import (
     ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
-    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
+    QuietOption, RayOption, StrategyOption, TimeoutOption, TraceOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -31,6 +31,7 @@ def ask(
     jobs: JobsOption = None,
     ray: RayOption = None,
     timeout: TimeoutOption = None,
+    trace: TraceOption = False,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
     from .runner import run
@@ -40,5 +41,6 @@ def ask(
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
     settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
                        api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
-                       as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream)
+                       as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
+                       trace=trace)
     raise typer.Exit(run([path], question, settings, None))

@@ -9,7 +9,7 @@ import typer
 
 from .options import (
     ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
-    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
+    QuietOption, RayOption, StrategyOption, TimeoutOption, TraceOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -37,6 +37,7 @@ def summarize(
     jobs: JobsOption = None,
     ray: RayOption = None,
     timeout: TimeoutOption = None,
+    trace: TraceOption = False,
 ) -> None:
     """Summarize documents and folders of them."""
     from .runner import run
@@ -45,5 +46,5 @@ def summarize(
     settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
                        api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
-                       writes_files=out is not None)
+                       writes_files=out is not None, trace=trace)
     raise typer.Exit(run(list(paths), None, settings, out))
