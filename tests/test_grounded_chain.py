@@ -125,14 +125,16 @@ def test_no_checked_claim_means_not_found_without_a_manager_call():
 
 
 # -- conflicts ---------------------------------------------------------------------------------------------------------
-def test_a_distractor_is_set_aside_because_its_source_names_another_station():
+@pytest.mark.parametrize("claims_station", [False, True])
+def test_a_distractor_never_reaches_the_manager(claims_station):
     text = book((4, DECOY), (18, FACT))
     segments = parts_of(text)
+    station = " at Tharby Station" if claims_station else ""
 
     def worker(call):
         part = segments[call.segment].text
-        if "5555" in part:  # the decoy's worker claims the question's station, quoting the decoy's sentence
-            return (f"Claim: Kelo Brandu left a parcel in locker number 5555 at Tharby Station.\n"
+        if "5555" in part:  # the decoy's worker answers from the decoy's sentence
+            return (f"Claim: Kelo Brandu left a parcel in locker number 5555{station}.\n"
                     f"Quote: \"{sentence_with(part, '5555')}\"")
         return worker_reply(segments)(call)
 
@@ -140,8 +142,11 @@ def test_a_distractor_is_set_aside_because_its_source_names_another_station():
     result = Reader(text, model=model, window=WINDOW, strategy="chain").ask(QUESTION)
     prompt = manager_prompt(model)
     assert "4471" in prompt and "5555" not in prompt
-    (aside,) = result.extras["trace"]["set_aside"]
-    assert "5555" in aside["claim"] and "does not name tharby" in aside["reason"]
+    if claims_station:  # it names the question's station, which its sentence does not: dropped by the check
+        assert "name tharby not in its quote" in {d["reason"] for d in result.extras["dropped"]}
+    else:  # true of its own sentence, it loses the conflict to the claim whose sentence names Tharby Station
+        (aside,) = result.extras["trace"]["set_aside"]
+        assert "5555" in aside["claim"] and "does not name tharby" in aside["reason"]
 
 
 # -- aggregate questions and the collapse stage --------------------------------------------------------------------------

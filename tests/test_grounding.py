@@ -113,13 +113,26 @@ def test_words_that_are_not_in_the_quote_or_a_restated_question_drop_the_claim()
     assert isinstance(echo, Dropped) and echo.reason == "says nothing the question does not"
 
 
+def test_a_claim_that_takes_a_name_from_the_question_over_an_unrelated_sentence_is_dropped():
+    decoy_part = PART.replace("Tharby", "Ybrook").replace("4471", "5555")
+    claimed = check_claim(Claim("Kelo Brandu left a parcel in locker number 5555 at Tharby Station.",
+                                ("Kelo Brandu always left a parcel in locker number 5555",), part=7),
+                          PartText(decoy_part), QUESTION)
+    assert isinstance(claimed, Dropped) and claimed.reason == "name tharby not in its quote"
+    far = " The road went on." * 60  # more than the few lines around a quote that a name may come from
+    paris = check_claim(Claim("The town where Kelo Brandu was born is known for Paris.", ("Paris was far away",)),
+                        PartText(PART + far + " Paris was far away."),
+                        "What is the town where Kelo Brandu was born known for?")
+    assert isinstance(paris, Dropped) and paris.reason.startswith("name")
+
+
 def test_a_claim_about_another_entity_passes_its_checks_and_loses_the_conflict():
     decoy_part = PART.replace("Tharby", "Ybrook").replace("4471", "5555")
-    decoy = check_claim(Claim("Kelo Brandu left a parcel in locker number 5555 at Tharby Station.",
+    decoy = check_claim(Claim("Kelo Brandu left a parcel in locker number 5555.",
                               ("Kelo Brandu always left a parcel in locker number 5555",), part=7),
                         PartText(decoy_part), QUESTION)
     true = checked("Kelo Brandu left a parcel in locker number 4471.", "Kelo Brandu always left a parcel in locker number 4471")
-    assert isinstance(decoy, Claim) and isinstance(true, Claim)  # Tharby is in the question, so the check passes
+    assert isinstance(decoy, Claim) and isinstance(true, Claim)  # each true of its own sentence
     assert conflicting(true, decoy, QUESTION)
     resolution = resolve([decoy, true], QUESTION)
     assert resolution.claims == [true]

@@ -11,9 +11,11 @@ or `Claim: none`. `parse_claims` reads the reply; `check_claim` keeps a claim on
 
 1. each quote occurs in the part (grounding.find_quote: tolerant of case, quote marks, whitespace, hyphenation,
    small OCR-like slips; never of another number), and at least one does;
-2. every number of the claim is in the source sentences of its quotes (or in the question);
-3. every name of the claim is in those sentences (or the few lines before them, where "she" was named), the
-   question, or the claims it builds on;
+2. every number of the claim is in the source sentences of its quotes (or in the claims it builds on);
+3. every name of the claim is in those sentences (or the few lines around them, where "she" was named) or the
+   claims it builds on: a name the question gave does not count, so an answer written over an unrelated
+   sentence ("the town where Kelo was born is Paris") and a distractor's sentence claimed for the question's
+   station both fail;
 4. the claim says something new (words beyond the question), and at least half of that is in its sources.
 
 A claim that fails is dropped with its reason (the trace shows it); the kept ones carry their spans in the
@@ -191,6 +193,7 @@ class PartText:
 
 MIN_NEW_SUPPORT = 0.5  # the share of a claim's new words that its sources must hold
 NAME_CONTEXT_CHARS = 600  # how far before a quote's sentence a claim's names may come from (a pronoun's antecedent)
+NAME_CONTEXT_AFTER = 200  # and how far after it
 
 
 def check_claim(claim: Claim, part: PartText, question: str | None = None, known: str = "") -> Claim | Dropped:
@@ -231,12 +234,14 @@ def _unsupported(claim: Claim, part: PartText, sentences: Sequence[tuple[int, in
                  ) -> str | None:
     """Why the sentences do not support the claim (checks 2-4 of the module docstring), or None."""
     source = " ".join(part.text[lo:hi] for lo, hi in sentences)
-    missing_numbers = sorted(grounding.numbers(claim.text) - grounding.numbers(source) - grounding.numbers(question))
+    missing_numbers = sorted(grounding.numbers(claim.text) - grounding.numbers(source) - grounding.numbers(known))
     if missing_numbers:
         return f"number {', '.join(missing_numbers)} not in its quote"
-    # a name may also come from just before its sentence: "she saved the steamer" names Ada Varn two lines up
-    before = " ".join(part.text[max(0, lo - NAME_CONTEXT_CHARS) : lo] for lo, _ in sentences)
-    allowed = grounding.fold(" ".join((source, before, question, known))).text
+    # A name may also come from just around its sentence ("she saved the steamer" names Ada Varn two lines up), or
+    # from the claims it builds on; never from the question alone: "the town where Kelo was born is Paris" must
+    # have Kelo near its quote, or it is an answer written over an unrelated sentence.
+    around = " ".join(part.text[max(0, lo - NAME_CONTEXT_CHARS) : hi + NAME_CONTEXT_AFTER] for lo, hi in sentences)
+    allowed = grounding.fold(" ".join((around, known))).text
     missing_names = [n for n in sorted(grounding.names(claim.text)) if not grounding.present(n, allowed)]
     if missing_names:
         return f"name {', '.join(missing_names)} not in its quote"

@@ -206,7 +206,7 @@ def build_grounded_graph(
         if manager.mode == "summary":
             check = check_summary(completion.text, folded())
             trace["summary_check"] = check.to_dict()
-            if check.unsupported:
+            if check.unsupported or getattr(manager.model, "upper_bound", False):  # a dry run counts the retry
                 return {**update, "draft": check.text, "trace": trace}
             if hooks.on_text:
                 hooks.on_text(check.text)

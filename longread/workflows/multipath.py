@@ -112,8 +112,8 @@ class MultipathStrategy(Strategy):
 
         with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="longread-path") as pool:
             outcomes = list(pool.map(read, plans))
-        if len(plans) == 1:
-            return self._single(ctx, plans[0], *outcomes[0])
+        if len(plans) == 1 or all(final.get("not_found") for final, _ in outcomes):
+            return self._single(ctx, plans, list(outcomes))
         finals = [final for final, _ in outcomes]
         judged, _ = run_graph(self._judge_graph(ctx, plans, finals), self._judge_thread(ctx, plans), {}, steps=1,
                               fresh=ctx.fresh)
@@ -125,19 +125,25 @@ class MultipathStrategy(Strategy):
             arun_graph(p.graph, p.thread_id, p.initial(), steps=p.steps, fresh=ctx.fresh, concurrency=p.concurrency)
             for p in plans
         ))
-        if len(plans) == 1:
-            return self._single(ctx, plans[0], *outcomes[0])
+        if len(plans) == 1 or all(final.get("not_found") for final, _ in outcomes):
+            return self._single(ctx, plans, list(outcomes))
         finals = [final for final, _ in outcomes]
         judged, _ = await arun_graph(self._judge_graph(ctx, plans, finals), self._judge_thread(ctx, plans), {},
                                      steps=1, fresh=ctx.fresh)
         return self._result(ctx, plans, list(outcomes), judged)
 
-    def _single(self, ctx: ReadingContext, plan: ChainRun, final: dict[str, Any], reused: bool) -> Result:
-        """One distinct order (a one-segment document): the path's answer is the answer; no judge call."""
-        result = ChainStrategy(lookback=self.lookback, guided=self.guided, notes=self.notes).result(ctx, plan, final, reused)
+    def _single(self, ctx: ReadingContext, plans: list[ChainRun], outcomes: list[tuple[dict[str, Any], bool]]
+                ) -> Result:
+        """One distinct order (a one-segment document), or no path found anything: the first path's answer is the
+        answer, with every path's calls; no judge call (a judge of "not found" answers could only invent)."""
+        chain = ChainStrategy(lookback=self.lookback, guided=self.guided, notes=self.notes)
+        result = chain.result(ctx, plans[0], *outcomes[0])
+        calls = [call for plan, outcome in zip(plans, outcomes) for call in chain.result(ctx, plan, *outcome).calls]
+        if ctx.on_text is not None:  # the paths do not stream (only a judge's answer would): this is the answer
+            ctx.on_text(result.text)
         return ctx.result(self.spec, result.mode, result.question, result.text, citations=result.citations,
-                          segments=result.segments, calls=result.calls, window=result.window, notes=result.notes,
-                          document_tokens=result.document_tokens, extras={**result.extras, "paths": 1})
+                          segments=result.segments, calls=calls, window=result.window, notes=result.notes,
+                          document_tokens=result.document_tokens, extras={**result.extras, "paths": len(plans)})
 
     def _result(self, ctx: ReadingContext, plans: list[ChainRun], outcomes: list[tuple[dict[str, Any], bool]],
                 judged: dict[str, Any]) -> Result:
