@@ -253,10 +253,15 @@ def _unsupported(claim: Claim, part: PartText, sentences: Sequence[tuple[int, in
     return None
 
 
+LOCATE_MIN_WORDS = 3  # a claim without a name or number needs this many words of its own to pin a sentence down
+
+
 def _locate(claim: Claim, part: PartText, question: str, known: str) -> tuple[int, int] | None:
-    """The sentence of the part that supports the claim best (most of its new words), if one does."""
+    """The sentence of the part that supports the claim best (most of its new words), if one does. Only a claim
+    specific enough to pin one sentence down is located: one with a name or a number, or LOCATE_MIN_WORDS words
+    beyond the question ("fawn" alone would match any sentence that says fawn)."""
     new = {grounding.stem(w) for w in grounding.content_words(claim.text)} - grounding.stems(question)
-    if not new:
+    if not grounding.entities(claim.text) and len(new) < LOCATE_MIN_WORDS:
         return None
     best: tuple[int, tuple[int, int]] | None = None
     for span in part.sentences:
