@@ -212,11 +212,11 @@ def coverage(summary: str, reference: str) -> float:
 
 # -- aggregate questions -------------------------------------------------------------------------------------------------
 def listed_values(reply: str, numeric: bool, question: str = "") -> set[str]:
-    """The values a reply lists: its numbers (numeric gold), else its names; what the question itself names does
-    not count."""
+    """The values a reply lists: its numbers (numeric gold), else its names; what the question itself says (its
+    names, numbers and words: "Ships" opening the reply) does not count."""
     from .. import grounding
 
-    asked = grounding.entities(question)
+    asked = grounding.entities(question) | set(grounding.words(question))
     found = grounding.numbers(reply) if numeric else grounding.names(reply)
     return {v for v in found if v not in asked}
 
