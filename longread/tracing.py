@@ -201,14 +201,16 @@ def _maybe_step(tracer: Any, tag: Any, parent: Any) -> Iterator[None]:
 @contextmanager
 def run_span(model: ChatModel, strategy: str, mode: str, source: str) -> Iterator[Callable[["Result"], None]]:
     """The span of one run, current while it lasts (and the run context of a TracedModel's calls); yields a
-    function that records the run's totals from its Result."""
+    function that records the run's totals from its Result. `strategy` is its spec (`multipath:paths=5`): the
+    name alone names the span (span names stay few), the spec is an attribute."""
     from opentelemetry import context as otel_context
 
     traced = model if isinstance(model, TracedModel) else None
     tracer = traced.tracer if traced is not None else get_tracer()
-    attributes = {OPERATION: "invoke_workflow", WORKFLOW_NAME: strategy, REQUEST_MODEL: model.name,
-                  "longread.mode": mode, "longread.document": safe_source(source)}
-    with tracer.start_as_current_span(f"invoke_workflow {strategy}", attributes=attributes) as span:
+    name = strategy.split(":", 1)[0]
+    attributes = {OPERATION: "invoke_workflow", WORKFLOW_NAME: name, "longread.strategy": strategy,
+                  REQUEST_MODEL: model.name, "longread.mode": mode, "longread.document": safe_source(source)}
+    with tracer.start_as_current_span(f"invoke_workflow {name}", attributes=attributes) as span:
         previous = traced.run_context if traced is not None else None
         if traced is not None:
             traced.run_context = otel_context.get_current()
