@@ -312,7 +312,8 @@ def _events(result: "Result", cap: int, on_event: Any) -> Callable[[str, Complet
 
     def on_call(kind: str, completion: Completion | None) -> None:
         record = CallRecord.of("formatter", None, completion, cap) if completion is not None else None
-        on_event(ReadEvent(f"call_{kind}", "formatter", None, result.segments, record, result.source))  # type: ignore[arg-type]
+        event_kind: Any = f"call_{kind}"  # call_started | call_finished
+        on_event(ReadEvent(event_kind, "formatter", None, result.segments, record, result.source))
 
     return on_call
 

@@ -88,7 +88,8 @@ def runs(
         output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
         table.add_row(str(r.id), when, r.command, Text(printable(_short(r.document))),
                       Text(printable(r.question or "-")),
-                      Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}", hits(r), cost(r.cost_usd),
+                      Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}", hits(r),
+                      cost(r.cost_usd),
                       f"{r.seconds:.1f} s", Text(printable(output), style="red" if r.status == "failed" else ""))
     Console().print(table)
 
