@@ -110,7 +110,7 @@ class Reader:
     ):
         self.document = as_document(source)
         # get_model drops the options left at None
-        self.model = _wrapped(get_model(model, kv=kv, api_base=api_base, timeout=timeout), cache, trace)
+        self.model = wrapped_model(get_model(model, kv=kv, api_base=api_base, timeout=timeout), cache, trace)
         self.window = window or default_window(self.model)
         self.strategy = get_strategy(strategy)
         self.prompts = prompts or DEFAULT_PROMPTS
@@ -310,7 +310,7 @@ class Reader:
         return turn_result(self, state["history"][-1])
 
 
-def _wrapped(model: ChatModel, cache: Any, trace: bool | None) -> ChatModel:
+def wrapped_model(model: ChatModel, cache: Any, trace: bool | None) -> ChatModel:
     """The model behind the completion cache and the tracing a Reader is asked for (each at most once)."""
     if cache is not None and cache is not False:
         from .backends.cache import CachedModel, with_cache

@@ -169,14 +169,41 @@ def parse_json(text: str) -> Any:
 
 def checked(schema: OutputSchema, text: str) -> Any:
     """The validated value of a reply, or ValueError saying what is wrong."""
-    return schema.validate(parse_json(text))
+    value = parse_json(text)
+    if _echoes(schema, value):
+        raise ValueError("the reply repeats the schema instead of an object that fills in its fields")
+    return schema.validate(value)
+
+
+def _echoes(schema: OutputSchema, value: Any) -> bool:
+    """Whether a reply is (a copy of) the schema rather than a value: small models copy what they are shown."""
+    properties = schema.json_schema.get("properties")
+    return (isinstance(value, dict) and isinstance(value.get("properties"), dict) and isinstance(properties, dict)
+            and "properties" not in properties and set(value["properties"]) <= set(properties))
+
+
+def fields(schema: OutputSchema) -> str:
+    """`reason (string), year (integer, optional)` for an object schema with properties, else "": small models
+    given only a schema tend to copy it back; named fields to fill in steer them to the object itself."""
+    properties = schema.json_schema.get("properties")
+    if schema.json_schema.get("type") != "object" or not isinstance(properties, dict) or not properties:
+        return ""
+    required = set(schema.json_schema.get("required") or ())
+    parts = []
+    for name, spec in properties.items():
+        kind = spec.get("type", "value") if isinstance(spec, dict) else "value"
+        kind = "/".join(kind) if isinstance(kind, list) else str(kind)
+        parts.append(f"{name} ({kind}{'' if name in required else ', optional'})")
+    return ", ".join(parts)
 
 
 def instruction(schema: OutputSchema) -> str:
     if schema.json_schema == {"type": "object"}:
         return "Reply with one JSON object and nothing else: no prose, no code fence."
-    return ("Reply with one JSON value that matches this JSON schema, and nothing else (no prose, no code fence):\n"
-            + schema.text())
+    named = fields(schema)
+    fill = f" Fill in its fields: {named}; do not repeat the schema." if named else ""
+    return ("Reply with one JSON value that matches this JSON schema, and nothing else (no prose, no code fence)."
+            f"{fill}\n{schema.text()}")
 
 
 def with_instruction(messages: Sequence[Message], schema: OutputSchema) -> list[Message]:
@@ -290,7 +317,9 @@ def formatter_messages(model: ChatModel, result: "Result", schema: OutputSchema,
     retry, and the schema."""
     label = "Summary" if result.mode == "summary" else "Answer"
     head = f"Question: {result.question}\n\n" if result.question else ""
-    tail = f"\n\nJSON schema:\n{schema.text()}\n\nWrite the {label.lower()} as JSON that matches the schema."
+    named = fields(schema)
+    fill = f" Fill in its fields: {named}; do not repeat the schema." if named else ""
+    tail = (f"\n\nJSON schema:\n{schema.text()}\n\nWrite the {label.lower()} as JSON that matches the schema.{fill}")
 
     def messages(notes: str) -> list[Message]:
         evidence = f"\n\nNotes from reading the document:\n{notes}" if notes else ""

@@ -159,6 +159,14 @@ def test_cache_true_uses_the_user_cache_folder(tmp_path, monkeypatch):
     assert reader.model.cache.path == tmp_path / "cache" / "workspace" / "completions.sqlite"
 
 
+def test_ask_many_shares_one_cache_and_passes_the_schema(tmp_path):
+    model = MockModel(replies={"formatter": '{"keeper": "Ada"}'})
+    first, again = longread.ask_many([STORY, STORY], "Who?", model=model, jobs=1, window=1024, strategy="chain",
+                                     cache=tmp_path / "c.sqlite", schema={"type": "object"})
+    assert first.data == again.data == {"keeper": "Ada"}
+    assert first.usage.cache_hits == 0 and again.usage.cache_hits == again.usage.calls == len(model.calls)
+
+
 # -- the command line -------------------------------------------------------------------------------------------------
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

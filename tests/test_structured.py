@@ -16,7 +16,7 @@ import longread
 from longread.cli import app
 from longread.results import ReadEvent
 from longread.structured import (
-    SchemaError, StructuredOutputError, as_schema, complete_json, load_schema, parse_json,
+    SchemaError, StructuredOutputError, as_schema, complete_json, load_schema, parse_json, with_instruction,
 )
 from longread.testing import MockModel
 
@@ -113,6 +113,17 @@ def test_a_reply_that_misses_is_retried_once_with_the_validation_error():
     retry = model.calls[1].messages
     assert retry[:-2] == MESSAGES and retry[-2] == {"role": "assistant", "content": '{"name": "Ada"}'}
     assert "'years' is a required property" in retry[-1]["content"]
+
+
+def test_a_reply_that_copies_the_schema_is_told_so_and_the_prompt_names_the_fields_to_fill():
+    """What the embedded 135M model does with a schema: it writes the schema back (without `required`)."""
+    echo = json.dumps({k: v for k, v in KEEPER_SCHEMA.items() if k != "required"})
+    model = MockModel(replies={"formatter": replies(echo, '{"name": "Ada", "years": 40}')})
+    schema = as_schema(KEEPER_SCHEMA)
+    complete_json(model, with_instruction([{"role": "system", "content": "You read."}, *MESSAGES], schema), schema, 64)
+    first, retry = model.calls
+    assert "Fill in its fields: name (string), years (integer)" in first.messages[0]["content"]
+    assert "repeats the schema" in retry.messages[-1]["content"]
 
 
 def test_two_misses_raise_with_the_last_reply_and_the_calls_made():
