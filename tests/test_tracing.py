@@ -161,11 +161,12 @@ def test_async_runs_and_structured_answers_are_traced(tracer, exporter):
 
 
 def test_no_prompt_answer_or_key_is_put_on_a_span(tracer, exporter):
-    model = MockModel(replies={"manager": "The keeper was Ada Merrow."})
-    longread.ask(STORY, "Who kept the lamp at Carrow Point?", model=TracedModel(model, tracer), window=1024,
-                 strategy="chain")
+    model = MockModel(replies={"reader": "The keeper was Ada Merrow."})
+    result = longread.ask(STORY, "Who kept the lamp at Carrow Point?", model=TracedModel(model, tracer), window=8192,
+                          strategy="full")
+    assert result.answer == "The keeper was Ada Merrow." and "Carrow Point" in STORY.read_text(encoding="utf-8")
     text = json.dumps([dict(s.attributes) for s in exporter.get_finished_spans()], default=str)
-    assert "Ada Merrow" not in text and "Carrow Point" not in text
+    assert "Ada Merrow" not in text and "Carrow Point" not in text and "invoke_workflow" in text
 
 
 # -- switching it on --------------------------------------------------------------------------------------------------
