@@ -318,13 +318,14 @@ def wrapped_model(model: ChatModel, cache: Any, trace: bool | None) -> ChatModel
 
         if not isinstance(model, CachedModel):
             model = with_cache(model, cache, cache_root() / "workspace")
-    from .tracing import wanted
+    from .tracing import TracedModel, wanted
 
+    if isinstance(model, TracedModel):
+        # A traced model shared by several readers (a --jobs run) gets a wrapper per reader: each keeps the context of
+        # its own run for the calls its strategy makes in threads that did not inherit it (multipath's paths).
+        return TracedModel(model.inner, model.tracer)
     if wanted(trace):
-        from .tracing import TracedModel
-
-        if not isinstance(model, TracedModel):
-            model = TracedModel(model)
+        model = TracedModel(model)
     return model
 
 

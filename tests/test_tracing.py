@@ -103,6 +103,38 @@ def test_calls_made_in_a_thread_pool_stay_under_their_run(tracer, exporter):
     assert len(paths) > 1
 
 
+def test_two_runs_at_once_on_one_traced_model_keep_their_own_calls(tracer, exporter):
+    """A --jobs run shares one traced model between documents; multipath's path threads of each document must
+    still land under that document's run, even while the other document's paths are in flight."""
+    meeting = threading.Barrier(6, timeout=20)  # the first worker call of each of the 2 x 3 paths, all at once
+    met = threading.local()
+
+    def worker(call):
+        if not getattr(met, "done", False):
+            met.done = True
+            meeting.wait()
+        return None  # the derived text
+
+    shared = TracedModel(MockModel(replies={"worker": worker}), tracer)
+    texts = [STORY.read_text(encoding="utf-8"), STORY.read_text(encoding="utf-8").replace("Ada", "Ruth")]
+    results: dict[int, object] = {}
+
+    def read(i):
+        document = longread.Document(texts[i], source=f"doc{i}.md", title=f"doc{i}")
+        results[i] = longread.Reader(document, model=shared, window=1024, strategy="multipath").ask("Who?")
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spans = exporter.get_finished_spans()
+    for run in named(spans, "invoke_workflow"):
+        i = int(run.attributes["longread.document"][3])
+        chats = [s for s in named(spans, "chat ") if s.context.trace_id == run.context.trace_id]
+        assert len(chats) == len(results[i].calls)
+
+
 def test_completion_cache_hits_show_on_the_chat_spans(tracer, exporter, tmp_path):
     model = TracedModel(CachedModel(MockModel(), tmp_path / "c.sqlite"), tracer)
     for _ in range(2):
