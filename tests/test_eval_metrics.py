@@ -120,7 +120,8 @@ def test_score_picks_the_metric_of_the_task():
     assert value == 1.0 and metrics["exact"] == 0.0 and metrics["contains"] == 1.0
     summary = Case(id="m", dataset="d", text="t", references=("the cat sat on the mat",))
     value, metrics = score(summary, "the cat was on the mat")
-    assert value == pytest.approx(5 / 6) and set(metrics) == {"rouge_l", "token_f1"}
+    assert value == pytest.approx(5 / 6) and set(metrics) == {"rouge_l", "token_f1", "repeated_sentences",
+                                                         "repeated_3gram_share", "coverage", "words"}
 
 
 def test_bootstrap_matches_the_normal_approximation_on_a_known_sample():

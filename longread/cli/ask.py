@@ -8,8 +8,8 @@ import typer
 
 from .options import (
     ApiBaseOption, CacheOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption,
-    NoStreamOption, QuietOption, RayOption, SchemaOption, StrategyOption, TimeoutOption, TraceOtelOption, WindowOption,
-    WorkspaceOption,
+    NoStreamOption, QuietOption, RayOption, SchemaOption, StrategyOption, TimeoutOption, TraceOption, TraceOtelOption,
+    WindowOption, WorkspaceOption,
 )
 
 
@@ -32,6 +32,7 @@ def ask(
     jobs: JobsOption = None,
     ray: RayOption = None,
     timeout: TimeoutOption = None,
+    trace: TraceOption = False,
     schema: SchemaOption = None,
     cache: CacheOption = False,
     trace_otel: TraceOtelOption = False,
@@ -46,5 +47,5 @@ def ask(
                        api_base=api_base, jobs=jobs, ray=ray, timeout=timeout, schema=schema,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet,
                        stream=not no_stream and schema is None,  # the JSON object is printed, not the prose
-                       cache=cache, trace_otel=trace_otel)
+                       trace=trace, cache=cache, trace_otel=trace_otel)
     raise typer.Exit(run([path], question, settings, None))

@@ -104,6 +104,9 @@ RayOption = Annotated[
 # Options whose value may be left out (`--ray` alone means `--ray auto`): cli/__init__.py fills the value in
 # before typer parses the command line, whose parser has no optional values.
 OPTIONAL_VALUES = {"--ray": "auto"}
+TraceOption = Annotated[bool, typer.Option("--trace", metavar="", help="After each result, show on stderr what "
+                                           "every agent wrote, and every claim kept, dropped (and why) or set "
+                                           "aside.")]
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", metavar="", help="Print the answer when it is "
                                               "finished instead of as it is written.")]
 

@@ -106,6 +106,8 @@ class Printer:
 
     # -- results -------------------------------------------------------------------------------------------------
     def result(self, job: Job, data: dict[str, Any], stream: TextStream | None = None) -> None:
+        if self.settings.trace:
+            self.trace(data)
         if self.settings.as_json:
             self.json_line(data)
             return
@@ -148,6 +150,13 @@ class Printer:
             self.out.print(printable(line), style="dim", markup=False, highlight=False, soft_wrap=True)
         else:
             self._echo(line)
+
+    def trace(self, data: dict[str, Any]) -> None:
+        from .trace import trace_lines
+
+        with self.display.paused():
+            for line in trace_lines(data):
+                typer.echo(printable(line), err=True)
 
     def output_file(self, path: str) -> None:
         with self.display.paused():

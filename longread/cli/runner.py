@@ -477,6 +477,8 @@ class Run:
                 self.printer.estimate(job, outcome.data, outcome.estimate)
             else:
                 if outcome.files is not None and not settings.as_json:
+                    if settings.trace:
+                        self.printer.trace(outcome.data)
                     self.printer.output_file(str(outcome.files.markdown))
                 else:
                     self.printer.result(job, outcome.data, outcome.stream)

@@ -93,6 +93,7 @@ class Settings:
     jobs: int | None = None  # --jobs: documents read at once (None: the default for the model)
     ray: str | None = None  # --ray: the Ray cluster's address (`auto`: start or join a local instance)
     timeout: float | None = None  # --timeout: seconds per model call (API models); None: the backend's default
+    trace: bool = False  # --trace: what every agent wrote and what the checks made of it, on stderr
     schema: Any = None  # --schema: the answer as JSON for this structured.OutputSchema (ask)
     cache: bool = False  # --cache: the completion cache, WORKSPACE/completions.sqlite
     trace_otel: bool = False  # --trace-otel: OpenTelemetry spans over OTLP

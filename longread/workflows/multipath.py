@@ -21,7 +21,6 @@ from ..backends.base import Completion
 from ..results import CallRecord, Result, unique_citations
 from .base import ReadingContext, Strategy
 from .chain import ChainRun, ChainStrategy
-from .chain_of_agents import initial_state
 from .runs import CallState, arun_graph, one_call_graph, run_graph
 
 
@@ -51,7 +50,7 @@ class MultipathStrategy(Strategy):
     paths: int = 3
     lookback: bool = False
     guided: bool = False
-    notes: str = "rewrite"
+    notes: str = "claims"
 
     def __post_init__(self) -> None:
         if self.paths < 1:
@@ -60,7 +59,7 @@ class MultipathStrategy(Strategy):
     @property
     def spec(self) -> str:
         options = [f"paths={self.paths}"] + [f"{k}=true" for k in ("lookback", "guided") if getattr(self, k)]
-        options += [f"notes={self.notes}"] if self.notes != "rewrite" else []
+        options += [f"notes={self.notes}"] if self.notes != "claims" else []
         return "multipath:" + ",".join(options)
 
     def _plans(self, ctx: ReadingContext, question: str | None) -> list[ChainRun]:
@@ -108,8 +107,8 @@ class MultipathStrategy(Strategy):
         plans = self._plans(ctx, question)
 
         def read(plan: ChainRun) -> tuple[dict[str, Any], bool]:
-            return run_graph(plan.graph, plan.thread_id, initial_state(), steps=len(plan.segments) + 1,
-                             fresh=ctx.fresh)
+            return run_graph(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps, fresh=ctx.fresh,
+                             concurrency=plan.concurrency)
 
         with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="longread-path") as pool:
             outcomes = list(pool.map(read, plans))
@@ -123,7 +122,7 @@ class MultipathStrategy(Strategy):
     async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
         plans = self._plans(ctx, question)
         outcomes = await asyncio.gather(*(
-            arun_graph(p.graph, p.thread_id, initial_state(), steps=len(p.segments) + 1, fresh=ctx.fresh)
+            arun_graph(p.graph, p.thread_id, p.initial(), steps=p.steps, fresh=ctx.fresh, concurrency=p.concurrency)
             for p in plans
         ))
         if len(plans) == 1:
