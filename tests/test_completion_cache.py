@@ -176,6 +176,7 @@ def test_cli_cache_rerun_makes_no_call_and_runs_shows_the_hits(tmp_path):
     """`--force` starts the run over (no checkpoint answers it), so only the cache can spare the calls."""
     args = ["ask", STORY, "Who kept the lamp?", "--model", "mock", "--window", "1024", "--json", "--cache"]
     first = json.loads(invoke(*args).stdout)
+    assert " hits " not in invoke("runs").stdout  # no run used the cache yet: the narrow table keeps its room
     again = json.loads(invoke(*args, "--force").stdout)
     assert first["usage"]["cache_hits"] == 0 and len(first["calls"]) > 1
     assert again["usage"]["cache_hits"] == len(again["calls"]) == len(first["calls"])

@@ -79,18 +79,21 @@ def runs(
         return
     table = Table(header_style="bold")
     folding = ("document", "question", "output")
-    for column in ("id", "when", "command", "document", "question", "model", "strategy", "tokens", "hits", "cost",
-                   "time", "output"):
+    # `hits` only when a listed run used the completion cache: the table has little room (120 columns)
+    with_hits = any(r.cache_hits for r in records)
+    columns = ["id", "when", "command", "document", "question", "model", "strategy", "tokens", "hits", "cost",
+               "time", "output"]
+    for column in columns if with_hits else [c for c in columns if c != "hits"]:
         table.add_column(column, overflow="fold", no_wrap=column not in folding,
                          justify="right" if column in ("id", "tokens", "hits", "cost", "time") else "left")
     for r in records:
         when = r.to_dict()["started"][5:16].replace("T", " ")
         output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
-        table.add_row(str(r.id), when, r.command, Text(printable(_short(r.document))),
-                      Text(printable(r.question or "-")),
-                      Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}", hits(r),
-                      cost(r.cost_usd),
-                      f"{r.seconds:.1f} s", Text(printable(output), style="red" if r.status == "failed" else ""))
+        cells = [str(r.id), when, r.command, Text(printable(_short(r.document))), Text(printable(r.question or "-")),
+                 Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}",
+                 *([hits(r)] if with_hits else []), cost(r.cost_usd), f"{r.seconds:.1f} s",
+                 Text(printable(output), style="red" if r.status == "failed" else "")]
+        table.add_row(*cells)
     Console().print(table)
 
 
