@@ -335,3 +335,28 @@ def test_trace_and_json_show_every_claim_kept_or_dropped_with_the_reason(tmp_pat
     data = json.loads(CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False).stdout)
     assert [c["text"] for c in data["claims"]] == ["Kelo Brandu left a parcel in locker number 4471."]
     assert {d["reason"] for d in data["dropped"]} == {"number 12345 not in its quote"}
+
+
+# -- following a name -------------------------------------------------------------------------------------------------
+BORN = "Kelo Brandu was born in the little town of Tharby, though she seldom spoke of it."
+FESTIVAL = "The town of Tharby is known far and wide for its yearly festival of Zarnath."
+PAIR_QUESTION = "What yearly festival is the town where Kelo Brandu was born known for?"
+
+
+def test_the_manager_follows_a_claims_new_name_to_the_sentence_that_answers_the_question():
+    text = book((3, BORN), (17, FESTIVAL))
+    segments = parts_of(text, question=PAIR_QUESTION)
+
+    def worker(call):  # only the first fact is found by a worker: the second part's worker misses the link
+        part = segments[call.segment].text
+        if "was born" in part:
+            return f"Claim: Kelo Brandu was born in Tharby.\nQuote: \"{BORN}\""
+        return "Claim: none"
+
+    model = MockModel(replies={"worker": worker, "manager": "The festival of Zarnath."})
+    result = Reader(text, model=model, window=WINDOW, strategy="chain").ask(PAIR_QUESTION)
+    prompt = manager_prompt(model)
+    assert "Kelo Brandu was born in Tharby." in prompt and FESTIVAL in prompt
+    assert result.extras["trace"]["bridged"] == [FESTIVAL]
+    cited = {text[c.start : c.end] for c in result.citations}
+    assert FESTIVAL in cited  # the answer repeats its name: the sentence it came from is cited

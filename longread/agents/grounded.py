@@ -15,10 +15,12 @@ from .. import grounding
 from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallback
 from ..segmenting import Segment
 from .budget import Budget
+from .bridges import DocumentIndex, bridges
 from .claims import Claim, Dropped, PartText, check_claim, check_claims, parse_claims, render_claim, render_claims
 from .messages import Mode, manager_messages, worker_messages, worker_prefix_chars
 from .notes import CommunicationUnit
 from .prompts import Prompts
+from .questions import aggregate_question
 from .resolve import Resolution, resolve
 
 
@@ -109,11 +111,14 @@ class ClaimManager:
     mode: Mode
     question: str | None
     budget: Budget
+    index: DocumentIndex | None = field(default=None, repr=False)  # the document, to follow names (bridges.py)
 
     # -- what the manager reads ---------------------------------------------------------------------------------
-    def prepare(self, claims: Sequence[Claim], compact: bool = False) -> ManagerInput:
+    def prepare(self, claims: Sequence[Claim], compact: bool = False, bridged: bool = True) -> ManagerInput:
         """A question: claims ranked for it, clear conflicts settled, ties marked; each with its source sentence
-        unless `compact` (what is tried before merging claims that do not fit). A summary: document order."""
+        unless `compact` (what is tried before merging claims that do not fit); and, when `bridged`, the sentences
+        elsewhere in the document that name what the best claims introduce (bridges.py). A summary: document
+        order."""
         if self.mode == "summary":
             ordered = sorted(claims, key=lambda c: (c.part, c.spans[:1]))
             return ManagerInput(ordered, render_claims(ordered, numbered=False, source=False))
@@ -130,12 +135,19 @@ class ClaimManager:
         if resolution.conflicts:
             pairs = "; ".join(f"[{i + 1}] and [{j + 1}]" for i, j in resolution.conflicts)
             notes += self.prompts.claims_conflict_note.format(pairs=pairs)
-        return ManagerInput(resolution.claims, notes, resolution)
+        followed: list[Claim] = []
+        if bridged and self.index is not None and not aggregate_question(self.question):
+            followed = bridges(resolution.claims, self.question, self.index)
+        if followed:
+            first = len(resolution.claims) + 1
+            notes += self.prompts.claims_bridge_heading + "\n".join(
+                render_claim(c, first + i, source=False) for i, c in enumerate(followed))
+        return ManagerInput([*resolution.claims, *followed], notes, resolution)
 
     def fitting(self, claims: Sequence[Claim]) -> ManagerInput | None:
         """The manager's input for these claims that fits its window: with sources, else compact; None if neither."""
-        for compact in (False, True):
-            prepared = self.prepare(claims, compact)
+        for compact, bridged in ((False, True), (False, False), (True, False)):
+            prepared = self.prepare(claims, compact, bridged)
             if self.fits(prepared.notes):
                 return prepared
         return None

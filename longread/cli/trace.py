@@ -44,6 +44,8 @@ def trace_lines(data: dict[str, Any]) -> list[str]:
                      f"-- {aside.get('reason')}")
     for pair in trace.get("conflicts", []):
         lines.append(f"  left to the manager: \"{_one_line(pair[0], 120)}\" against \"{_one_line(pair[1], 120)}\"")
+    for sentence in trace.get("bridged", []):
+        lines.append(f"  followed a name to: \"{_one_line(sentence, 200)}\"")
     if trace.get("collapse_rounds"):
         lines.append(f"  collapse: {trace['collapse_rounds']} round(s) merged the claims to fit the manager's window")
     if trace.get("cut_to_fit"):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
 from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, default_caps, lookback_text
+from ..agents.bridges import DocumentIndex
 from ..agents.claims import claims_from_dicts
 from ..agents.grounded import ClaimManager, ClaimWorker
 from ..results import CallRecord, Citation, Result, unique_citations
@@ -265,7 +266,8 @@ class ChainStrategy(Strategy):
         worker = ClaimWorker(ctx.model, ctx.prompts, mode, question, budget, shared=shared)
         if shared and question is not None:
             worker.rank = item_ranker(ctx, question)
-        manager = ClaimManager(ctx.model, ctx.prompts, mode, question, budget)
+        manager = ClaimManager(ctx.model, ctx.prompts, mode, question, budget,
+                               DocumentIndex(ctx.document.text, [s.start for s in segments]))
         hooks = ctx.hooks(len(segments), path, stream=path is None)
         if memory and ctx.memory is not None:
             reading = ctx.memory

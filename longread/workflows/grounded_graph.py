@@ -171,18 +171,21 @@ def build_grounded_graph(
     # -- the manager -------------------------------------------------------------------------------------------------
     def manager_inputs(state: GroundedState) -> tuple[Any, list[str], str, list[int], dict[str, Any]]:
         claims = claims_from_dicts(state.get("stage", []))
-        prepared = manager.fitting(claims) or manager.prepare(claims, compact=True)
+        prepared = manager.fitting(claims) or manager.prepare(claims, compact=True, bridged=False)
         trace = dict(state.get("trace", {}))
         cut = 0
         while prepared.claims and not manager.fits(prepared.notes):
             # still too much after the collapse rounds: the least relevant go (a question), the last (a summary)
             claims = prepared.claims[:-1]
-            prepared = manager.prepare(claims, compact=True)
+            prepared = manager.prepare(claims, compact=True, bridged=False)
             cut += 1
         if cut:
             trace["cut_to_fit"] = cut
         if prepared.resolution is not None:
             trace.update(prepared.resolution.trace())
+            followed = prepared.claims[len(prepared.resolution.claims):]
+            if followed:
+                trace["bridged"] = [c.text for c in followed]
         evidence = tuple(sorted({p for c in prepared.claims for p in c.cited_parts}))
         notes = CommunicationUnit(prepared.notes if prepared.claims else "", evidence)
         extra = list(hooks.recall(notes)) if hooks.recall else []
