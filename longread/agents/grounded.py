@@ -135,6 +135,8 @@ class ClaimManager:
         if resolution.conflicts:
             pairs = "; ".join(f"[{i + 1}] and [{j + 1}]" for i, j in resolution.conflicts)
             notes += self.prompts.claims_conflict_note.format(pairs=pairs)
+        if aggregate_question(self.question) and resolution.claims:
+            notes += self.prompts.claims_count_note.format(count=len(resolution.claims))
         followed: list[Claim] = []
         if bridged and self.index is not None and not aggregate_question(self.question):
             followed = bridges(resolution.claims, self.question, self.index)

@@ -109,6 +109,7 @@ class Prompts:
         "document does not say. Write only the answer."
     )
     claims_conflict_note: str = "\n\nThese claims disagree; decide from their sources: {pairs}"
+    claims_count_note: str = "\n\n({count} checked claims in all, each found once.)"
     claims_bridge_heading: str = "\n\nSentences elsewhere in the document that name the people and places of these claims:\n"
     claims_missing_note: str = " (its source does not name {names})"
     manager_claims_summary_task: str = (
