@@ -209,6 +209,19 @@ _NUMBER_WORDS = {
 }
 
 
+_QUANTITY_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split()) if i >= 2} | {"thirty": "30", "forty": "40", "fifty": "50",
+                                                                "sixty": "60", "seventy": "70", "eighty": "80",
+                                                                "ninety": "90", "hundred": "100"}
+
+
+def quantities(text: str) -> set[str]:
+    """Numbers in digits and in words from two up ("two hounds" states 2; "one" is left out: it is as often a
+    pronoun or an article as a number)."""
+    return numbers(text) | {_QUANTITY_WORDS[w] for w in words(text) if w in _QUANTITY_WORDS}
+
+
 def number_value(text: str) -> str:
     """A number's canonical form: `7,465` and `7465` are one number, so are `12.` and `12`."""
     return text.replace(",", "").rstrip(".")

@@ -109,16 +109,29 @@ def test_words_that_are_not_in_the_quote_or_a_restated_question_drop_the_claim()
     invented = checked("The word that opened the chest was brathelon.", "The trains were late that winter",
                        question="What word opened the chest?")
     assert isinstance(invented, Dropped) and invented.reason == "its words are not in its quote"
+    # a claim that only echoes the question, over the sentence that answers it, becomes that sentence
     echo = checked("Kelo Brandu always leaves a parcel at Tharby Station.", "Kelo Brandu always left a parcel")
-    assert isinstance(echo, Dropped) and echo.reason == "says nothing the question does not"
+    assert isinstance(echo, Claim) and echo.origin == "restated" and echo.text == echo.source
+    assert echo.text.endswith("locker number 4471.")
+    # over a sentence that does not, it is dropped
+    idle = checked("Kelo Brandu always leaves a parcel at Tharby Station.", "The trains were late that winter")
+    assert isinstance(idle, Dropped) and idle.reason == "says nothing the question does not"
 
 
-def test_a_claim_that_takes_a_name_from_the_question_over_an_unrelated_sentence_is_dropped():
+def test_a_claim_that_takes_a_name_from_the_question_is_its_sentence_or_nothing():
+    # the worker's inference (the decoy's number at the question's station) is dropped; its sentence is kept as
+    # the claim, naming Ybrook, so the conflict with the true claim is settled against it (below)
     decoy_part = PART.replace("Tharby", "Ybrook").replace("4471", "5555")
     claimed = check_claim(Claim("Kelo Brandu left a parcel in locker number 5555 at Tharby Station.",
                                 ("Kelo Brandu always left a parcel in locker number 5555",), part=7),
                           PartText(decoy_part), QUESTION)
-    assert isinstance(claimed, Dropped) and claimed.reason == "name tharby not in its quote"
+    assert isinstance(claimed, Claim) and claimed.origin == "restated"
+    assert claimed.text.startswith("The porter at Ybrook Station") and "Tharby" not in claimed.text
+    brig = check_claim(Claim("The brig that Trulboth Traemsta sailed aboard was built in the year 1739.",
+                             ("The Noldousby had been built at Belkelby in the year 1739.",)),
+                       PartText("Dusk fell. The Noldousby had been built at Belkelby in the year 1739. Rain."),
+                       "In what year was the brig that Trulboth Traemsta sailed aboard built?")
+    assert isinstance(brig, Claim) and brig.text == "The Noldousby had been built at Belkelby in the year 1739."
     far = " The road went on." * 60  # more than the few lines around a quote that a name may come from
     paris = check_claim(Claim("The town where Kelo Brandu was born is known for Paris.", ("Paris was far away",)),
                         PartText(PART + far + " Paris was far away."),

@@ -1,11 +1,13 @@
-"""Following a name: the sentences elsewhere in the document that name what a checked claim introduced.
+"""Following a name: the sentences elsewhere in the document that hold a rare name of the question, or name what a
+checked claim introduced.
 
 Chain-of-Agents lets a later worker see that its part matters because of an earlier finding ("Kelo was born in
 Tharby" makes "Tharby is known for its festival of Zarn" relevant). A small worker often misses that link; code
-does not: for the best claims of a question, every name the claim brings that the question does not (a bridge:
-Tharby) is looked up in the whole document, and the sentences that name it go to the manager beside the claims,
-as claims of their own (each one is its sentence, so it needs no check). Like ReadAgent's page lookup (Lee et al.,
-ICML 2024), but by name, without a call.
+does not: every name the best claims bring that the question does not (a bridge: Tharby) is looked up in the whole
+document, and so is a name of the question that few sentences hold (an anchor); the sentences found go to the
+manager as claims of their own (each one is its sentence, so it needs no check) and through the same ranking and
+conflict resolution as the workers' claims. Like ReadAgent's page lookup (Lee et al., ICML 2024), but by name,
+without a call; a name as common as the book's heroine is never an anchor.
 """
 
 from __future__ import annotations
@@ -48,22 +50,36 @@ class DocumentIndex:
         return max(0, bisect.bisect_right(list(self.part_starts), start) - 1)
 
 
+RARE = 3  # a question's name that at most this many sentences hold is an anchor: all of them are read
+MAX_FOLLOWED = 8  # sentences added in all
+
+
 def bridges(claims: Sequence[Claim], question: str, index: DocumentIndex) -> list[Claim]:
-    """Sentences naming the bridge names of the best claims, each once, not already a claim's source."""
+    """Sentences found by following names, each once, none already a claim's source: the sentences that hold a
+    rare name of the question (an anchor: "Trulboth Traemsta sailed aboard a brig called the Noldousby"), then the
+    sentences that name what the best claims and the anchors introduce (Noldousby -> "The Noldousby had been built
+    ... in the year 1739")."""
     asked = grounding.entities(question) | set(grounding.words(question))
-    seen_sources = {" ".join(grounding.words(c.source)) for c in claims}
+    seen = {" ".join(grounding.words(c.source)) for c in claims}
     out: list[Claim] = []
-    taken: set[tuple[int, int]] = set()
-    for claim in claims[:MAX_CLAIMS]:
-        names = [n for n in sorted(grounding.names(claim.text)) if n not in asked][:MAX_NAMES]
-        for name in names:
-            for lo, hi in index.naming(name)[:MAX_SENTENCES + 1]:
-                sentence = index.text[lo:hi].strip()
-                if (lo, hi) in taken or " ".join(grounding.words(sentence)) in seen_sources:
-                    continue
-                if len(sentence) > MAX_SENTENCE_CHARS or len([s for s in out if name in s.text.lower()]) >= MAX_SENTENCES:
-                    continue
-                taken.add((lo, hi))
-                part = index.part_of(lo)
-                out.append(Claim(sentence, (sentence,), part, ((lo, hi),), sentence, (part,)))
+
+    def add(span: tuple[int, int]) -> bool:
+        sentence = index.text[span[0] : span[1]].strip()
+        key = " ".join(grounding.words(sentence))
+        if key in seen or len(sentence) > MAX_SENTENCE_CHARS or len(out) >= MAX_FOLLOWED:
+            return False
+        seen.add(key)
+        part = index.part_of(span[0])
+        out.append(Claim(sentence, (sentence,), part, (span,), sentence, (part,), origin="followed"))
+        return True
+
+    for name in sorted(grounding.names(question)):
+        spans = index.naming(name)
+        if 0 < len(spans) <= RARE:
+            for span in spans:
+                add(span)
+    for seed in [*claims[:MAX_CLAIMS], *list(out)]:
+        for name in [n for n in sorted(grounding.names(seed.text)) if n not in asked][:MAX_NAMES]:
+            for span in index.naming(name)[:MAX_SENTENCES]:
+                add(span)
     return out

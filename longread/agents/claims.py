@@ -47,6 +47,9 @@ class Claim:
     source: str = ""
     parts: tuple[int, ...] = ()  # every part that said it (duplicates merged)
     located: bool = False  # its quote was not in the part, but code found the sentence that supports it
+    # "worker": as the worker wrote it; "restated": the worker's words went beyond its quote, so the claim is the
+    # quoted sentence itself; "followed": a sentence found by following a name (bridges.py)
+    origin: str = "worker"
 
     @property
     def cited_parts(self) -> tuple[int, ...]:
@@ -65,7 +68,7 @@ class Claim:
             text=str(data.get("text", "")), quotes=tuple(data.get("quotes", ())), part=int(data.get("part", 0)),
             spans=tuple(tuple(s) for s in data.get("spans", ())),  # type: ignore[misc]
             source=str(data.get("source", "")), parts=tuple(data.get("parts", ())),
-            located=bool(data.get("located", False)),
+            located=bool(data.get("located", False)), origin=str(data.get("origin", "worker")),
         )
 
 
@@ -211,6 +214,10 @@ def check_claim(claim: Claim, part: PartText, question: str | None = None, known
         why = _unsupported(claim, part, sentences, question, known)
         if why is None:
             return _checked(claim, part, sentences)
+        if why.startswith("name") or why.startswith("says nothing"):
+            restated = _restated(claim, part, sentences, question)
+            if restated is not None:
+                return restated
     else:
         short = all(len(grounding.words(q)) < grounding.MIN_QUOTE_WORDS for q in claim.quotes)
         why = ("no quote" if not claim.quotes else
@@ -220,6 +227,29 @@ def check_claim(claim: Claim, part: PartText, question: str | None = None, known
     if located is not None:
         return replace(_checked(claim, part, [located]), located=True)
     return Dropped(claim, why)
+
+
+RESTATE_RELEVANCE = 0.5  # the share of the question's words (names aside) a quoted sentence must hold to stand alone
+
+
+def _restated(claim: Claim, part: PartText, sentences: Sequence[tuple[int, int]], question: str) -> Claim | None:
+    """A claim that went beyond its quote (it took the question's names: "the brig that Trulboth sailed was built in
+    1739" over "The Noldousby had been built at Belkelby in the year 1739.") is replaced by its quoted sentence
+    itself, when that sentence holds what the claim added (its own numbers and names) or, the claim adding none,
+    most of the question's words. The worker's inference is dropped; what the text says is kept."""
+    source = " ".join(part.text[lo:hi].strip() for lo, hi in sentences)
+    folded = grounding.fold(source).text
+    asked = grounding.entities(question) | set(grounding.words(question))
+    added = (grounding.quantities(claim.text) | grounding.names(claim.text)) - asked
+    wanted = {grounding.stem(w) for w in grounding.content_words(question)} - grounding.names(question)
+    shared = len(wanted & grounding.stems(source))
+    if added:  # it must hold what the claim added, and be about the question ("Paris was far away" is not)
+        if shared < min(2, len(wanted)) or not all(
+                grounding.present(" ".join(grounding.fold(a).text.split()), folded) for a in added):
+            return None
+    elif not wanted or shared < RESTATE_RELEVANCE * len(wanted):
+        return None
+    return replace(_checked(claim, part, sentences), text=source, origin="restated")
 
 
 def _checked(claim: Claim, part: PartText, sentences: Sequence[tuple[int, int]]) -> Claim:
@@ -234,7 +264,8 @@ def _unsupported(claim: Claim, part: PartText, sentences: Sequence[tuple[int, in
                  ) -> str | None:
     """Why the sentences do not support the claim (checks 2-4 of the module docstring), or None."""
     source = " ".join(part.text[lo:hi] for lo, hi in sentences)
-    missing_numbers = sorted(grounding.numbers(claim.text) - grounding.numbers(source) - grounding.numbers(known))
+    missing_numbers = sorted(grounding.quantities(claim.text) - grounding.quantities(source) -
+                             grounding.quantities(known))
     if missing_numbers:
         return f"number {', '.join(missing_numbers)} not in its quote"
     # A name may also come from just around its sentence ("she saved the steamer" names Ada Varn two lines up), or
@@ -310,7 +341,7 @@ def render_claim(claim: Claim, number: int | None = None, *, source: bool = True
     parts = ", ".join(str(p + 1) for p in claim.cited_parts)
     label = f"[{number}] " if number is not None else ""
     head = f"{label}(part {parts}) {claim.text.strip()}"
-    if source and claim.source:
+    if source and claim.source and claim.source.strip() != claim.text.strip():
         return f"{head}\n    Source: \"{claim.source}\""
     return head
 

@@ -16,7 +16,8 @@ from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallbac
 from ..segmenting import Segment
 from .budget import Budget
 from .bridges import DocumentIndex, bridges
-from .claims import Claim, Dropped, PartText, check_claim, check_claims, parse_claims, render_claim, render_claims
+from .claims import (Claim, Dropped, PartText, check_claim, check_claims, merge_claims, parse_claims, render_claim,
+                     render_claims)
 from .messages import Mode, manager_messages, worker_messages, worker_prefix_chars
 from .notes import CommunicationUnit
 from .prompts import Prompts
@@ -123,7 +124,10 @@ class ClaimManager:
             ordered = sorted(claims, key=lambda c: (c.part, c.spans[:1]))
             return ManagerInput(ordered, render_claims(ordered, numbered=False, source=False))
         assert self.question is not None
-        resolution = resolve(claims, self.question)
+        followed: list[Claim] = []
+        if bridged and self.index is not None and not aggregate_question(self.question):
+            followed = bridges(claims, self.question, self.index)
+        resolution = resolve(merge_claims(claims, followed), self.question)
         lines = []
         for i, claim in enumerate(resolution.claims):
             line = render_claim(claim, i + 1, source=not compact)
@@ -137,14 +141,7 @@ class ClaimManager:
             notes += self.prompts.claims_conflict_note.format(pairs=pairs)
         if aggregate_question(self.question) and resolution.claims:
             notes += self.prompts.claims_count_note.format(count=len(resolution.claims))
-        followed: list[Claim] = []
-        if bridged and self.index is not None and not aggregate_question(self.question):
-            followed = bridges(resolution.claims, self.question, self.index)
-        if followed:
-            first = len(resolution.claims) + 1
-            notes += self.prompts.claims_bridge_heading + "\n".join(
-                render_claim(c, first + i, source=False) for i, c in enumerate(followed))
-        return ManagerInput([*resolution.claims, *followed], notes, resolution)
+        return ManagerInput(resolution.claims, notes, resolution)
 
     def fitting(self, claims: Sequence[Claim]) -> ManagerInput | None:
         """The manager's input for these claims that fits its window: with sources, else compact; None if neither."""

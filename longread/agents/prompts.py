@@ -81,6 +81,15 @@ class Prompts:
         "then \"Quote:\" and the sentence of the source text that shows it, copied word for word. Write nothing "
         "else. If the source text says nothing that helps, write only: Claim: none"
     )
+    # An aggregate question (agents/questions.py): one claim per item, never a count of the part's own.
+    worker_claims_list_task: str = (
+        "Question: {question}\n\n"
+        "The question asks about every one of many things spread over the document. List each one that the source "
+        "text above mentions, one finding each: first \"Claim:\" and one short sentence naming it exactly as the "
+        "source text does; then \"Quote:\" and the sentence of the source text that mentions it, copied word for "
+        "word. Do not count or sum them up. Write nothing else. If the source text mentions none, write only: "
+        "Claim: none"
+    )
     worker_claims_summary_task: str = (
         "List what happens in the source text above, in order: the events, who takes part, where, and every turn "
         "of the story. Write each as two lines: first \"Claim:\" and one sentence, with names exactly as the "
@@ -110,7 +119,6 @@ class Prompts:
     )
     claims_conflict_note: str = "\n\nThese claims disagree; decide from their sources: {pairs}"
     claims_count_note: str = "\n\n({count} checked claims in all, each found once.)"
-    claims_bridge_heading: str = "\n\nSentences elsewhere in the document that name the people and places of these claims:\n"
     claims_missing_note: str = " (its source does not name {names})"
     manager_claims_summary_task: str = (
         "Notes on the document, in order, each checked against the text:\n{notes}\n\n"

@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Sequence
 from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, default_caps, lookback_text
 from ..agents.bridges import DocumentIndex
 from ..agents.claims import claims_from_dicts
+from ..agents.questions import aggregate_question
 from ..agents.grounded import ClaimManager, ClaimWorker
 from ..results import CallRecord, Citation, Result, unique_citations
 from ..segmenting import Segment
@@ -182,15 +183,22 @@ class ChainStrategy(Strategy):
     def focus_room(self, ctx: ReadingContext) -> int:
         return min(2 * FOCUS_CHUNK_TOKENS + 24, ctx.window // 12) if self.guided else 0
 
-    def shared(self, mode: Mode) -> bool:
-        """Whether workers see the checked claims so far (the chain form) rather than reading alone (map)."""
-        return self.form == "chain" or (self.form == "auto" and mode == "query")
+    def shared(self, mode: Mode, question: str | None = None) -> bool:
+        """Whether workers see the checked claims so far (the chain form) rather than reading alone (map). `auto`:
+        the chain form for a question, the map form for a summary and an aggregate question (its items are
+        independent, and a small worker shown the earlier items copies them)."""
+        if self.form != "auto":
+            return self.form == "chain"
+        return mode == "query" and not aggregate_question(question or "")
 
-    def claims_prompts(self, ctx: ReadingContext, mode: Mode) -> Any:
+    def claims_prompts(self, ctx: ReadingContext, mode: Mode, question: str | None = None) -> Any:
         p = ctx.prompts
-        shared = self.shared(mode)
+        shared = self.shared(mode, question)
+        task = p.worker_claims_task if shared else p.worker_claims_map_task
+        if mode == "query" and aggregate_question(question or ""):
+            task = p.worker_claims_list_task
         return p.with_overrides(
-            worker_query_task=p.worker_claims_task if shared else p.worker_claims_map_task,
+            worker_query_task=task,
             worker_summary_task=p.worker_claims_summary_task,
             previous_notes_heading=p.claims_notes_heading if shared else "",
             no_notes_yet=p.no_claims_yet if shared else "",
@@ -254,8 +262,8 @@ class ChainStrategy(Strategy):
     def plan_claims(self, ctx: ReadingContext, mode: Mode, question: str | None, *, order: Sequence[int] | None,
                     path: int | None, memory: bool) -> ChainRun:
         """The grounded chain: claim workers (chain or map form), the collapse stage, the claims manager."""
-        shared = self.shared(mode)
-        ctx = replace(ctx, prompts=self.claims_prompts(ctx, mode))
+        shared = self.shared(mode, question)
+        ctx = replace(ctx, prompts=self.claims_prompts(ctx, mode, question))
         # claims carry their quotes: a worker gets a summary's room for them (window/8), a question's too
         budget = ctx.budget(mode, question, notes_tokens=default_caps(ctx.window, "summary")[0])
         segments = ctx.segments(min(budget.segment_tokens, self.segment or budget.segment_tokens))

@@ -183,9 +183,9 @@ def build_grounded_graph(
             trace["cut_to_fit"] = cut
         if prepared.resolution is not None:
             trace.update(prepared.resolution.trace())
-            followed = prepared.claims[len(prepared.resolution.claims):]
+            followed = [c.text for c in prepared.claims if c.origin == "followed"]
             if followed:
-                trace["bridged"] = [c.text for c in followed]
+                trace["bridged"] = followed
         evidence = tuple(sorted({p for c in prepared.claims for p in c.cited_parts}))
         notes = CommunicationUnit(prepared.notes if prepared.claims else "", evidence)
         extra = list(hooks.recall(notes)) if hooks.recall else []
