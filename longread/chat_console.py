@@ -415,6 +415,7 @@ def run_chat(settings: ChatSettings) -> int:
             try:
                 chat.read_once()
             except KeyboardInterrupt:
+                backends.stop_local_engines()
                 note(err, "reading interrupted: run the same command again to resume it", "yellow")
                 return EXIT_INTERRUPTED
             if interactive:

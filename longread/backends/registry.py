@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -138,6 +139,14 @@ def check_model(model: str, *, need_key: bool = True) -> None:
     backend = backend_for(model)
     if backend.check is not None:
         backend.check(model, need_key)
+
+
+def stop_local_engines() -> None:
+    """Ctrl-C: the local engine's threads stop before the interpreter exits (see local/batching.stop_all); a no-op
+    (and no import of torch) when no local model was loaded."""
+    batching = sys.modules.get("longread.backends.local.batching")
+    if batching is not None:
+        batching.stop_all()
 
 
 def model_rows() -> list[ModelRow]:

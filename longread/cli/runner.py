@@ -317,6 +317,7 @@ class Run:
             self.failed(outcome, exc)
         finally:
             outcome.seconds = time.monotonic() - clock
+            self.display.retire(outcome.line)  # read: its line leaves the display, it is counted when reported
             if first:  # after failed(): a document waiting for it sees the run stopped
                 self._first_answer.set()
         return outcome
@@ -591,6 +592,7 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
         note(err, f"error: {exc}", "red")
         return 1
     except KeyboardInterrupt:
+        backends.stop_local_engines()
         note(err, f"interrupted after {finished} of {len(jobs)} document(s). Finished work is kept: run the same "
                   f"command again to resume (checkpoints in {settings.workspace}).", "yellow")
         return EXIT_INTERRUPTED
