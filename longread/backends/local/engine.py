@@ -159,8 +159,9 @@ class LocalModel(ChatModel):
         return cls._load(embedded_model_dir(), EMBEDDED_NAME, device, **options)
 
     @classmethod
-    def from_path(cls, path: str | Path, *, device: str | None = None, **options: Any) -> "LocalModel":
-        return cls._load(Path(path).expanduser(), f"hf:{path}", device, **options)
+    def from_path(cls, path: str | Path, *, device: str | None = None, name: str | None = None,
+                  **options: Any) -> "LocalModel":
+        return cls._load(Path(path).expanduser(), name or f"hf:{path}", device, **options)
 
     @classmethod
     def _load(cls, path: Path, name: str, device: str | None, **options: Any) -> "LocalModel":
