@@ -143,6 +143,29 @@ def check_model(model: str, *, need_key: bool = True) -> None:
         backend.check(model, need_key)
 
 
+def known_context_window(model: str) -> int | None:
+    """The context window of a local model string, read without loading it (None when it cannot be known so)."""
+    import json
+
+    if model == "local":
+        from .local.weights import EMBEDDED_WINDOW
+
+        return EMBEDDED_WINDOW
+    if model in PULLABLE_NAMES:
+        from .local.pull import pulled_dir
+
+        folder = pulled_dir(model)
+    elif backend_for(model).local and model.startswith("hf:"):
+        folder = Path(model.split(":", 1)[1]).expanduser()
+    else:
+        return None
+    try:
+        value = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def stop_local_engines() -> None:
     """Ctrl-C: the local engine's threads stop before the interpreter exits (see local/batching.stop_all); a no-op
     (and no import of torch) when no local model was loaded."""

@@ -35,7 +35,7 @@ def chat(
     are questions, one a line (--json: one JSON object per answer)."""
     from ..chat_console import ChatSettings, run_chat
     from .runner import FatalError, preflight
-    from .settings import resolve
+    from .settings import fitted_window, resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
                        api_base=api_base, timeout=timeout, as_json=as_json, quiet=quiet, stream=not no_stream)
@@ -44,6 +44,7 @@ def chat(
     except FatalError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    settings = fitted_window(settings, lambda message: typer.echo(message, err=True))
     raise typer.Exit(run_chat(ChatSettings(
         path, session, settings.model, settings.window, settings.kv, settings.workspace,
         strategy=settings.strategy, api_base=settings.api_base, timeout=settings.timeout, as_json=as_json,

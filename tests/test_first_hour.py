@@ -1,0 +1,74 @@
+"""The README's own paths fail fast and say why (issue 22): a window from the settings file that the model cannot
+hold, a server that is not listening, a missing key from Python, and the small things a newcomer meets first."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import longread
+import longread.backends
+from longread.cli import app
+from longread.errors import ModelError
+
+from .test_cli import QUESTION, answering_mock, long_text
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGREAD_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("LONGREAD_CONFIG", str(tmp_path / "config" / "config.toml"))
+    monkeypatch.delenv("LONGREAD_MODEL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture
+def doc(tmp_path):
+    path = tmp_path / "harbour.txt"
+    path.write_text(long_text(8))
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def using(monkeypatch, **options):
+    """`--model` builds a MockModel with these options, whatever the model string."""
+    monkeypatch.setattr(longread.backends, "get_model", lambda name, **kw: answering_mock(**options))
+
+
+# -- a window from the settings file ----------------------------------------------------------------------------------
+def test_a_config_window_larger_than_the_local_model_is_lowered_with_a_note_naming_the_file(doc, monkeypatch,
+                                                                                            tmp_path):
+    using(monkeypatch, context_window=4096)
+    assert invoke("config", "set", "window", "8192").exit_code == 0  # a README step
+
+    result = invoke("ask", doc, QUESTION, "--json", "--model", "local")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["window"] == 4096
+    config = tmp_path / "config" / "config.toml"
+    assert f"window 8192 (from {config}) is larger than the context window of local (4096): using 4096" in \
+        " ".join(result.stderr.split())
+
+
+def test_an_explicit_window_too_large_stays_an_error(doc, monkeypatch):
+    using(monkeypatch, context_window=4096)
+    result = invoke("ask", doc, QUESTION, "--model", "local", "--window", 8192)
+    assert result.exit_code == 1
+    assert "--window 8192 is larger than the context window" in result.stderr
+
+
+def test_a_config_window_a_model_cannot_hold_names_the_file(doc, monkeypatch, tmp_path):
+    # A model whose context is known only once it is built: the error says where the window came from.
+    using(monkeypatch, context_window=1024)
+    assert invoke("config", "set", "window", "2048").exit_code == 0
+    result = invoke("ask", doc, QUESTION, "--model", "mock")
+    assert result.exit_code == 1
+    assert f"window 2048 (from {tmp_path / 'config' / 'config.toml'}) is larger" in " ".join(result.stderr.split())
