@@ -72,3 +72,34 @@ def test_a_config_window_a_model_cannot_hold_names_the_file(doc, monkeypatch, tm
     result = invoke("ask", doc, QUESTION, "--model", "mock")
     assert result.exit_code == 1
     assert f"window 2048 (from {tmp_path / 'config' / 'config.toml'}) is larger" in " ".join(result.stderr.split())
+
+
+# -- a server that is not listening, a missing key from Python -------------------------------------------------------
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # free once closed: nothing listens there
+
+
+def test_api_base_with_nothing_listening_fails_after_one_attempt_with_a_hint(doc, tmp_path):
+    base = f"http://127.0.0.1:{closed_port()}/v1"
+    other = tmp_path / "other.txt"
+    other.write_text(long_text(4))
+
+    result = invoke("ask", tmp_path, QUESTION, "--model", "openai/local", "--api-base", base, "--window", 1024,
+                    "--jobs", 1)
+
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert f"nothing is listening at {base} (connection refused; not retried): is `longread serve`" in said
+    assert "retrying" not in said  # one attempt, no backoff
+    assert "the run stops" in said  # the second document is not tried against the same closed port
+    assert "other.txt" not in said
+
+
+def test_the_python_api_refuses_a_missing_key_before_any_call(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ModelError, match="set OPENAI_API_KEY"):
+        longread.ask(long_text(2), QUESTION, model="openai/gpt-4o-mini")
+    with pytest.raises(ModelError, match="set OPENAI_API_KEY"):
+        longread.ask_many([long_text(2)], QUESTION, model="openai/gpt-4o-mini")

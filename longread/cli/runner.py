@@ -48,6 +48,7 @@ RUN_STOPPING_ERRORS = {
     "AuthenticationError": "the key was rejected",
     "PermissionDeniedError": "the key was rejected",
     "NotFoundError": "the provider does not have this model",
+    "ConnectionRefusedError": "nothing is listening at that address",
 }
 CHECKPOINT_ERROR = "CheckpointError"  # the error_type of a checkpoint that could not be saved (a Ray task's reply)
 
