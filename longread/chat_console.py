@@ -258,8 +258,8 @@ class ChatSession:
     def show_memory(self) -> None:
         session = self.reader.session
         total = self.memory.count(session)
-        recent = Table(title=f"memory of session {session}: {total} item(s), the {RECENT_ITEMS} most recent",
-                       title_justify="left")
+        shown = f", the {RECENT_ITEMS} most recent" if total > RECENT_ITEMS else ""
+        recent = Table(title=f"memory of session {session}: {total} item(s){shown}", title_justify="left")
         for column in ("id", "kind", "tokens", "source"):
             recent.add_column(column, no_wrap=True)
         recent.add_column("text", ratio=1, min_width=24)
@@ -305,12 +305,26 @@ class ChatSession:
             note(self.err, "usage: /save FILE", "yellow")
             return
         path = Path(target).expanduser()
+        if path.exists() and not self.confirm_overwrite(path):
+            return
         try:
             path.write_text(transcript(self.reader, self.turns()), encoding="utf-8")
         except OSError as exc:
             note(self.err, f"cannot save to {path}: {exc.strerror or exc}", "red")
             return
         note(self.err, f"saved {len(self.turns())} turn(s) to {path}", "green")
+
+    def confirm_overwrite(self, path: Path) -> bool:
+        """An existing file is replaced only when the person says so (asked on a terminal; refused otherwise)."""
+        if not sys.stdin.isatty():
+            note(self.err, f"not saved: {path} exists (remove it or name another file)", "yellow")
+            return False
+        from rich.prompt import Confirm
+
+        if Confirm.ask(f"{path} exists: overwrite it?", console=self.out, default=False):
+            return True
+        note(self.err, "not saved", "yellow")
+        return False
 
     def reset(self) -> None:
         forgotten = self.memory.forget(self.reader.session, kinds=("question", "answer", "turn"))

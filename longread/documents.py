@@ -182,7 +182,7 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
         if not file.exists():
             raise DocumentError(source, _missing(file, "no such file"))
         if file.is_dir():
-            raise DocumentError(source, "is a directory, not a file (find_documents lists the files in a folder)")
+            raise DocumentError(source, "is a directory, not a file (name one of the files in it)")
         if not file.is_file():
             raise DocumentError(source, "not a regular file")
         extension = file.suffix.lower()

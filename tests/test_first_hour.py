@@ -103,3 +103,28 @@ def test_the_python_api_refuses_a_missing_key_before_any_call(monkeypatch):
         longread.ask(long_text(2), QUESTION, model="openai/gpt-4o-mini")
     with pytest.raises(ModelError, match="set OPENAI_API_KEY"):
         longread.ask_many([long_text(2)], QUESTION, model="openai/gpt-4o-mini")
+
+
+# -- the small things -------------------------------------------------------------------------------------------------
+def test_chat_on_a_folder_is_one_line_that_names_no_internal_function(tmp_path):
+    (tmp_path / "a.txt").write_text("Some text. " * 20)
+    result = invoke("chat", tmp_path, "--model", "mock")
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {tmp_path}: is a folder; a chat reads one document")
+    assert "find_documents" not in line and "_" not in line.split(":", 2)[2]
+
+
+def test_default_prompts_are_importable_from_the_package():
+    from longread import DEFAULT_PROMPTS, Prompts
+
+    assert isinstance(DEFAULT_PROMPTS, Prompts)
+    changed = DEFAULT_PROMPTS.with_overrides(unanswerable="NOT IN TEXT")
+    assert changed.unanswerable == "NOT IN TEXT" and DEFAULT_PROMPTS.unanswerable != "NOT IN TEXT"
+
+
+def test_python_dash_m_longread_is_the_command_line():
+    done = subprocess.run([sys.executable, "-m", "longread", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith(f"longread {longread.__version__}")
+    done = subprocess.run([sys.executable, "-m", "longread", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("Usage: longread ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -44,6 +45,10 @@ def chat(
     except FatalError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if Path(path).is_dir():  # `ask` and `summarize` read folders; a chat is about one document
+        typer.echo(f"error: {path}: is a folder; a chat reads one document (name one of its files, or use "
+                   "`longread ask FOLDER QUESTION` for every file in it)", err=True)
+        raise typer.Exit(1)
     settings = fitted_window(settings, lambda message: typer.echo(message, err=True))
     raise typer.Exit(run_chat(ChatSettings(
         path, session, settings.model, settings.window, settings.kv, settings.workspace,
