@@ -33,7 +33,9 @@ from longread.documents import (
 )
 from longread.errors import DocumentError
 
-BOOKS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "books"
+from .conftest import SHARED_DATA
+
+BOOKS = SHARED_DATA / "books"
 RUE_MORGUE = BOOKS / "murders_in_the_rue_morgue.txt"
 
 

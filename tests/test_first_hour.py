@@ -128,3 +128,12 @@ def test_python_dash_m_longread_is_the_command_line():
     assert done.returncode == 0 and done.stdout.startswith(f"longread {longread.__version__}")
     done = subprocess.run([sys.executable, "-m", "longread", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("Usage: longread ")
+
+
+def test_the_shared_data_folder_can_be_named(monkeypatch, tmp_path):
+    from .conftest import REPO, shared_data
+
+    monkeypatch.delenv("LONGREAD_SHARED_DATA", raising=False)
+    assert shared_data() == REPO.parent / "shared" / "data"  # beside the repository, as before
+    monkeypatch.setenv("LONGREAD_SHARED_DATA", str(tmp_path / "data"))
+    assert shared_data() == tmp_path / "data"
