@@ -137,3 +137,48 @@ def test_the_shared_data_folder_can_be_named(monkeypatch, tmp_path):
     assert shared_data() == REPO.parent / "shared" / "data"  # beside the repository, as before
     monkeypatch.setenv("LONGREAD_SHARED_DATA", str(tmp_path / "data"))
     assert shared_data() == tmp_path / "data"
+
+
+def test_a_ray_cluster_that_wants_a_token_is_named_in_the_error(monkeypatch):
+    # Ray 2.5x+ clusters started with token authentication refuse a client without the token; the error says
+    # what to set instead of "could not reach a Ray cluster".
+    ray = pytest.importorskip("ray")
+    from ray.exceptions import AuthenticationError
+
+    from longread.cli.cluster import connect
+    from longread.cli.runner import FatalError
+
+    def refused(**options):
+        raise AuthenticationError("InvalidAuthToken: the token is missing")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refused)
+    with pytest.raises(FatalError, match="asks for token authentication") as failed:
+        connect("127.0.0.1:6399")
+    assert "RAY_AUTH_MODE=token" in str(failed.value) and str(failed.value).startswith("--ray 127.0.0.1:6399:")
+
+
+def test_runs_fits_120_columns_without_squeezing_the_document_and_the_question(doc, monkeypatch, tmp_path):
+    using(monkeypatch)
+    deep = tmp_path / "library" / "nineteenth-century" / "the_lighthouse_keeper_of_carrow_point.txt"
+    deep.parent.mkdir(parents=True)
+    deep.write_text(long_text(4))
+    question = "Why did the keeper stop lighting the lamp at Carrow Point?"
+    assert invoke("ask", deep, question, "--window", 1024, "--strategy", "rag:budget=600,order=relevance",
+                  "--model", "mock").exit_code == 0
+    monkeypatch.setenv("COLUMNS", "120")
+
+    table = invoke("runs").stdout.splitlines()
+
+    assert max(len(line) for line in table) <= 120
+    header = next(line for line in table if "document" in line and "question" in line)
+    document_width = header.index("question") - header.index("document")
+    assert document_width >= 16  # room for a readable name, not two characters
+    rows = table[table.index(header) + 2:]  # below the header's rule
+
+    def column(start: str, end: str) -> str:
+        a, b = header.index(start), header.index(end)
+        return "".join(line[a:b].strip() for line in rows)
+
+    assert column("document", "question").endswith("the_lighthouse_keeper_of_carrow_point.txt")  # folded, whole
+    assert "".join(column("question", "model").split()) == "".join(question.split())  # wrapped, not cut

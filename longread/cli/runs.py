@@ -57,6 +57,7 @@ def runs(
     """List past runs, newest first."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -72,11 +73,14 @@ def runs(
     if not records:
         typer.echo("no runs yet (every ask and summarize is logged when it ends)")
         return
-    table = Table(header_style="bold")
-    folding = ("document", "question", "output")
+    # Light borders and a floor under the text columns: at 120 columns a long model or strategy name no longer
+    # squeezes the document and the question to two characters (they wrap instead).
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    widths = {"document": (16, 3), "question": (16, 3), "output": (10, 2), "model": (8, 1), "strategy": (8, 1)}
     for column in ("id", "when", "command", "document", "question", "model", "strategy", "tokens", "cost", "time",
                    "output"):
-        table.add_column(column, overflow="fold", no_wrap=column not in folding,
+        least, ratio = widths.get(column, (None, None))
+        table.add_column(column, overflow="fold", no_wrap=column not in widths, min_width=least, ratio=ratio,
                          justify="right" if column in ("id", "tokens", "cost", "time") else "left")
     for r in records:
         when = r.to_dict()["started"][5:16].replace("T", " ")
