@@ -176,8 +176,24 @@ class ChatSession:
             result = self.reader.summarize(on_event=line.on_event)
             display.finish(line, "done")
         notes = len(self.memory.items(self.reader.session, kinds=("note",)))
-        self.note(f"read {self.reader.document.source}: {result.segments} segment(s), {notes} notes in memory, "
-                  f"{time.monotonic() - started:.1f} s", "dim")
+        earlier = ""
+        if not notes and result.extras.get("reused"):
+            notes = self.restore_notes(result)
+            earlier = " (from an earlier reading with the same settings)" if notes else ""
+        self.note(f"read {self.reader.document.source}: {result.segments} segment(s), {notes} notes in memory"
+                  f"{earlier}, {time.monotonic() - started:.1f} s", "dim")
+
+    def restore_notes(self, result: Any) -> int:
+        """The document was read before with these settings (`longread summarize`, another session): its finished
+        reading came back from the checkpoints without a call, so no worker archived its notes. They are in the
+        reading's calls: each worker's notes, with the span of the part it read."""
+        spans = {c.segment: c.to_dict() for c in result.citations}
+        restored = 0
+        for call in result.calls:
+            if call.agent == "worker" and not call.passed_on and call.reply.strip() and call.segment in spans:
+                self.memory.add(self.reader.session, "note", call.reply.strip(), spans=[spans[call.segment]])
+                restored += 1
+        return restored
 
     def note(self, message: str, style: str | None = None) -> None:
         if not self.quiet:

@@ -4,6 +4,7 @@ hold, a server that is not listening, a missing key from Python, and the small t
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -182,3 +183,18 @@ def test_runs_fits_120_columns_without_squeezing_the_document_and_the_question(d
 
     assert column("document", "question").endswith("the_lighthouse_keeper_of_carrow_point.txt")  # folded, whole
     assert "".join(column("question", "model").split()) == "".join(question.split())  # wrapped, not cut
+
+
+def test_chat_starts_from_the_notes_of_an_earlier_summary_with_the_same_settings(tmp_path, monkeypatch):
+    using(monkeypatch)
+    story = tmp_path / "story.txt"
+    story.write_text(long_text(8))
+    settings = ["--model", "mock", "--window", 1024, "--strategy", "chain", "--workspace", tmp_path / "ws"]
+    assert invoke("summarize", story, "--out", tmp_path / "sums", *settings).exit_code == 0
+
+    result = CliRunner().invoke(app, [str(a) for a in ("chat", story, *settings)], input="Who?\n",
+                                catch_exceptions=False)
+
+    assert result.exit_code == 0, result.stderr
+    opening = re.search(r"(\d+) notes in memory \(from an earlier reading with the same settings\)", result.stderr)
+    assert opening and int(opening.group(1)) > 0, result.stderr
