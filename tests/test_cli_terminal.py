@@ -246,3 +246,21 @@ def test_verbose_says_what_auto_did(tmp_path, folder):
     assert child.exitstatus == 0, raw[-2000:]
     said = squeezed("".join(output_lines(raw)))
     assert squeezed("auto: retrieval could not answer") in said and squeezed("reading the whole document") in said
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_local_model_run_exits_130_cleanly(tmp_path):
+    # The real embedded model: its engine decodes in a thread of its own, which must stop before Python exits
+    # (else: "terminate called without an active exception", exit 134).
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": "50",
+           "LONGREAD_WORKSPACE": str(tmp_path / "workspace"), "LONGREAD_CONFIG": str(tmp_path / "config.toml")}
+    story = REPO / "examples" / "lighthouse_keeper.md"
+    child = pexpect.spawn(sys.executable, ["-m", "longread", "ask", str(story), "Why did Ada stop lighting the lamp?",
+                                           "--window", "2048", "--strategy", "chain"],
+                          env=env, encoding="utf-8", dimensions=(50, COLUMNS), timeout=300)
+    child.expect("segment 1/")  # the engine is reading
+    child.sendintr()
+    raw = read_all(child)
+    assert child.exitstatus == 130, raw[-2000:]
+    assert "interrupted after 0 of 1 document(s)" in " ".join(screen_of(raw))
+    assert "terminate called" not in raw and "Aborted" not in raw
