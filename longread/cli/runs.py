@@ -76,17 +76,18 @@ def runs(
     # Light borders and a floor under the text columns: at 120 columns a long model or strategy name no longer
     # squeezes the document and the question to two characters (they wrap instead).
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    widths = {"document": (16, 3), "question": (16, 3), "output": (10, 2), "model": (8, 1), "strategy": (8, 1)}
-    for column in ("id", "when", "command", "document", "question", "model", "strategy", "tokens", "cost", "time",
-                   "output"):
-        least, ratio = widths.get(column, (None, None))
-        table.add_column(column, overflow="fold", no_wrap=column not in widths, min_width=least, ratio=ratio,
+    # (no `command` column: a summary says so in the question's place)
+    widths = {"document": (12, None), "question": (12, None), "output": (12, None), "model": (6, 12),
+              "strategy": (6, 12)}
+    for column in ("id", "when", "document", "question", "model", "strategy", "tokens", "cost", "time", "output"):
+        least, most = widths.get(column, (None, None))
+        table.add_column(column, overflow="fold", no_wrap=column not in widths, min_width=least, max_width=most,
                          justify="right" if column in ("id", "tokens", "cost", "time") else "left")
     for r in records:
         when = r.to_dict()["started"][5:16].replace("T", " ")
         output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
-        table.add_row(str(r.id), when, r.command, Text(printable(_short(r.document))),
-                      Text(printable(r.question or "-")),
+        asked = r.question if r.question is not None else f"({r.command})"
+        table.add_row(str(r.id), when, Text(printable(_short(r.document))), Text(printable(asked)),
                       Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}", cost(r.cost_usd),
                       f"{r.seconds:.1f} s", Text(printable(output), style="red" if r.status == "failed" else ""))
     Console().print(table)
