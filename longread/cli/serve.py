@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import KvOption, ModelOption, WindowOption
+from .options import CacheOption, KvOption, ModelOption, TraceOtelOption, WindowOption, WorkspaceOption
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,6 +37,9 @@ def serve(
         typer.Option("--name", metavar="NAME", show_default=False,
                      help="The model name clients send (default: `local`, or the folder's name for hf:PATH)."),
     ] = None,
+    cache: CacheOption = False,
+    trace_otel: TraceOtelOption = False,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """Serve a local model over HTTP, OpenAI-compatible: `--model openai/NAME --api-base http://HOST:PORT/v1`."""
     from .. import backends
@@ -70,6 +73,7 @@ def serve(
         raise typer.Exit(1)
     from ..serve.app import create_app
 
+    engine, export = _client_conventions(engine, cache, trace_otel, workspace, err)
     served = name or served_name(given)
     app = create_app(engine, name=served, aliases=tuple({resolved, given} - {served}), api_key=api_key,
                      window=window)
@@ -81,4 +85,30 @@ def serve(
               f"{app.state.engine.window}) on {base}{', API key required' if api_key else ''}")
     note(err, f"  longread ask FILE QUESTION --model openai/{served} --api-base {base} --window "
               f"{app.state.engine.window}   (Ctrl-C stops)")
-    run_server(app, host, port)
+    try:
+        run_server(app, host, port)
+    finally:
+        if export is not None:
+            export.shutdown()
+
+
+def _client_conventions(engine, cache: bool, trace_otel: bool, workspace, err):  # noqa: ANN001, ANN202
+    """The served model behind the completion cache (--cache) and OpenTelemetry spans (--trace-otel); the span
+    export to shut down at the end, or None."""
+    from ..console import note
+
+    if cache:
+        from ..backends.cache import CACHE_FILE, CachedModel
+        from .settings import default_workspace
+
+        engine = CachedModel(engine, (workspace or default_workspace()) / CACHE_FILE)
+    if not trace_otel:
+        return engine, None
+    from ..tracing import TracedModel, TracingUnavailable, configure
+
+    try:
+        export = configure()
+    except TracingUnavailable as exc:
+        note(err, f"error: {exc}", "red")
+        raise typer.Exit(1) from None
+    return TracedModel(engine, export.tracer()), export
