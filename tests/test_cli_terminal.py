@@ -80,7 +80,8 @@ def spawn(tmp_path: Path, *args: str, shell: str | None = None, replies: dict | 
     script.write_text(BOOTSTRAP)
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS),
            "LONGREAD_WORKSPACE": str(tmp_path / "workspace"), "LONGREAD_CONFIG": str(tmp_path / "config.toml"),
-           "TEST_REPLIES": json.dumps(replies or {})}
+           "TEST_REPLIES": json.dumps(replies or {}),
+           "LONGREAD_MODEL": "mock"}  # (the stand-in is built whatever the name; `local` adds its small-model note)
     env.pop("NO_COLOR", None)
     command = [sys.executable, str(script), *args]
     if shell is not None:  # stdout redirected by a shell, stderr still the terminal
@@ -226,8 +227,14 @@ def test_a_reply_that_auto_replaces_is_never_printed(tmp_path, folder):
     assert child.exitstatus == 0, raw[-2000:]
     assert "UNANSWERABLE" not in raw and refusal not in raw
     assert "retrieval found nothing, reading every part" in raw  # the display said what auto did
-    lines = output_lines(raw)
-    assert squeezed("".join(lines)).startswith(squeezed(ANSWER))  # the fallback's answer, and nothing before it
+    # What is printed is the fallback's answer (the same run's --json says which), and nothing before it.
+    out = tmp_path / "answer.json"
+    again = spawn(tmp_path, "ask", str(folder / "one.txt"), "How many boats?", "--window", "512", "--strategy", "auto",
+                  "--json", "--force", shell=f"> '{out}'", replies={"reader": "UNANSWERABLE", "worker": NOTE})
+    read_all(again)
+    answer = json.loads(out.read_text())["answer"]
+    assert answer and "UNANSWERABLE" not in answer
+    assert squeezed("".join(output_lines(raw))).startswith(squeezed(answer))
 
 
 def test_an_answer_retrieval_found_is_printed_once(tmp_path, folder):
