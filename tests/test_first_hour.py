@@ -189,7 +189,8 @@ def test_chat_starts_from_the_notes_of_an_earlier_summary_with_the_same_settings
     using(monkeypatch)
     story = tmp_path / "story.txt"
     story.write_text(long_text(8))
-    settings = ["--model", "mock", "--window", 1024, "--strategy", "chain", "--workspace", tmp_path / "ws"]
+    # (the chain whose workers' notes the stand-in model's replies make: the grounded one keeps only checked claims)
+    settings = ["--model", "mock", "--window", 1024, "--strategy", "chain:notes=rewrite", "--workspace", tmp_path / "ws"]
     assert invoke("summarize", story, "--out", tmp_path / "sums", *settings).exit_code == 0
 
     result = CliRunner().invoke(app, [str(a) for a in ("chat", story, *settings)], input="Who?\n",
