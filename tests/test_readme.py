@@ -1,7 +1,8 @@
 """The README's transcripts are real output of the current code: each one that can be run here is run again and
 compared, line for line, with times masked (and /tmp/lt, the README's scratch folder, moved into the test's).
 
-The demo's transcript needs the pulled 0.5B model (`longread models pull qwen2.5-coder-0.5b`, what `make demo`
+Those that load a model (the embedded one, the embedder, the demo's) are marked slow. The demo's transcript
+needs the pulled 0.5B model (`longread models pull qwen2.5-coder-0.5b`, what `make demo`
 does): it is compared when the model is in the user cache, and marked slow (it loads a real model)."""
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def test_the_checks_before_any_call(tmp_path, env):
            'longread ask examples/lighthouse_keeper.md "Who is Ada?" --model foo/bar --dry-run'], tmp_path, env)
 
 
+@pytest.mark.slow  # `auto` ranks the excerpts first: the embedding model loads before the call is refused
 def test_a_server_that_is_not_started(tmp_path, env):
     with socket.socket() as sock:
         if sock.connect_ex(("127.0.0.1", 8123)) == 0:
@@ -81,6 +83,7 @@ def test_a_server_that_is_not_started(tmp_path, env):
            '--api-base http://127.0.0.1:8123/v1'], tmp_path, env)
 
 
+@pytest.mark.slow  # a local dry run times one short call of the embedded model
 def test_a_window_from_the_settings_file(tmp_path, env):
     shown = transcripts()
     config = "longread config set window 8192"
