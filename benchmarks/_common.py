@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# LONGREAD_SHARED_DATA points at the shared data sets when they are not beside the repository.
+SHARED_DATA = Path(os.environ.get("LONGREAD_SHARED_DATA") or REPO.parent / "shared" / "data").expanduser()
 
 
 def machine() -> str:

@@ -13,6 +13,16 @@ import longread
 HERE = Path(__file__).resolve().parent
 
 
+def show(event: longread.ReadEvent) -> None:
+    """One line per finished call (events also come when a call starts, and when `auto` chooses its way)."""
+    if event.kind == "call_finished":
+        where = f" of part {event.segment + 1}/{event.segments}" if event.segment is not None else ""
+        print(f"  {event.agent}{where}: {event.record.completion_tokens} tokens in {event.record.seconds:.1f} s",
+              flush=True)
+    elif event.kind == "routed":
+        print(f"  auto: {event.message}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("path", nargs="?", default=str(HERE / "lighthouse_keeper.md"))
@@ -22,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     reader = longread.Reader(args.path, model=args.model, window=args.window)
-    result = reader.ask(args.question, on_event=lambda e: print(f"  {e.agent} {e.segment} done", flush=True))
+    result = reader.ask(args.question, on_event=show)
     print("\nAnswer:", result.answer)
     for citation in result.citations:
         print(f"  cites segment {citation.segment}: chars {citation.start}-{citation.end}")

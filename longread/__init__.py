@@ -18,6 +18,7 @@ from . import _env  # noqa: F401  (offline settings before any heavy import)
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "DEFAULT_PROMPTS": "agents.prompts", "Prompts": "agents.prompts",
     "Document": "documents", "load_document": "documents",
     "DocumentError": "errors", "DocumentTooLong": "errors", "LongreadError": "errors", "ModelError": "errors",
     "StrategyError": "errors", "WindowExceeded": "errors", "WindowTooSmall": "errors",
@@ -46,6 +47,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .agents.prompts import DEFAULT_PROMPTS, Prompts
     from .documents import Document, load_document
     from .errors import (DocumentError, DocumentTooLong, LongreadError, ModelError, StrategyError, WindowExceeded,
                          WindowTooSmall)

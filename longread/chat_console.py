@@ -176,8 +176,24 @@ class ChatSession:
             result = self.reader.summarize(on_event=line.on_event)
             display.finish(line, "done")
         notes = len(self.memory.items(self.reader.session, kinds=("note",)))
-        self.note(f"read {self.reader.document.source}: {result.segments} segment(s), {notes} notes in memory, "
-                  f"{time.monotonic() - started:.1f} s", "dim")
+        earlier = ""
+        if not notes and result.extras.get("reused"):
+            notes = self.restore_notes(result)
+            earlier = " (from an earlier reading with the same settings)" if notes else ""
+        self.note(f"read {self.reader.document.source}: {result.segments} segment(s), {notes} notes in memory"
+                  f"{earlier}, {time.monotonic() - started:.1f} s", "dim")
+
+    def restore_notes(self, result: Any) -> int:
+        """The document was read before with these settings (`longread summarize`, another session): its finished
+        reading came back from the checkpoints without a call, so no worker archived its notes. They are in the
+        reading's calls: each worker's notes, with the span of the part it read."""
+        spans = {c.segment: c.to_dict() for c in result.citations}
+        restored = 0
+        for call in result.calls:
+            if call.agent == "worker" and not call.passed_on and call.reply.strip() and call.segment in spans:
+                self.memory.add(self.reader.session, "note", call.reply.strip(), spans=[spans[call.segment]])
+                restored += 1
+        return restored
 
     def note(self, message: str, style: str | None = None) -> None:
         if not self.quiet:
@@ -258,8 +274,8 @@ class ChatSession:
     def show_memory(self) -> None:
         session = self.reader.session
         total = self.memory.count(session)
-        recent = Table(title=f"memory of session {session}: {total} item(s), the {RECENT_ITEMS} most recent",
-                       title_justify="left")
+        shown = f", the {RECENT_ITEMS} most recent" if total > RECENT_ITEMS else ""
+        recent = Table(title=f"memory of session {session}: {total} item(s){shown}", title_justify="left")
         for column in ("id", "kind", "tokens", "source"):
             recent.add_column(column, no_wrap=True)
         recent.add_column("text", ratio=1, min_width=24)
@@ -305,12 +321,26 @@ class ChatSession:
             note(self.err, "usage: /save FILE", "yellow")
             return
         path = Path(target).expanduser()
+        if path.exists() and not self.confirm_overwrite(path):
+            return
         try:
             path.write_text(transcript(self.reader, self.turns()), encoding="utf-8")
         except OSError as exc:
             note(self.err, f"cannot save to {path}: {exc.strerror or exc}", "red")
             return
         note(self.err, f"saved {len(self.turns())} turn(s) to {path}", "green")
+
+    def confirm_overwrite(self, path: Path) -> bool:
+        """An existing file is replaced only when the person says so (asked on a terminal; refused otherwise)."""
+        if not sys.stdin.isatty():
+            note(self.err, f"not saved: {path} exists (remove it or name another file)", "yellow")
+            return False
+        from rich.prompt import Confirm
+
+        if Confirm.ask(f"{path} exists: overwrite it?", console=self.out, default=False):
+            return True
+        note(self.err, "not saved", "yellow")
+        return False
 
     def reset(self) -> None:
         forgotten = self.memory.forget(self.reader.session, kinds=("question", "answer", "turn"))
@@ -415,6 +445,7 @@ def run_chat(settings: ChatSettings) -> int:
             try:
                 chat.read_once()
             except KeyboardInterrupt:
+                backends.stop_local_engines()
                 note(err, "reading interrupted: run the same command again to resume it", "yellow")
                 return EXIT_INTERRUPTED
             if interactive:

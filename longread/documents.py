@@ -97,6 +97,9 @@ def as_document(source: str | os.PathLike[str] | Document) -> Document:
     - a `str` is loaded as a path when it names an existing file or folder, or when it ends in a supported
       extension (`supported_extensions()`), has no newline and is short (at most 4096 characters); a missing
       "notes.txt" is therefore a `DocumentError` ("no such file"), not a document whose text is "notes.txt";
+    - a `str` that looks like a file name (one word of letters with digits, dots, dashes or slashes: "chapter1",
+      "report.docx") and names nothing is a `DocumentError`: it is a file name with its extension left off or
+      mistyped far more often than a document (`Document.from_text` reads any string);
     - any other `str` is the text itself (`Document.from_text`).
     """
     if isinstance(source, Document):
@@ -108,8 +111,14 @@ def as_document(source: str | os.PathLike[str] | Document) -> Document:
             return fetch_url(source)
         if _looks_like_path(source):
             return load_document(source)
+        if _FILE_NAME_LIKE.fullmatch(source) and re.search("[A-Za-z]", source) and re.search(r"[\d._/-]", source):
+            raise DocumentError(source, "no such file (a one-word string is read as a file name; pass "
+                                "longread.Document.from_text(...) to read it as text)")
         return Document.from_text(source)
     raise TypeError(f"expected a path, a string of text or a Document, not {type(source).__name__}")
+
+
+_FILE_NAME_LIKE = re.compile(r"[A-Za-z0-9_.\-/~]{2,255}")
 
 
 def _looks_like_path(text: str) -> bool:
@@ -173,7 +182,7 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
         if not file.exists():
             raise DocumentError(source, _missing(file, "no such file"))
         if file.is_dir():
-            raise DocumentError(source, "is a directory, not a file (find_documents lists the files in a folder)")
+            raise DocumentError(source, "is a directory, not a file (name one of the files in it)")
         if not file.is_file():
             raise DocumentError(source, "not a regular file")
         extension = file.suffix.lower()

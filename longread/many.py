@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-from .backends import ChatModel, get_model
+from .backends import ChatModel, check_model, get_model
 from .errors import LongreadError
 from .reader import Reader, Source
 from .results import Result
@@ -27,7 +27,10 @@ async def _amany(sources: Sequence[Source], question: str | None, model: str | C
                  options: dict[str, Any]) -> list[Result | LongreadError]:
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
-    shared = get_model(model, kv=options.pop("kv", None), api_base=options.pop("api_base", None))
+    api_base = options.pop("api_base", None)
+    if isinstance(model, str):  # a missing key is refused before any call, as the command line does
+        check_model(model, need_key=api_base is None)
+    shared = get_model(model, kv=options.pop("kv", None), api_base=api_base)
     if options.get("cache") not in (None, False):  # one cache (one SQLite connection) for every document
         from .reader import wrapped_model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, Sequence
 
 from .agents import DEFAULT_PROMPTS, Budget, Mode, Prompts, default_window
-from .backends import ChatModel, get_model
+from .backends import ChatModel, check_model, get_model
 from .backends.base import CallTag, Completion, Message, TextCallback
 from .documents import Document, as_document
 from .results import CallRecord, ChainEvent, Citation, EventHandler, ReadEvent, Result, unique_citations
@@ -109,6 +109,8 @@ class Reader:
         trace: bool | None = None,
     ):
         self.document = as_document(source)
+        if isinstance(model, str):  # as the command line does: a missing key is refused before any call
+            check_model(model, need_key=api_base is None)
         # get_model drops the options left at None
         self.model = wrapped_model(get_model(model, kv=kv, api_base=api_base, timeout=timeout), cache, trace)
         self.window = window or default_window(self.model)

@@ -71,18 +71,20 @@ def unique_citations(spans: Sequence[Any]) -> list[Citation]:
 
 @dataclass(frozen=True)
 class ReadEvent:
-    """A call of a run starting or finishing, for progress displays and logs.
+    """A call of a run starting or finishing, for progress displays and logs; or (`routed`) a strategy saying which
+    way it went (`message`: "retrieval answered", ...).
 
     `record` is None when the call starts. `path` is the reading path of a multipath run (None otherwise).
     """
 
-    kind: Literal["call_started", "call_finished"]
+    kind: Literal["call_started", "call_finished", "routed"]
     agent: Agent
     segment: int | None
     segments: int
     record: CallRecord | None
     document: str
     path: int | None = None
+    message: str | None = None
 
 
 ChainEvent = ReadEvent  # the name of earlier releases

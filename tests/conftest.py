@@ -1,18 +1,27 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data() -> Path:
+    """The shared data sets: LONGREAD_SHARED_DATA, else ../shared/data beside the repository."""
+    given = os.environ.get("LONGREAD_SHARED_DATA")
+    return Path(given).expanduser() if given else REPO.parent / "shared" / "data"
+
+
+SHARED_DATA = shared_data()
 
 
 def shared_file(relative: str) -> Path:
-    """A file of ../shared/data, or skip the test with the reason."""
+    """A file of the shared data (LONGREAD_SHARED_DATA, default ../shared/data), or skip the test with the reason."""
     path = SHARED_DATA / relative
     if not path.is_file():
-        pytest.skip(f"shared data not available: {path}")
+        pytest.skip(f"shared data not available: {path} (set LONGREAD_SHARED_DATA to the folder that holds it)")
     return path
 
 

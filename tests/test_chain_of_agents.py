@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langgraph.checkpoint.memory import InMemorySaver
 
-from longread import Reader, WindowTooSmall
+from longread import Document, Reader, WindowTooSmall
 from longread.agents import NOTHING_RELEVANT
 from longread.testing import MockModel
 
@@ -173,7 +173,7 @@ def test_every_call_fits_its_window(body, question, window, completion, summary)
     if not body.strip():
         return
     model = MockModel(completion_tokens=completion)
-    reader = Reader(body, strategy=REWRITE, model=model, window=window)
+    reader = Reader(Document.from_text(body), strategy=REWRITE, model=model, window=window)
     try:
         result = reader.summarize() if summary else reader.ask(question)
     except WindowTooSmall:

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longread import backends
+from longread.chat_console import RECENT_ITEMS
 from longread.cli import app
 from longread.testing import MockModel
 
@@ -90,6 +91,8 @@ def test_a_person_asks_two_questions_looks_at_memory_quits_and_comes_back(worksp
     memory = screen.say("/memory")
     # notes + the summary + two questions + two answers
     assert f"memory of session ada: {notes + 1 + 4} item(s)" in memory
+    # "the 8 most recent" only when there are more than 8 (not "6 item(s), the 8 most recent")
+    assert ("most recent" in memory) == (notes + 1 + 4 > RECENT_ITEMS)
     assert "What is the cat called?" in memory and "Who keeps the light at Carrow Point?" in memory
     for kind in ("question", "answer", "summary", "note"):
         assert kind in memory
@@ -135,6 +138,13 @@ def test_ctrl_c_cancels_the_answer_not_the_session(workspace, tmp_path):
     assert "saved 1 turn(s)" in screen.say(f"/save {saved}")
     text = saved.read_text()
     assert "## 1. Did the keeper see an otter?" in text and "slowly" not in text  # the cancelled turn is gone
+    saved.write_text("my notes")
+    screen.child.sendline(f"/save {saved}")  # a file that exists is replaced only when the person says so
+    screen.until("overwrite it?")
+    assert "not saved" in screen.say("n") and saved.read_text() == "my notes"
+    screen.child.sendline(f"/save {saved}")
+    screen.until("overwrite it?")
+    assert "saved 1 turn(s)" in screen.say("y") and "## 1. Did the keeper" in saved.read_text()
     assert "conversation reset" in screen.say("/reset")
     assert "activated: nothing yet" in screen.say("/memory")
     assert "/sources" in screen.say("/help")

@@ -142,10 +142,17 @@ def test_ask_on_a_folder_answers_each_document_under_its_name(tmp_path, use_mode
     assert [o["source"] for o in objects] == [str(folder / "one.txt"), str(folder / "sub" / "two.md")]
 
 
+class TerminalOut(io.StringIO):
+    """stdout on the same terminal as the display."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_progress_display_follows_the_chain_events():
     model = MockModel(completion_tokens=20)
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
-    with Display(console, documents=1) as display:
+    with Display(console, documents=1, stdout=TerminalOut()) as display:
         line = display.document("harbour.txt")
         result = Reader(long_text(), strategy="chain:notes=rewrite", model=model, window=1024).ask(QUESTION, on_event=line.on_event)
         task = display.progress.tasks[line.task]

@@ -33,7 +33,9 @@ from longread.documents import (
 )
 from longread.errors import DocumentError
 
-BOOKS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "books"
+from .conftest import SHARED_DATA
+
+BOOKS = SHARED_DATA / "books"
 RUE_MORGUE = BOOKS / "murders_in_the_rue_morgue.txt"
 
 
@@ -502,11 +504,20 @@ def test_as_document_treats_a_missing_path_like_string_as_a_missing_file(tmp_pat
     "Call me Ishmael.",
     "Some years ago\nnever mind how long precisely: notes.txt",  # more than one line
     "x" * 4100 + ".txt",  # too long to be a path
-    "report.docx",  # not a supported extension
+    "Revenue rose.",  # short, but more than one word
 ])
 def test_as_document_treats_other_strings_as_text(text):
     doc = as_document(text)
     assert (doc.text, doc.source, doc.title) == (text, "<text>", "untitled")
+
+
+@pytest.mark.parametrize("name", ["chapter1", "report.docx", "notes/part-2"])
+def test_a_one_word_string_that_names_no_file_is_an_error_not_a_document(name):
+    # `longread.ask("chapter1", ...)` meant a file; reading the word itself would answer about nothing.
+    with pytest.raises(DocumentError, match="no such file") as failed:
+        as_document(name)
+    assert failed.value.path == name and "Document.from_text" in failed.value.reason
+    assert as_document(Document.from_text(name)).text == name  # the way to read such a string as text
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \n"])

@@ -60,13 +60,11 @@ def test_a_chain_of_agents_question_with_the_embedded_model(embedded_model, book
     segments = reader.segments(reader.budget("query", question).segment_tokens)
     assert "".join("".join(text[s.start : s.end] for s in segments).split()) == "".join(text.split())
     assert result.answer.strip()
-    # The engine streamed the manager's answer, and the pieces make up the text it returned; the newest tokens wait
-    # until the repetition guard can no longer drop them, so a longer answer arrives in more than one piece.
-    from longread.backends.local.generation import RepetitionGuard
-
+    # The engine streamed the manager's answer, and the pieces make up the text it returned; only tokens that a loop
+    # could still remove wait (a few at most in ordinary text), so the answer arrives about a token at a time.
     assert "".join(streamed).strip() == result.answer.strip()
-    if result.calls[-1].completion_tokens > RepetitionGuard().holdback() + 1:
-        assert len(streamed) > 1
+    if result.calls[-1].completion_tokens >= 6:
+        assert len(streamed) >= result.calls[-1].completion_tokens // 3
     for citation in result.citations:
         assert 0 <= citation.start < citation.end <= len(text)
 

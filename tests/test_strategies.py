@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langgraph.checkpoint.memory import InMemorySaver
 
-from longread import DocumentTooLong, Reader, StrategyError, WindowTooSmall
+from longread import Document, DocumentTooLong, Reader, StrategyError, WindowTooSmall
 from longread.agents import NOTHING_RELEVANT
 from longread.testing import MockModel
 from longread.workflows import available_strategies, get_strategy, register_strategy
@@ -343,7 +343,7 @@ def test_every_call_of_every_strategy_fits_its_window(body, question, window, co
     if not body.strip() or not question.strip():
         return
     model = MockModel(completion_tokens=completion, context_window=6000)
-    reader = Reader(body, model=model, window=window, strategy=name)
+    reader = Reader(Document.from_text(body), model=model, window=window, strategy=name)
     try:
         result = reader.summarize() if summary else reader.ask(question)
     except (WindowTooSmall, DocumentTooLong, StrategyError):

@@ -13,7 +13,7 @@ _EXPORTS = {
     "ChatModel": "base", "Completion": "base", "Message": "base", "check_window": "base",
     "Backend": "registry", "ModelRow": "registry", "backend_for": "registry", "backends": "registry",
     "check_model": "registry", "get_model": "registry", "is_local_model": "registry", "model_rows": "registry",
-    "register_backend": "registry",
+    "register_backend": "registry", "stop_local_engines": "registry",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -31,4 +31,5 @@ if TYPE_CHECKING:
     from .base import ChatModel, Completion, Message, check_window
     from .registry import (
         Backend, ModelRow, backend_for, backends, check_model, get_model, is_local_model, model_rows, register_backend,
+        stop_local_engines,
     )

@@ -169,8 +169,24 @@ class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
         return min(max(self._exponential(retry_state), retry_after_seconds(error)), MAX_BACKOFF_SECONDS)
 
 
+def connection_refused(error: BaseException) -> bool:
+    """The server's address answered that nothing listens there (litellm reports it as an InternalServerError or
+    an APIConnectionError; the cause underneath is the socket's ConnectionRefusedError)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def is_transient(error: BaseException) -> bool:
-    """True for failures a later attempt can fix: rate limits, timeouts, 5xx, connection errors."""
+    """True for failures a later attempt can fix: rate limits, timeouts, 5xx, dropped connections. Not a refused
+    connection: nothing listens at that address (a server that is not started), and waiting will not start it."""
+    if connection_refused(error):
+        return False
     litellm = _litellm()
     permanent = tuple(getattr(litellm, name) for name in _PERMANENT_ERRORS if hasattr(litellm, name))
     if isinstance(error, permanent):
@@ -452,6 +468,13 @@ class LiteLLMModel(ChatModel):
         interrupted = isinstance(error, StreamInterrupted)
         if interrupted:
             error = error.error  # type: ignore[assignment]
+        if connection_refused(error):
+            where = self.api_base or "the provider's address"
+            hint = " is `longread serve` (or your server) running there?" if self.api_base else ""
+            model_error = ModelError(f"{self.name}: nothing is listening at {where} (connection refused; not "
+                                     f"retried):{hint}")
+            model_error.model, model_error.error_type, model_error.attempts = self.name, "ConnectionRefusedError", attempts
+            return model_error
         kind = type(error).__name__
         why = "gave up after" if is_transient(error) and not interrupted else "not retried, after"
         if interrupted:

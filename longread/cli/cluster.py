@@ -70,9 +70,26 @@ def connect(address: str) -> tuple[Any, bool]:
         ray.init(address=None if address == "auto" else address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     except Exception as exc:  # ConnectionError, a version mismatch, a refused ray:// client, ...
+        if token_authentication(exc):
+            raise FatalError(f"--ray {address}: the cluster asks for token authentication (Ray's RAY_AUTH_MODE=token): "
+                             "run with RAY_AUTH_MODE=token set, and the cluster's token in ~/.ray/auth_token or "
+                             "RAY_AUTH_TOKEN") from None
         raise FatalError(f"--ray {address}: could not reach a Ray cluster ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:300]})") from None
     return ray, True
+
+
+def token_authentication(error: BaseException) -> bool:
+    """Ray (2.5x and later) refused this client for want of the cluster's token: its AuthenticationError, or the
+    core's InvalidAuthToken / UNAUTHENTICATED status in another exception's text."""
+    names = {type(error).__name__} | {type(c).__name__ for c in (error.__cause__, error.__context__) if c}
+    if "AuthenticationError" in names:
+        return True
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - Ray's __str__ itself may ask the core for the mode
+        text = getattr(error, "message", "") or ""
+    return "InvalidAuthToken" in text or "UNAUTHENTICATED" in text
 
 
 def read_on_ray(run: Run, jobs: Sequence[Any], address: str) -> Iterator[Outcome]:

@@ -15,12 +15,24 @@ def _per_million(usd_per_token: float) -> str:
 def models(
     provider: Annotated[Optional[str], typer.Argument(metavar="PROVIDER", show_default=False,
                                                       help="List this litellm provider's chat models with their "
-                                                      "windows and prices (e.g. openai).")] = None,
+                                                      "windows and prices (e.g. openai); or `pull`.")] = None,
+    name: Annotated[Optional[str], typer.Argument(metavar="[NAME]", show_default=False,
+                                                  help="With `pull`: the model to download (qwen2.5-coder-0.5b, "
+                                                  "qwen2.5-coder-1.5b, or a Hugging Face hub id).")] = None,
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line (every provider).")] = False,
     every: Annotated[bool, typer.Option("--all", metavar="", help="Every litellm provider, not only the common ones "
                                         "and those whose key is set.")] = False,
 ) -> None:
-    """The model strings --model accepts: local models, aliases, and litellm providers with their prices."""
+    """The model strings --model accepts: local models, aliases, and litellm providers with their prices.
+
+    `longread models pull NAME` downloads a better offline model than the embedded one, once (verified before use).
+    """
+    if provider == "pull":
+        raise typer.Exit(pull(name))
+    if name is not None:
+        typer.echo(f"error: unexpected argument {name!r} (`longread models PROVIDER` or `longread models pull NAME`)",
+                   err=True)
+        raise typer.Exit(2)
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -66,3 +78,29 @@ def models(
         from ..backends.kv import valid_forms
 
         console.print(Text(f"--kv POLICY (local and hf: models): {valid_forms()}"))
+
+
+def pull(name: str | None) -> int:
+    """`longread models pull NAME`: the exit code."""
+    from ..backends.local.pull import PULLABLE, pull as pull_pullable, pull_from_hub
+    from ..console import note, stderr_console
+    from ..errors import ModelError
+
+    err = stderr_console()
+    if not name:
+        lines = [f"  {n}: {p.title}, {p.download_mb:,} MB" for n, p in PULLABLE.items()]
+        note(err, "error: name the model to pull:", "red")
+        for line in lines + ["  or a Hugging Face hub id, e.g. Qwen/Qwen2.5-1.5B-Instruct"]:
+            note(err, line)
+        return 2
+    say = lambda line: note(err, line)  # noqa: E731
+    try:
+        path = pull_pullable(name, say) if name in PULLABLE or "/" not in name else pull_from_hub(name, say)
+    except ModelError as exc:
+        note(err, f"error: {exc}", "red")
+        return 1
+    except KeyboardInterrupt:
+        note(err, "pull interrupted: nothing was kept; run it again to start over", "yellow")
+        return 130
+    typer.echo(str(path))
+    return 0

@@ -38,7 +38,7 @@ from ..errors import LongreadError, ModelError
 from .jobs import Failure, Job, collect_jobs, failure_of, one_line
 from .outputs import OutputError, OutputFolder, OutputSettings, SummaryFiles, prompts_fingerprint, summary_markdown
 from .printing import Printer, done_line
-from .settings import Settings
+from .settings import DEFAULT_MODEL, Settings, fitted_window
 from .workspace import WorkLock, WorkspaceError, checkpoint_failure, lock_key, move_aside
 from .workspace import open_checkpointer as _open_checked
 
@@ -48,8 +48,19 @@ RUN_STOPPING_ERRORS = {
     "AuthenticationError": "the key was rejected",
     "PermissionDeniedError": "the key was rejected",
     "NotFoundError": "the provider does not have this model",
+    "ConnectionRefusedError": "nothing is listening at that address",
 }
 CHECKPOINT_ERROR = "CheckpointError"  # the error_type of a checkpoint that could not be saved (a Ray task's reply)
+
+
+# Said after every answer of the embedded model: a first answer that is wrong should not look authoritative.
+SMALL_MODEL_NOTE = ("note: this came from the embedded SmolLM2-135M, a very small model whose answers are often "
+                    "wrong; `longread models pull qwen2.5-coder-1.5b` fetches a better one (once; offline after), "
+                    "then --model qwen2.5-coder-1.5b")
+
+
+def answered(run: "Run") -> bool:
+    return run.answered > 0 and not run.settings.dry_run
 
 
 class FatalError(Exception):
@@ -132,9 +143,9 @@ class Resources:
         except (LongreadError, ValueError, ImportError, OSError) as exc:
             raise FatalError(_with_alias(settings, f"--model {settings.model}: {one_line(str(exc))}")) from exc
         if settings.window and settings.window > model.context_window:
-            raise FatalError(
-                f"--window {settings.window} is larger than the context window of {model.name} ({model.context_window})"
-            )
+            given = (f"window {settings.window} (from {settings.window_source})" if settings.window_source
+                     else f"--window {settings.window}")
+            raise FatalError(f"{given} is larger than the context window of {model.name} ({model.context_window})")
         if settings.dry_run:
             from ..backends.estimate import estimate_model
 
@@ -296,6 +307,7 @@ class Run:
     _first_taken: bool = False
     _first_lock: threading.Lock = field(default_factory=threading.Lock)
     _writing: threading.Lock = field(default_factory=threading.Lock)  # held while a document's outputs are written
+    answered: int = 0  # documents read and reported in this run
 
     def read_one(self, job: Job, *, wait: bool = False) -> Outcome:
         """Reads one document (or finds it done); never raises for that document's own failures.
@@ -345,6 +357,7 @@ class Run:
             self.failed(outcome, exc)
         finally:
             outcome.seconds = time.monotonic() - clock
+            self.display.retire(outcome.line)  # read: its line leaves the display, it is counted when reported
             if first:  # after failed(): a document waiting for it sees the run stopped
                 self._first_answer.set()
         return outcome
@@ -484,6 +497,7 @@ class Run:
                     self.printer.result(job, outcome.data, outcome.stream)
                 if not settings.quiet:  # after the result: a streamed answer is on screen already
                     self.display.note(done_line(job, outcome.data))
+                self.answered += 1
                 self._log(outcome)
         self.display.finish(outcome.line, outcome.kind)
         if outcome.kind == "failed" and outcome.error_type in RUN_STOPPING_ERRORS:
@@ -564,6 +578,7 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
     except FatalError as exc:
         note(err, f"error: {exc}", "red")
         return 1
+    settings = fitted_window(settings, lambda message: note(err, message, "yellow"))
     jobs, failures = collect_jobs(specs, exclude=out)
     total = len(jobs) + len(failures)
     output_settings = OutputSettings(settings.model, settings.window, settings.strategy, settings.kv,
@@ -622,10 +637,13 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
         note(err, f"error: {exc}", "red")
         return 1
     except KeyboardInterrupt:
+        backends.stop_local_engines()
         note(err, f"interrupted after {finished} of {len(jobs)} document(s). Finished work is kept: run the same "
                   f"command again to resume (checkpoints in {settings.workspace}).", "yellow")
         return EXIT_INTERRUPTED
     printer.totals(settings.model)
+    if settings.model == DEFAULT_MODEL and answered(current) and not settings.quiet:
+        note(err, SMALL_MODEL_NOTE, "yellow")
     if failures:
         if total == 1:
             note(err, f"error: {failures[0].name}: {failures[0].reason}", "red")

@@ -62,6 +62,7 @@ def runs(
     """List past runs, newest first."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -77,19 +78,24 @@ def runs(
     if not records:
         typer.echo("no runs yet (every ask and summarize is logged when it ends)")
         return
-    table = Table(header_style="bold")
-    folding = ("document", "question", "output")
+    # Light borders and a floor under the text columns: at 120 columns a long model or strategy name no longer
+    # squeezes the document and the question to two characters (they wrap instead).
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    # (no `command` column: a summary says so in the question's place)
+    widths = {"document": (12, None), "question": (12, None), "output": (12, None), "model": (6, 12),
+              "strategy": (6, 12)}
     # `hits` only when a listed run used the completion cache: the table has little room (120 columns)
     with_hits = any(r.cache_hits for r in records)
-    columns = ["id", "when", "command", "document", "question", "model", "strategy", "tokens", "hits", "cost",
-               "time", "output"]
+    columns = ["id", "when", "document", "question", "model", "strategy", "tokens", "hits", "cost", "time", "output"]
     for column in columns if with_hits else [c for c in columns if c != "hits"]:
-        table.add_column(column, overflow="fold", no_wrap=column not in folding,
+        least, most = widths.get(column, (None, None))
+        table.add_column(column, overflow="fold", no_wrap=column not in widths, min_width=least, max_width=most,
                          justify="right" if column in ("id", "tokens", "hits", "cost", "time") else "left")
     for r in records:
         when = r.to_dict()["started"][5:16].replace("T", " ")
         output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
-        cells = [str(r.id), when, r.command, Text(printable(_short(r.document))), Text(printable(r.question or "-")),
+        asked = r.question if r.question is not None else f"({r.command})"
+        cells = [str(r.id), when, Text(printable(_short(r.document))), Text(printable(asked)),
                  Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}",
                  *([hits(r)] if with_hits else []), cost(r.cost_usd), f"{r.seconds:.1f} s",
                  Text(printable(output), style="red" if r.status == "failed" else "")]

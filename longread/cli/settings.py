@@ -97,6 +97,7 @@ class Settings:
     schema: Any = None  # --schema: the answer as JSON for this structured.OutputSchema (ask)
     cache: bool = False  # --cache: the completion cache, WORKSPACE/completions.sqlite
     trace_otel: bool = False  # --trace-otel: OpenTelemetry spans over OTLP
+    window_source: str | None = None  # the settings file the window came from (None: --window, or the default)
 
     @property
     def api_model(self) -> bool:
@@ -152,8 +153,27 @@ def resolve(command: str, *, model: str | None, window: int | None, kv: str | No
         command=command, model=resolved, window=window or config.window, kv=kv,
         strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
         alias=given if resolved != given else None, api_base=api_base or None, jobs=jobs,
-        ray=ray or None, timeout=timeout, schema=schema, **flags,
+        ray=ray or None, timeout=timeout, schema=schema,
+        window_source=str(config.path) if not window and config.window else None, **flags,
     )
+
+
+def fitted_window(settings: Settings, say) -> Settings:  # noqa: ANN001  (say: Callable[[str], None])
+    """A window from the settings file that is larger than the model's context is lowered to it, with a note naming
+    the file (`longread config set window 8192` is a README step; it must not break every later `local` run). An
+    explicit --window that is too large stays an error (the model says so when it loads)."""
+    from dataclasses import replace
+
+    from ..backends.registry import known_context_window
+
+    if settings.window_source is None or settings.window is None:
+        return settings
+    context = known_context_window(settings.model)
+    if context is None or settings.window <= context:
+        return settings
+    say(f"note: window {settings.window} (from {settings.window_source}) is larger than the context window of "
+        f"{settings.model} ({context}): using {context}")
+    return replace(settings, window=context)
 
 
 def stdout_is_terminal() -> bool:

@@ -158,6 +158,9 @@ def run_command(
             summary = run_eval(loaded, settings, out, jobs=jobs, limit=limit, retry_errors=retry_errors,
                                progress=progress, on_note=progress.print, checkpointer=saver)
     except KeyboardInterrupt:
+        from ..backends import stop_local_engines
+
+        stop_local_engines()
         err.print(Text(f"interrupted after {progress.done} case(s); finished ones are in {out}: run the same "
                        "command again to go on where it stopped.", style="yellow"), soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

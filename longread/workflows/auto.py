@@ -14,17 +14,36 @@ spread over the book (list every ..., how many ... there were, compare ...; `agg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable, ClassVar
 
 from ..agents import DirectReader, Mode, default_caps
 from ..agents.notes import unsupported_numbers
 from ..agents.questions import aggregate_question
 from ..agents.replies import found_nothing
 from ..memory.reading import INSUFFICIENT_PHRASES
-from ..results import Result
+from ..results import ReadEvent, Result
 from .base import ReadingContext, Strategy
 from .rag import RagStrategy
+
+log = logging.getLogger(__name__)
+
+
+class HeldText:
+    """The retrieval step's streamed answer, kept until `auto` knows it stands: text that the fallback would then
+    replace is never shown (released whole when retrieval answered, dropped when the document is read instead)."""
+
+    def __init__(self, on_text: Callable[[str], None]):
+        self.on_text = on_text
+        self.pieces: list[str] = []
+
+    def __call__(self, piece: str) -> None:
+        self.pieces.append(piece)
+
+    def release(self) -> None:
+        if self.pieces:
+            self.on_text("".join(self.pieces))
 
 
 @dataclass
@@ -73,8 +92,10 @@ class AutoStrategy(Strategy):
             return self._relabel(self._fallback().run(ctx, None), "summary: the whole document is read")
         if aggregate_question(question):
             return self._relabel(self._fallback().run(ctx, question), self.AGGREGATE_REASON)
-        first = self.route().run(ctx, question)
+        held = HeldText(ctx.on_text) if ctx.on_text is not None else None
+        first = self.route().run(replace(ctx, on_text=held), question)
         why = self.why_not_answered(ctx, first, question)
+        self._tell(ctx, first, why, held)
         if why is None:
             return self._relabel(first, "retrieval answered")
         return self._combine(ctx, first, self._fallback().run(ctx, question), why)
@@ -84,11 +105,28 @@ class AutoStrategy(Strategy):
             return self._relabel(await self._fallback().arun(ctx, None), "summary: the whole document is read")
         if aggregate_question(question):
             return self._relabel(await self._fallback().arun(ctx, question), self.AGGREGATE_REASON)
-        first = await self.route().arun(ctx, question)
+        held = HeldText(ctx.on_text) if ctx.on_text is not None else None
+        first = await self.route().arun(replace(ctx, on_text=held), question)
         why = self.why_not_answered(ctx, first, question)
+        self._tell(ctx, first, why, held)
         if why is None:
             return self._relabel(first, "retrieval answered")
         return self._combine(ctx, first, await self._fallback().arun(ctx, question), why)
+
+    @staticmethod
+    def _tell(ctx: ReadingContext, first: Result, why: str | None, held: HeldText | None) -> None:
+        """Which way the question went: a `routed` event for the display, a line for --verbose; the retrieval
+        answer's text is let out only when it stands."""
+        if why is None:
+            shown, said = "retrieval answered", f"auto: retrieval answered from {len(first.citations)} excerpt(s)"
+        else:
+            shown, said = "retrieval found nothing, reading every part", f"auto: {why}; reading the whole document"
+        log.info("%s: %s", ctx.document.source, said)
+        if ctx.on_event is not None:
+            ctx.on_event(ReadEvent("routed", "reader", None, first.segments, None, ctx.document.source,
+                                   message=shown))
+        if why is None and held is not None:
+            held.release()
 
     @staticmethod
     def why_not_answered(ctx: ReadingContext, result: Result, question: str) -> str | None:

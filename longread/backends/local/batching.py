@@ -23,6 +23,7 @@ the tests' models); greedy outputs stay the same unless two tokens are within th
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -60,6 +61,20 @@ def batcher_for(model: Any) -> "Batcher":
         if found is None:
             found = _BATCHERS[model] = Batcher(model)
         return found
+
+
+def stop_all(timeout: float = 30.0) -> None:
+    """Stops every batcher's driver thread: the calls it holds fail with KeyboardInterrupt, and the thread ends
+    after the forward pass it is in. The command line calls it on Ctrl-C (and atexit does, for other programs):
+    a daemon thread still inside torch when the interpreter exits aborts the process ("terminate called without
+    an active exception", exit 134) instead of letting it exit 130."""
+    with _REGISTRY_LOCK:
+        batchers = list(_BATCHERS.values())
+    for batcher in batchers:
+        batcher.stop(timeout)
+
+
+atexit.register(stop_all)
 
 
 def can_batch(model: Any) -> bool:
@@ -217,9 +232,21 @@ class Batcher:
         self._static: dict[tuple[str, int], Any] = {}
         self.steps = 0  # batched decode steps run (tests and benchmarks read them)
         self.peak_batch = 0
+        self._stopping = False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """No call runs after this one: waiting and live calls fail with KeyboardInterrupt; joins the driver."""
+        with self._cv:
+            self._stopping = True
+            driver = self._driver
+            self._cv.notify_all()
+        if driver is not None and driver is not threading.current_thread():
+            driver.join(timeout)
 
     def submit(self, request: Request) -> GenerationResult:
         with self._cv:
+            if self._stopping:
+                raise KeyboardInterrupt()
             self._waiting.append(request)
             if self._driver is None:
                 self._driver = threading.Thread(target=self._drive, name="longread-batcher", daemon=True)
@@ -242,6 +269,10 @@ class Batcher:
         try:
             while True:
                 with self._cv:
+                    if self._stopping:
+                        self._abandon(live + self._waiting)
+                        self._waiting, self._driver = [], None
+                        return
                     room = self.max_batch - len(live)
                     joining, self._waiting = self._waiting[:room], self._waiting[room:]
                     if not joining and not live and not any(e.rows for e in self._static.values()):
@@ -270,6 +301,15 @@ class Batcher:
                     request.error = exc
                     request.done.set()
 
+    def _abandon(self, requests: list[Request]) -> None:
+        stuck = requests + [r for e in self._static.values() for _, r in e.rows]
+        for engine in self._static.values():
+            engine.rows.clear()
+        for request in stuck:
+            if not request.done.is_set():
+                request.error = KeyboardInterrupt()
+                request.done.set()
+
     def _drop_cancelled(self, request: Request) -> bool:
         if request.cancelled:
             request.error = KeyboardInterrupt()
@@ -281,7 +321,11 @@ class Batcher:
         try:
             cache, rest, position = request.start()
             started = time.perf_counter()
-            logits = prefill(self.model, rest, cache, start_position=position, chunk=request.prefill_chunk)
+            logits = self._prefill(request, rest, cache, position)
+            if logits is None:  # stopped or cancelled between two chunks of a long prompt
+                request.error = KeyboardInterrupt()
+                request.done.set()
+                return
             if logits.device.type == "cuda":
                 torch.cuda.synchronize(logits.device)
             request.started_decode = time.perf_counter()
@@ -302,6 +346,16 @@ class Batcher:
             engine.add(request.decoding, cache, token, request.position, owner=request)
         else:
             live.append(request)
+
+    def _prefill(self, request: Request, rest: list[int], cache: Any, position: int) -> torch.Tensor | None:
+        """prefill, one chunk at a time: Ctrl-C (stop) and a cancelled call wait at most one chunk; None then."""
+        chunk = request.prefill_chunk
+        logits = None
+        for lo in range(0, max(len(rest), 1), chunk):
+            if self._stopping or request.cancelled:
+                return None
+            logits = prefill(self.model, rest[lo : lo + chunk], cache, start_position=position + lo, chunk=chunk)
+        return logits
 
     def _static_engine(self, request: Request) -> Any:
         from .static_engine import StaticEngine

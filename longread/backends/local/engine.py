@@ -50,16 +50,14 @@ class EngineStats:
 
 
 class TextStreamer:
-    """Token ids -> text pieces for `on_text`, held back by the tokens the repetition guard may still drop.
+    """Token ids -> text pieces for `on_text`, as they are decoded, less the tokens the repetition guard may still
+    drop (`RepetitionGuard.unsettled`: none or a few in ordinary text). Streamed text cannot be taken back;
+    `finish` sends the rest of the final text."""
 
-    The guard removes a loop's repeats once the loop is complete (up to `holdback` tokens), and streamed text cannot
-    be taken back, so the newest tokens wait until they can no longer be dropped; `finish` sends the rest of the
-    final text."""
-
-    def __init__(self, tokenizer: Any, on_text: Callable[[str], None], holdback: int):
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None], guard: RepetitionGuard):
         self.tokenizer = tokenizer
         self.on_text = on_text
-        self.holdback = holdback
+        self.guard = guard
         self.ids: list[int] = []
         self.sent = ""
 
@@ -73,8 +71,9 @@ class TextStreamer:
 
     def push(self, token: int) -> None:
         self.ids.append(token)
-        if len(self.ids) > self.holdback:
-            self._send(self.tokenizer.decode(self.ids[: len(self.ids) - self.holdback], skip_special_tokens=True))
+        settled = len(self.ids) - self.guard.unsettled(self.ids)
+        if settled > 0:
+            self._send(self.tokenizer.decode(self.ids[:settled], skip_special_tokens=True))
 
     def finish(self, text: str) -> None:
         self._send(text)
@@ -160,8 +159,9 @@ class LocalModel(ChatModel):
         return cls._load(embedded_model_dir(), EMBEDDED_NAME, device, **options)
 
     @classmethod
-    def from_path(cls, path: str | Path, *, device: str | None = None, **options: Any) -> "LocalModel":
-        return cls._load(Path(path).expanduser(), f"hf:{path}", device, **options)
+    def from_path(cls, path: str | Path, *, device: str | None = None, name: str | None = None,
+                  **options: Any) -> "LocalModel":
+        return cls._load(Path(path).expanduser(), name or f"hf:{path}", device, **options)
 
     @classmethod
     def _load(cls, path: Path, name: str, device: str | None, **options: Any) -> "LocalModel":
@@ -330,7 +330,7 @@ class LocalModel(ChatModel):
                   **extra) -> Completion:
         prefix, rest = self.prompt_ids(messages, cache_prefix)
         guard = RepetitionGuard()
-        streamer = TextStreamer(self.hf_tokenizer, on_text, guard.holdback()) if on_text is not None else None
+        streamer = TextStreamer(self.hf_tokenizer, on_text, guard) if on_text is not None else None
         if not rest:  # nothing after the prefix to continue from: an ordinary call
             prefix, rest = [], prefix
         started = time.perf_counter()

@@ -25,8 +25,24 @@ class RepetitionGuard:
     min_span: int = 12  # a tail shorter than this is never called a loop ("...", "- -")
 
     def holdback(self) -> int:
-        """The most tokens a detected loop removes from the end: what a stream must hold back."""
+        """The most tokens a detected loop can ever remove from the end."""
         return max(p * max(self.repeats, -(-self.min_span // p)) - p for p in range(1, self.max_period + 1))
+
+    def unsettled(self, ids: Sequence[int]) -> int:
+        """How many of the last tokens a loop completed later could still remove: what a stream holds back now.
+
+        A loop of period p removes only tokens that repeat the token p before them, and only from an unbroken run
+        of such tokens at the end. So the tokens before the longest such run (over every period) are settled: no
+        later token can make them part of a removed repeat. In ordinary text the runs are a token or two long, so
+        the text streams almost as it is decoded; only text that starts repeating is held (at most `holdback()`).
+        """
+        n, longest = len(ids), 0
+        for period in range(1, min(self.max_period, n - 1) + 1):
+            run = 0
+            while run < n - period and ids[n - 1 - run] == ids[n - 1 - run - period]:
+                run += 1
+            longest = max(longest, run)
+        return longest
 
     def looping(self, ids: Sequence[int]) -> int:
         """The period of the loop at the end of ids, or 0."""
