@@ -1,9 +1,11 @@
-"""Replays `auto`'s number check over recorded eval results, with no model call (docs/quality.md, "What was tried").
+"""Replays `auto`'s route checks over recorded eval results, with no model call (docs/quality.md, "What was tried").
 
 For each `auto` line that retrieval answered: the retrieved chunks are rebuilt from `extras.retrieved` (the same
-~300-token chunking, with the model's tokenizer), and when the answer states a number they do not hold
-(`longread.agents.notes.unsupported_numbers`), the fallback's answer is taken from the same run's line for the
-fallback strategy on the same case. Prints each case and the totals: retrieval alone against retrieval + check.
+~300-token chunking, with the model's tokenizer), and when the answer does not stand on them
+(`AutoStrategy.unsupported_answer`: a number they do not hold, or what the answer adds standing in no sentence
+that names the question's names), the fallback's answer is taken from the line for the fallback strategy on the
+same case (the same run's, or a replay's: `--fallback replay:chain`). A line that retrieval could not answer
+takes the fallback's line too. Prints each case and the totals: the recorded `auto` against the replayed one.
 
     .venv/bin/python benchmarks/replay_auto_route.py --results 'RESULTS/*.jsonl' --cases n8k.jsonl n32k.jsonl \
         --tokenizer hf:DIR --auto base/auto --fallback base/chain:notes=map
@@ -25,8 +27,8 @@ def main() -> None:
     ap.add_argument("--fallback", default="base/chain:notes=map")
     a = ap.parse_args()
 
-    from longread.agents.notes import unsupported_numbers
     from longread.backends import get_model
+    from longread.workflows.auto import AutoStrategy
     from longread.eval.cases import load_cases
     from longread.segmenting import segment_text
     from longread.workflows.rag import CHUNK_TOKENS
@@ -36,21 +38,23 @@ def main() -> None:
     lines = {(l["strategy"], l["case"]): l for f in glob.glob(a.results) for l in map(json.loads, open(f))}
     before = after = caught = 0
     for (strategy, case_id), line in sorted(lines.items()):
-        if strategy != a.auto or case_id not in cases or line["extras"].get("route") != "rag":
+        if strategy != a.auto or case_id not in cases or line.get("error"):
             continue
-        pieces = segment_text(cases[case_id].load_document().text, tokenizer, CHUNK_TOKENS)
-        excerpts = "\n".join(pieces[i].text for i in line["extras"].get("retrieved", []))
-        invented = unsupported_numbers(line["answer"], excerpts, line["question"])
         score = line["score"] or 0.0
-        if invented:
-            caught += 1
-            fallback = lines.get((a.fallback, case_id))
-            new = (fallback or {}).get("score") or 0.0
-            print(f"{case_id}: {line['answer'][:50]!r} states {invented}; {score} -> {new} ({a.fallback})")
+        fallback = (lines.get((a.fallback, case_id)) or {}).get("score") or 0.0
+        if line["extras"].get("route") != "rag":
+            new = fallback  # retrieval could not answer: the (replayed) fallback's answer
         else:
+            pieces = segment_text(cases[case_id].load_document().text, tokenizer, CHUNK_TOKENS)
+            excerpts = "\n".join(pieces[i].text for i in line["extras"].get("retrieved", []))
+            why = AutoStrategy.unsupported_answer(line["answer"], excerpts, line["question"])
             new = score
+            if why:
+                caught += 1
+                new = fallback
+                print(f"{case_id}: {line['answer'][:50]!r}: {why}; {score} -> {new} ({a.fallback})")
         before, after = before + score, after + new
-    print(f"{caught} caught; retrieval alone {before:.0f}, with the check {after:.0f}")
+    print(f"{caught} caught; recorded auto {before:.0f}, replayed {after:.0f}")
 
 
 if __name__ == "__main__":

@@ -267,7 +267,7 @@ def names(text: str) -> set[str]:
         if not token[0].isupper():
             continue
         word = re.sub(r"['’]s$", "", token).strip("'’-").lower()
-        if not word or word == "i":
+        if len(word) < 2:  # "I", and an option's letter: no name
             continue
         at_start = bool(_SENTENCE_START.search(text[max(0, match.start() - 3) : match.start()])) or match.start() == 0
         if at_start and (word in _SENTENCE_STARTERS or word in STOPWORDS):

@@ -356,3 +356,29 @@ def claims_to_dicts(claims: Iterable[Claim]) -> list[dict[str, Any]]:
 
 def claims_from_dicts(data: Iterable[dict[str, Any]]) -> list[Claim]:
     return [Claim.from_dict(d) for d in data]
+
+
+def ungrounded_answer(answer: str, text: str, question: str) -> str | None:
+    """Why a one-call answer (retrieval's) does not rest on its text, or None when it does or there is nothing to
+    check. What the answer adds to the question (its numbers and names) must stand in one sentence of the text
+    whose neighbourhood also names every name of the question: a distractor's sentence gives another station, a
+    pair's second sentence gives the year without the sailor, and both send the question to the whole document."""
+    asked = grounding.entities(question) | set(grounding.words(question))
+    added = sorted((grounding.quantities(answer) | grounding.names(answer)) - asked)
+    if not added:
+        return None
+    wanted = sorted(grounding.names(question))
+    keys = [" ".join(grounding.fold(a).text.split()) for a in added]
+    spans = grounding.sentence_spans(text)
+    holding = [i for i, (lo, hi) in enumerate(spans) if all(grounding.present(k, grounding.fold(text[lo:hi]).text)
+                                                               for k in keys)]
+    if not holding:
+        return f"its answer ({', '.join(added[:3])}) is in no sentence of its text"
+    lacking: list[str] = wanted
+    for i in holding:  # the sentence and the two before it ("she" was named there), not the next excerpt
+        around = grounding.fold(text[spans[max(0, i - 2)][0] : spans[i][1]]).text
+        missing = [n for n in wanted if not grounding.present(n, around)]
+        if not missing:
+            return None
+        lacking = min(lacking, missing, key=len)
+    return f"the sentence that gives {', '.join(added[:3])} does not name {', '.join(lacking)}"

@@ -6,7 +6,9 @@ only then does it pay for reading everything. Here the retrieval step is `rag` w
 do not hold the answer, and the fallback reads the whole document with the grounded chain (`chain`: checked
 claims, a manager that settles conflicts; docs/quality.md).
 An answer is also sent on when it states a number that the retrieved excerpts do not hold (a small model that
-cannot find a figure writes a plausible one). Two kinds of reading go straight to the chain, because retrieval
+cannot find a figure writes a plausible one), or when what it adds to the question (a number, a name) stands in no
+excerpt sentence that also names the question's names (`claims.ungrounded_answer`: a distractor's sentence, or
+the second half of a pair read without the first). Two kinds of reading go straight to the chain, because retrieval
 cannot hold what they need: a summary (no question to retrieve for), and an aggregate question, whose answer is
 spread over the book (list every ..., how many ... there were, compare ...; `aggregate_question`).
 `Result.extras["route"]` says which way a question went, and `route_reason` why.
@@ -19,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
 
 from ..agents import DirectReader, Mode, default_caps
+from ..agents.claims import ungrounded_answer
 from ..agents.notes import unsupported_numbers
 from ..agents.questions import aggregate_question
 from ..agents.replies import found_nothing
@@ -137,9 +140,18 @@ class AutoStrategy(Strategy):
             return f"retrieval could not answer ({result.text.strip()[:60]!r})"
         pieces, _ = ctx.chunks(RouteStep().chunk_tokens)
         excerpts = "\n".join(pieces[i].text for i in result.extras.get("retrieved", []) if 0 <= i < len(pieces))
-        invented = unsupported_numbers(result.text, excerpts, question)
+        return AutoStrategy.unsupported_answer(result.text, excerpts, question)
+
+    @staticmethod
+    def unsupported_answer(answer: str, excerpts: str, question: str) -> str | None:
+        """Why retrieval's answer does not stand on its excerpts (a number they lack, or what it adds standing in no
+        sentence that names the question's names), or None."""
+        invented = unsupported_numbers(answer, excerpts, question)
         if invented:
             return f"retrieval's answer states {', '.join(invented[:3])}, which its excerpts do not hold"
+        loose = ungrounded_answer(answer, excerpts, question)
+        if loose:
+            return f"retrieval's answer does not rest on its excerpts: {loose}"
         return None
 
     def _relabel(self, result: Result, reason: str) -> Result:
