@@ -212,8 +212,10 @@ def test_auto_reads_the_whole_document_for_an_aggregate_question():
     question = "How many ships sailed from Tharmouth?"
     segments = parts_of(text, question=question)
     model = MockModel(replies={"worker": ship_worker(segments), "manager": "12", "reader": "retrieval"})
-    result = Reader(text, model=model, window=WINDOW, strategy="auto").ask(question)
+    events = []
+    result = Reader(text, model=model, window=WINDOW, strategy="auto").ask(question, on_event=events.append)
     assert model.calls_by("reader") == [] and result.text == "12"
+    assert [e.message for e in events if e.kind == "routed"] == ["an aggregate question, reading every part"]
     assert result.extras["route"] == "chain" and "aggregate" in result.extras["route_reason"]
 
 

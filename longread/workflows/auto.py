@@ -94,6 +94,7 @@ class AutoStrategy(Strategy):
         if self.check_mode(question) == "summary":
             return self._relabel(self._fallback().run(ctx, None), "summary: the whole document is read")
         if aggregate_question(question):
+            self._tell_aggregate(ctx)
             return self._relabel(self._fallback().run(ctx, question), self.AGGREGATE_REASON)
         held = HeldText(ctx.on_text) if ctx.on_text is not None else None
         first = self.route().run(replace(ctx, on_text=held), question)
@@ -107,6 +108,7 @@ class AutoStrategy(Strategy):
         if self.check_mode(question) == "summary":
             return self._relabel(await self._fallback().arun(ctx, None), "summary: the whole document is read")
         if aggregate_question(question):
+            self._tell_aggregate(ctx)
             return self._relabel(await self._fallback().arun(ctx, question), self.AGGREGATE_REASON)
         held = HeldText(ctx.on_text) if ctx.on_text is not None else None
         first = await self.route().arun(replace(ctx, on_text=held), question)
@@ -115,6 +117,14 @@ class AutoStrategy(Strategy):
         if why is None:
             return self._relabel(first, "retrieval answered")
         return self._combine(ctx, first, await self._fallback().arun(ctx, question), why)
+
+    @staticmethod
+    def _tell_aggregate(ctx: ReadingContext) -> None:
+        """An aggregate question goes to the chain at once: the display and --verbose say so."""
+        log.info("%s: auto: an aggregate question; reading the whole document", ctx.document.source)
+        if ctx.on_event is not None:
+            ctx.on_event(ReadEvent("routed", "reader", None, 0, None, ctx.document.source,
+                                   message="an aggregate question, reading every part"))
 
     @staticmethod
     def _tell(ctx: ReadingContext, first: Result, why: str | None, held: HeldText | None) -> None:
