@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import threading
@@ -72,6 +73,9 @@ _SECRET_KWARG_SUFFIXES = ("_key", "_token", "_secret", "_password", "credentials
 _SECRET_NAME_PARTS = frozenset({"KEY", "APIKEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL",
                                 "CREDENTIALS"})
 _SECRET_NAME_ENDINGS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+# Short words that name a credential only as the last part (DB_PASS, GITHUB_PAT, PROXY_AUTH): elsewhere in a name
+# they are often something else (PASS_THROUGH, AUTH_METHOD).
+_SECRET_LAST_PARTS = frozenset({"PASS", "PAT", "AUTH"})
 _MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary text
 _MIN_ENV_SECRET_LENGTH = 8  # a setting such as USE_KEY=true is not a key; credentials are long
 DEFAULT_TIMEOUT_SECONDS = 120.0  # per attempt: a long answer fits, a stalled server costs two minutes
@@ -127,7 +131,8 @@ def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name says it holds a credential (see _SECRET_NAME_PARTS)."""
     name = name.upper()
     parts = re.split(r"[^A-Z0-9]+", name)
-    return name.endswith(_SECRET_NAME_ENDINGS) or any(part in _SECRET_NAME_PARTS for part in parts)
+    return (name.endswith(_SECRET_NAME_ENDINGS) or any(part in _SECRET_NAME_PARTS for part in parts)
+            or parts[-1] in _SECRET_LAST_PARTS)
 
 
 def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:
@@ -237,8 +242,8 @@ class LiteLLMModel(ChatModel):
             raise ValueError(f"max_retries counts attempts and must be at least 1, got {max_retries}")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout}")
         if context_window is not None and context_window < 1:
             raise ValueError(f"context_window must be positive, got {context_window}")
         for owned in ("num_retries", "max_retries", "timeout", "model", "messages", "max_tokens", "temperature"):

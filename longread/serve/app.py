@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, AsyncIterator, Sequence
@@ -90,8 +91,9 @@ class Engine:
     def _prefix(header: str | None, last: str) -> int | None:
         if header is None:
             return None
-        if not header.strip().isdigit():
-            raise RequestError(f"{CACHE_PREFIX_HEADER}: a number of characters, got {header!r}")
+        # ASCII digits only, and few: str.isdigit() takes "²" and int() refuses 5,000 digits (a 500 otherwise).
+        if not re.fullmatch(r"[0-9]{1,15}", header.strip()):
+            raise RequestError(f"{CACHE_PREFIX_HEADER}: a number of characters, got {header[:40]!r}")
         return min(int(header), len(last)) or None
 
     # -- the call ----------------------------------------------------------------------------------------------------
