@@ -116,3 +116,143 @@ def test_runs_with_different_workspaces_writing_one_out_folder_read_each_documen
     assert len(summaries) == 4
     assert len(model.calls) == sum(len(s["calls"]) for s in summaries)  # not one call made twice
     assert not list((tmp_path / "out").rglob("*.lock"))  # the locks are gone with the runs
+
+
+# -- damaged contents inside valid files --------------------------------------------------------------------------
+def damage_rows(path: Path, statement: str) -> None:
+    """Damages rows of a SQLite file that stays a valid database (what a bug, a bad copy or a hand edit leaves)."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(statement)
+
+
+CHECKPOINT_DAMAGE = {
+    "checkpoint": "UPDATE checkpoints SET checkpoint = X'c1c1c1c1'",  # not msgpack
+    "json": "UPDATE checkpoints SET type = 'json', checkpoint = CAST('{' AS BLOB)",  # not JSON
+    "metadata": "UPDATE checkpoints SET metadata = X'c1'",  # not UTF-8
+    "shape": "UPDATE checkpoints SET type = 'json', checkpoint = CAST('[1, 2]' AS BLOB)",  # JSON, not a checkpoint
+}
+
+
+@pytest.mark.parametrize("how", CHECKPOINT_DAMAGE)
+def test_checkpoint_rows_that_cannot_be_read_are_dropped_with_a_line_and_the_folder_run_goes_on(tmp_path, monkeypatch,
+                                                                                              how):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.txt").write_text(text_of(6, str(i)))
+    model = use(monkeypatch, MockModel())
+    assert invoke("ask", folder, "What was counted?", "--window", 512).exit_code == 0
+    first = len(model.calls)
+    path = tmp_path / "workspace" / "checkpoints.sqlite"
+    damage_rows(path, CHECKPOINT_DAMAGE[how])
+
+    result = invoke("ask", folder, "What was counted?", "--window", 512)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and result.stderr.count("done ") == 3
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3  # one per document whose saved reading was lost
+    for warning, name in zip(warnings, ("0.txt", "1.txt", "2.txt")):
+        assert warning.startswith(f"warning: {path}: ") and name in warning and "cannot be read" in warning
+        assert "read again" in warning
+    assert len(model.calls) == 2 * first  # each read again, once
+    again = invoke("ask", folder, "What was counted?", "--window", 512)
+    assert again.exit_code == 0 and "warning" not in again.stderr and len(model.calls) == 2 * first
+
+
+def test_a_chat_session_whose_saved_history_cannot_be_read_says_so_and_goes_on(tmp_path, monkeypatch):
+    from .test_faults import STORY
+    from .test_reader_memory import scripted
+
+    monkeypatch.setattr(__import__("longread").backends, "get_model",
+                        lambda *a, **k: MockModel(completion_tokens=24, replies=scripted()))
+    args = ["chat", STORY, "--window", 1024, "--session", "s1"]
+    assert invoke(*args, input="Did the keeper see an otter?\n").exit_code == 0
+    folder = tmp_path / "workspace" / "sessions" / "s1"
+    damage_rows(folder / "chat.sqlite", CHECKPOINT_DAMAGE["checkpoint"])
+
+    result = invoke(*args, input="Where is the lamp?\n")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "> Where is the lamp?" in result.stdout
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert str(folder / "chat.sqlite") in warning and "session s1" in warning and "cannot be read" in warning
+
+
+MEMORY_DAMAGE = {
+    "spans": "UPDATE items SET spans = 'garbage' WHERE id = 2",
+    "embedding": "UPDATE items SET embedding = X'0000' WHERE id = 2",
+}
+
+
+@pytest.mark.parametrize("how", MEMORY_DAMAGE)
+def test_memory_rows_that_cannot_be_read_are_left_out_with_a_line(tmp_path, monkeypatch, how):
+    from .test_faults import STORY
+    from .test_reader_memory import scripted
+
+    monkeypatch.setattr(__import__("longread").backends, "get_model",
+                        lambda *a, **k: MockModel(completion_tokens=24, replies=scripted()))
+    args = ["chat", STORY, "--window", 1024, "--session", "s1"]
+    assert invoke(*args, input="Did the keeper see an otter?\n").exit_code == 0
+    memory = tmp_path / "workspace" / "sessions" / "s1" / "memory.sqlite"
+    damage_rows(memory, MEMORY_DAMAGE[how])
+
+    result = invoke(*args, input="Where is the lamp?\nWho kept it?\n")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "> Who kept it?" in result.stdout
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {memory}: memory item 2 cannot be read") and "left out" in warning
+
+
+def test_a_damaged_memory_record_of_its_embedder_is_rebuilt_from_its_items(tmp_path):
+    from longread.memory import HashingEmbedder, MemoryStream
+
+    path = tmp_path / "memory.sqlite"
+    with MemoryStream(path, embedder=HashingEmbedder()) as stream:
+        stream.add("s", "note", "The keeper counted the boats.")
+    damage_rows(path, "UPDATE meta SET value = '{bad' WHERE key = 'embedder'")
+    with pytest.warns(UserWarning, match="its record of the embedder was damaged"):
+        reopened = MemoryStream(path, embedder=HashingEmbedder())
+    with reopened:
+        assert [item.text for item in reopened.items("s")] == ["The keeper counted the boats."]
+        assert reopened.vectors("s").n == 1
+
+
+def test_run_log_rows_that_cannot_be_read_are_left_out_with_a_line(tmp_path, monkeypatch):
+    use(monkeypatch, MockModel())
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(text_of(2, name))
+        assert invoke("ask", tmp_path / name, "What?").exit_code == 0
+    log = tmp_path / "workspace" / "runs.sqlite"
+    damage_rows(log, "UPDATE runs SET result = '{not json' WHERE id = 1")
+
+    listing = invoke("runs", "--json")
+    assert listing.exit_code == 0 and "Traceback" not in listing.output
+    assert [json.loads(line)["id"] for line in listing.stdout.splitlines()] == [2]
+    [warning] = [line for line in listing.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {log}: run 1 cannot be read") and "left out" in warning
+    shown = invoke("runs", "show", "1")
+    assert shown.exit_code == 1 and "Traceback" not in shown.output and "run 1 cannot be read" in shown.stderr
+    assert invoke("ask", tmp_path / "a.txt", "Another?").exit_code == 0  # and the log goes on
+
+
+def test_a_results_file_with_lines_that_are_not_utf8_is_read_without_them(tmp_path):
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(f"The keeper lit lamp number {i} and watched the sea." for i in range(300)))
+    made = invoke("eval", "needles", "--book", book, "--lengths", "600", "--depths", "0", "--seed", "4",
+                  "--out", tmp_path / "needles")
+    assert made.exit_code == 0, made.output
+    cases, results = tmp_path / "needles" / "cases.jsonl", tmp_path / "r.jsonl"
+    args = ["eval", cases, "--strategy", "chain", "--model", "mock", "--window", 512, "--out", results]
+    assert invoke(*args, "--limit", 2).exit_code == 0
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(lines[0].replace(b'"case"', b'"c\xe9se"') + b"".join(lines[1:]))  # latin-1 inside line 1
+
+    again = invoke(*args, "--limit", 2)
+    assert again.exit_code == 0, again.output
+    assert "Traceback" not in again.output and "1 run, 1 already done, of 2" in again.output
+    assert f"warning: {results}: line 1 is not valid UTF-8; left out" in again.output
+    reported = invoke("eval", "report", results, "--out", tmp_path / "report")
+    assert reported.exit_code == 0, reported.output
+    assert f"warning: {results}: line 1 is not valid UTF-8; left out" in reported.output

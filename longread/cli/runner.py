@@ -39,7 +39,7 @@ from .jobs import Failure, Job, collect_jobs, failure_of, one_line
 from .outputs import OutputError, OutputFolder, OutputSettings, SummaryFiles, prompts_fingerprint, summary_markdown
 from .printing import Printer, done_line
 from .settings import Settings
-from .workspace import WorkLock, WorkspaceError, checkpoint_failure, lock_key, move_aside
+from .workspace import WorkLock, WorkspaceError, checkpoint_failure, label_threads, lock_key, move_aside
 from .workspace import open_checkpointer as _open_checked
 
 EXIT_INTERRUPTED = 130
@@ -205,6 +205,8 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     if checkpointer is not None:
         threads = reader.thread_ids(question)
         lock = WorkLock(settings.workspace / "locks", lock_key(threads), threads)
+        label_threads(checkpointer, threads, f"the saved reading of {document.source}",
+                      "that document is read again from its start")
         _acquire(output_lock, lock, wait)
         try:
             finished = done_meanwhile is not None and done_meanwhile()
@@ -333,8 +335,10 @@ class Run:
                 on_event = self._opening(line.on_event) if first else line.on_event
                 files = outcome.files
 
-                def done_meanwhile() -> bool:  # after waiting for another run's lock: it may have written them
-                    return (wait and files is not None and not self.settings.force
+                def done_meanwhile() -> bool:
+                    # Once the locks are held: another run may have written them since prepare() looked (after
+                    # we waited for it, or a run of another workspace that finished just before we took them).
+                    return (files is not None and not self.settings.force
                             and self._up_to_date(outcome, files, quiet=True))
 
                 read_document(self.settings, self.question, document, model, checkpointer, on_event=on_event,
