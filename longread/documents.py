@@ -39,6 +39,7 @@ __all__ = [
     "Document",
     "EncodingFallbackWarning",
     "as_document",
+    "check_archive",
     "fetch_url",
     "find_documents",
     "link_problem",
@@ -187,6 +188,8 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
                 source, f"too large: {_size(size)}, over the limit of {_size(max_bytes)} (pass max_bytes to raise it)")
         if size == 0:
             raise DocumentError(source, "empty file (0 bytes)")
+        if extension not in _NOT_ARCHIVES:
+            check_archive(file, source, max_bytes)
         text, title, metadata = _read_with(loader, extension, file, source)
     except plugins.PluginError as exc:
         raise DocumentError(source, str(exc)) from exc
@@ -200,6 +203,41 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
 
 
 Loaded = tuple[str, str, dict[str, Any]]  # text, title ("" for none), metadata
+
+# The built-in formats whose loaders never inflate a zip archive; every other one (EPUB, a plugin's .docx) may be one.
+_NOT_ARCHIVES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf"})
+# Deflate gains at most 1032:1, on runs of one byte; text and XHTML give 3-10:1. A member of a book over
+# MAX_ZIP_RATIO:1 is a bomb, not a chapter (small members may compress as well as they like).
+MAX_ZIP_RATIO = 100
+_ZIP_RATIO_FLOOR = 1 << 20
+MAX_ZIP_MEMBERS = 100_000
+
+
+def check_archive(file: Path, source: str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Refuses a zip archive (EPUB, or a plugin's format) that would inflate past `max_bytes` in all, or whose
+    members inflate suspiciously well, from its central directory alone: nothing is inflated. zipfile stops reading
+    a member at the size the directory declares, so a directory that lies cannot get past this. Files that are not
+    zip archives pass (their loader says what is wrong with them)."""
+    if not zipfile.is_zipfile(file):
+        return
+    try:
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+        return  # the loader reports a damaged archive in its own words
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise DocumentError(source, f"unsafe archive: {len(members):,} members, over the limit of "
+                                    f"{MAX_ZIP_MEMBERS:,} (a zip bomb?)")
+    total = sum(member.file_size for member in members)
+    if total > max_bytes:
+        raise DocumentError(source, f"unsafe archive: it would inflate to {_size(total)}, over the limit of "
+                                    f"{_size(max_bytes)} (pass max_bytes to raise it)")
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > _ZIP_RATIO_FLOOR and ratio > MAX_ZIP_RATIO:
+            raise DocumentError(source, f"unsafe archive: {_one_line(member.filename)[:80]} would inflate to "
+                                        f"{_size(member.file_size)} from {_size(member.compress_size)} "
+                                        f"({ratio:,.0f}:1, more than {MAX_ZIP_RATIO}:1 is refused as a zip bomb)")
 
 
 def _load_text(file: Path, source: str) -> Loaded:

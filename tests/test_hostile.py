@@ -256,3 +256,68 @@ def test_a_results_file_with_lines_that_are_not_utf8_is_read_without_them(tmp_pa
     reported = invoke("eval", "report", results, "--out", tmp_path / "report")
     assert reported.exit_code == 0, reported.output
     assert f"warning: {results}: line 1 is not valid UTF-8; left out" in reported.output
+
+
+# -- archives -----------------------------------------------------------------------------------------------------
+def epub_with(tmp_path: Path, name: str, extra: dict[str, bytes]) -> Path:
+    """A valid EPUB with `extra` members added (deflated), as a bomb would carry them."""
+    import zipfile
+
+    from .test_documents import make_epub
+
+    made = make_epub(tmp_path / f"made-{name}", [("a.xhtml", "A", "<p>The keeper counted the boats at dawn.</p>")])
+    target = tmp_path / name
+    with zipfile.ZipFile(made) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in source.infolist():
+            copy.writestr(item, source.read(item))
+        for member, data in extra.items():
+            copy.writestr(member, data)
+    return target
+
+
+def test_an_epub_bomb_is_refused_by_its_inflated_size_before_anything_is_inflated(tmp_path, monkeypatch):
+    import ebooklib.epub
+
+    from longread.documents import load_document
+    from longread.errors import DocumentError
+
+    bomb = epub_with(tmp_path, "bomb.epub", {"EPUB/filler.xhtml": b"\0" * (16 << 20)})  # 16 MiB in ~16 KB
+    assert bomb.stat().st_size < 100_000
+    big = epub_with(tmp_path, "big.epub", {"EPUB/long.xhtml": b"<p>the keeper</p>" * 40_000})  # 680 KB, under 1 MiB
+
+    def inflating(*args, **kwargs):
+        raise AssertionError("the archive was opened for reading")
+
+    monkeypatch.setattr(ebooklib.epub, "read_epub", inflating)
+    with pytest.raises(DocumentError, match=r"EPUB/filler.xhtml would inflate to 16.0 MiB .* zip bomb"):
+        load_document(bomb)
+    with pytest.raises(DocumentError, match=r"would inflate to 666.5 KiB .*over the limit of 97.7 KiB"):
+        load_document(big, max_bytes=100_000)
+
+    use(monkeypatch, MockModel())
+    (tmp_path / "books").mkdir()
+    bomb.rename(tmp_path / "books" / "bomb.epub")
+    (tmp_path / "books" / "good.txt").write_text(text_of(2))
+    result = invoke("ask", tmp_path / "books", "What?", "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    outcomes = {Path(o["source"]).name: o for o in map(json.loads, result.stdout.splitlines())}
+    assert "zip bomb" in outcomes["bomb.epub"]["error"] and outcomes["good.txt"]["answer"]
+
+
+def test_a_plugin_format_that_is_a_zip_archive_is_checked_the_same_way(tmp_path):
+    import zipfile
+
+    from longread.documents import LOADERS, load_document, register_loader
+    from longread.errors import DocumentError
+
+    opened: list[Path] = []
+    register_loader(".docz", lambda path: opened.append(path) or "text")
+    try:
+        bomb = tmp_path / "report.docz"
+        with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("word/document.xml", b" " * (8 << 20))
+        with pytest.raises(DocumentError, match="zip bomb"):
+            load_document(bomb)
+        assert opened == []
+    finally:
+        LOADERS.unregister(".docz")
