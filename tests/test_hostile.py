@@ -321,3 +321,112 @@ def test_a_plugin_format_that_is_a_zip_archive_is_checked_the_same_way(tmp_path)
         assert opened == []
     finally:
         LOADERS.unregister(".docz")
+
+
+# -- URLs ---------------------------------------------------------------------------------------------------------
+BOOK = text_of(3).encode()
+REPLIES: dict[str, bytes] = {
+    "/book.txt": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(BOOK) + BOOK,
+    "/not-http.txt": b"SSH-2.0-OpenSSH_9.6 hello\r\n\r\n",
+    "/broken-chunks.txt": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nThe keeper\r\n",
+    "/long-header.txt": b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * 200_000 + b"\r\nContent-Length: 5\r\n\r\nhello",
+    "/cut-short.txt": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * len(BOOK)) + BOOK,
+    "/to-ftp.txt": b"HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/book.txt\r\nContent-Length: 0\r\n\r\n",
+    "/to-file.txt": b"HTTP/1.1 301 Moved\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n",
+    "/gzip-bomb.txt": b"",  # filled below
+}
+
+
+def _gzip_bomb() -> bytes:
+    import gzip
+
+    body = gzip.compress(b"the keeper " * (400_000 // 11 + 1))  # 400 KB of text in about 1 KB
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+            % len(body) + body)
+
+
+REPLIES["/gzip-bomb.txt"] = _gzip_bomb()
+
+
+@pytest.fixture
+def hostile_web():
+    """A web server on 127.0.0.1 that answers each path with the raw bytes of REPLIES, or with a slow drip
+    (/drip.txt: a byte every 20 ms, 400 at most, then it closes) or the query string echoed (/page). Every
+    connection is closed after its answer, and every loop ends by itself."""
+    import socketserver
+    import time as clock
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            line = self.rfile.readline(65536).decode("latin-1")
+            while self.rfile.readline(65536) not in (b"\r\n", b"\n", b""):
+                pass
+            target = line.split(" ")[1] if line.count(" ") >= 2 else "/"
+            path, _, query = target.partition("?")
+            try:
+                if path == "/drip.txt":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    for _ in range(400):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        clock.sleep(0.02)
+                elif path == "/page":
+                    body = text_of(2, f" of page {query}").encode()
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                                     % len(body) + body)
+                else:
+                    self.wfile.write(REPLIES.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (the drip)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_every_transport_failure_of_a_url_is_one_line_and_the_folder_run_goes_on(hostile_web, monkeypatch):
+    import longread.documents as documents
+
+    monkeypatch.setattr(documents, "URL_DEADLINE_SECONDS", 0.5)  # the drip would take 8 s
+    model = use(monkeypatch, MockModel())
+    urls = {name: f"{hostile_web}/{name}" for name in (
+        "not-http.txt", "broken-chunks.txt", "long-header.txt", "cut-short.txt", "drip.txt", "to-ftp.txt",
+        "to-file.txt", "nul%00byte.txt", "book.txt")}
+    result = invoke("summarize", *urls.values(), "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    outcomes = {Path(o["source"]).name: o for o in map(json.loads, result.stdout.splitlines())}
+    assert outcomes["book.txt"]["summary"] and len(model.calls) == len(outcomes["book.txt"]["calls"])
+    errors = {name: outcomes[Path(url).name].get("error", "") for name, url in urls.items()}
+    assert all(error.startswith("cannot fetch: ") for name, error in errors.items() if name != "book.txt"), errors
+    assert "malformed" in errors["not-http.txt"] and "malformed" in errors["broken-chunks.txt"]
+    assert "malformed" in errors["long-header.txt"]
+    assert "cut short" in errors["cut-short.txt"]
+    assert "not finished within 0.5 s" in errors["drip.txt"]
+    assert "redirected to ftp://127.0.0.1/book.txt: only http and https are followed" in errors["to-ftp.txt"]
+    assert "redirected to file://" in errors["to-file.txt"]
+    assert "404" in errors["nul%00byte.txt"]  # the server's answer: the name reached it as it was given
+
+
+def test_a_url_body_is_capped_once_decoded(hostile_web):
+    from longread.documents import fetch_url
+    from longread.errors import DocumentError
+
+    with pytest.raises(DocumentError, match="too large: over the limit of 97.7 KiB"):
+        fetch_url(f"{hostile_web}/gzip-bomb.txt", max_bytes=100_000)  # 1 KB on the wire, 400 KB decoded
+    assert "the keeper" in fetch_url(f"{hostile_web}/gzip-bomb.txt").text
+
+
+def test_urls_that_differ_in_their_query_get_their_own_summaries(hostile_web, tmp_path, monkeypatch):
+    use(monkeypatch, MockModel())
+    out = tmp_path / "out"
+    pages = [f"{hostile_web}/page?id=1", f"{hostile_web}/page?id=2", f"{hostile_web}/nul%00byte.txt"]
+    result = invoke("summarize", *pages, "--out", out)
+    assert "Traceback" not in result.output
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.summary.json"))
+    assert len(written) == 2 and all(w.startswith("127.0.0.1/page-q") for w in written), written
+    texts = {json.loads((out / w).read_text())["source"] for w in written}
+    assert texts == set(pages[:2])
+    assert "\0" not in str(list(out.rglob("*")))
