@@ -206,15 +206,8 @@ class LocalModel(ChatModel):
 
     def _tokenize(self, messages: Sequence[Message], cache_prefix: int | None) -> tuple[list[int], list[int]]:
         self.stats.prompt_renders += 1
-        rendered = self.hf_tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        if not cache_prefix:
-            return [], self.tokenizer.encode(rendered)
-        last = messages[-1]["content"]
-        at = rendered.rfind(last)
-        if at < 0:
-            return [], self.tokenizer.encode(rendered)
-        cut = at + min(cache_prefix, len(last))
-        return self.tokenizer.encode(rendered[:cut]), self.tokenizer.encode(rendered[cut:])
+        # Control tokens in the messages' text stay text (HFTokenizer.encode_chat): no document opens a turn.
+        return self.tokenizer.encode_chat(messages, cache_prefix)
 
     def count_prompt_tokens(self, messages: Sequence[Message], cache_prefix: int | None = None) -> int:
         prefix, rest = self.prompt_ids(messages, cache_prefix)
