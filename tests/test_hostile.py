@@ -543,3 +543,137 @@ def test_a_served_request_cannot_forge_a_control_token_either(smollm_tokenizer):
     assert response.status_code == 200, response.text
     assert seen and all(sorted(i for i in ids if i in special) == [1, 1, 1, 2, 2] for ids in seen)
     assert response.json()["usage"]["prompt_tokens"] == len(seen[-1])
+
+
+# -- the server ---------------------------------------------------------------------------------------------------
+USER = [{"role": "user", "content": "Who kept the lamp?"}]
+
+
+def test_a_body_or_a_prompt_over_the_servers_limits_is_a_413_before_any_work(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from longread.serve.app import create_app
+    from longread.serve.limits import ServerLimits
+
+    model = MockModel()
+    counted: list[int] = []
+    real_count = model.count_prompt_tokens
+    monkeypatch.setattr(model, "count_prompt_tokens",
+                        lambda m, p=None: counted.append(len(m[-1]["content"])) or real_count(m, p))
+    app = create_app(model, name="m", limits=ServerLimits(max_request_bytes=4096, max_prompt_tokens=200))
+    big = {"model": "m", "messages": [{"role": "user", "content": "word " * 2000}], "max_tokens": 4}
+
+    def chunked():  # no Content-Length: the cap applies as the body streams in
+        yield json.dumps(big).encode()[:3000]
+        yield json.dumps(big).encode()[3000:]
+
+    with TestClient(app) as client:
+        declared = client.post("/v1/chat/completions", json=big)
+        streamed = client.post("/v1/chat/completions", content=chunked(), headers={"Content-Type": "application/json"})
+        long_prompt = client.post("/v1/chat/completions", json={**big, "messages": [
+            {"role": "user", "content": "word " * 400}]})
+        fine = client.post("/v1/chat/completions", json={**big, "messages": USER})
+    for response, says in ((declared, "over this server's limit of 4,096 bytes"),
+                           (streamed, "over 4,096 bytes, over this server's limit"),
+                           (long_prompt, "tokens, over this server's limit of 200 (longread serve --max-prompt-tokens)")):
+        assert response.status_code == 413, response.text
+        assert says in response.json()["error"]["message"]
+    assert fine.status_code == 200 and len(model.calls) == 1
+    assert counted and max(counted) == len("word " * 400)  # the bodies over the cap were never even parsed
+
+
+def test_a_long_request_never_stalls_the_others(monkeypatch):
+    """16 clients at once, beside a request whose counting takes long (held until they are all answered) and one
+    over the body cap: the 16 are answered while the long one is still being counted, the oversized one is a 413
+    and is never counted. (Before: counting ran on the event loop, and every other client waited for it.)"""
+    import asyncio
+
+    import httpx
+
+    from longread.serve.app import create_app
+    from longread.serve.fake import Background
+    from longread.serve.limits import ServerLimits
+
+    counting, release = threading.Event(), threading.Event()
+    held: list[bool] = []  # True: the long count was released by the test; False: it gave up waiting
+
+    class SlowToCount(MockModel):
+        def count_prompt_tokens(self, messages, cache_prefix=None):
+            if len(messages[-1]["content"]) > 20_000 and not counting.is_set():
+                counting.set()
+                held.append(release.wait(5))
+            return super().count_prompt_tokens(messages, cache_prefix)
+
+    model = SlowToCount()
+    app = create_app(model, name="m", concurrency=16, limits=ServerLimits(max_request_bytes=100_000))
+
+    async def run(base: str) -> tuple[list[int], int, int]:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            def ask(content: str):
+                return client.post("/v1/chat/completions", json={"model": "m", "max_tokens": 4,
+                                                                 "messages": [{"role": "user", "content": content}]})
+
+            long = asyncio.ensure_future(ask("word " * 10_000))  # 50 KB: under the cap, slow to count
+            while not counting.is_set() and not long.done():  # until the server is counting it
+                await asyncio.sleep(0.01)
+            oversized = await ask("word " * 40_000)  # 200 KB
+            small = await asyncio.gather(*(ask(f"question {i}") for i in range(16)))
+            answered_while_held = not release.is_set()
+            release.set()
+            return [r.status_code for r in small] + [answered_while_held], oversized.status_code, \
+                (await long).status_code
+
+    with Background(app) as server:
+        small, oversized, long = asyncio.run(run(server.url))
+    assert small == [200] * 16 + [True]
+    assert oversized == 413 and long == 200
+    assert held == [True]  # the long count was released by the test, not by its own timeout
+    assert len(model.calls) == 17
+
+
+@pytest.mark.parametrize("how", ["client gone", "client gone, batched", "client gone while streaming", "deadline"])
+def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadline(smollm_tokenizer, monkeypatch,
+                                                                                     how):
+    """A reply of 1,000 tokens at 10 ms a token (10 s): the client gives up after 0.3 s, or the server's deadline
+    is 0.3 s. The engine must stop decoding within a few tokens, not compute the rest for nobody."""
+    import time
+
+    import httpx
+
+    import longread.backends.local.batching as batching
+    import longread.backends.local.generation as generation
+    from longread.serve.app import create_app
+    from longread.serve.fake import Background
+    from longread.serve.limits import ServerLimits
+
+    real_step = generation.decode_step
+
+    def slow_step(*args, **kwargs):
+        time.sleep(0.01)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "decode_step", slow_step)
+    monkeypatch.setattr(batching, "decode_step", slow_step)  # one call alone in the batcher takes this step too
+    model = tiny_local(smollm_tokenizer, max_batch=16 if "batched" in how else 1)  # the batcher's loop, or generate
+    timeout = 0.3 if how == "deadline" else 600.0
+    app = create_app(model, name="local", limits=ServerLimits(request_timeout=timeout))
+    body = {"model": "local", "messages": USER, "max_tokens": 1000, "temperature": 1.0}  # sampled: no loop to cut
+    with Background(app) as server:
+        url = f"{server.url}/v1/chat/completions"
+        if how.startswith("client gone,") or how == "client gone":
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url, json=body, timeout=0.3)
+        elif how == "client gone while streaming":
+            with httpx.stream("POST", url, json={**body, "stream": True}, timeout=10) as response:
+                first = next(response.iter_lines())
+                assert first.startswith("data: ") and '"role": "assistant"' in first
+        else:
+            response = httpx.post(url, json=body, timeout=10)
+            assert response.status_code == 504 and "--request-timeout" in response.json()["error"]["message"]
+        for _ in range(500):  # until the engine's call has returned (5 s at most; 10 s if it is not stopped)
+            if model.stats.calls:
+                break
+            time.sleep(0.01)
+        stats = app.state.engine.stats
+    assert model.stats.calls == 1 and model.stats.decoded_tokens < 300, model.stats
+    assert stats.cancelled == 1 and stats.completed == 0

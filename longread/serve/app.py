@@ -14,6 +14,9 @@
   characters of its last message as reusable, as longread's own worker calls do in-process; the engine keeps
   that prefix's KV under its --kv policy, shared by every client of the server.
 - With an API key, /v1/* needs `Authorization: Bearer KEY` (compared in constant time); the key is never logged.
+- Limits (limits.py): a body over `--max-request-bytes` or a prompt over `--max-prompt-tokens` is a 413; the
+  prompt is counted off the event loop, so one long request never stalls the others; a request past
+  `--request-timeout` is a 504, and one whose client disconnected is stopped (the local engine at its next token).
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ import asyncio
 import hmac
 import json
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, AsyncIterator, Sequence
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..backends.base import ChatModel, Completion
+from .limits import BodyLimit, ClientGone, ServerLimits, until_done_or_gone
 from .protocol import CACHE_PREFIX_HEADER, ChatRequest, RequestError, chunk, completion_id, finish, reply, usage
 
 
@@ -47,19 +52,21 @@ class ServerStats:
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     completion_tokens: int = 0
+    cancelled: int = 0  # requests stopped because their client went away or their deadline passed
 
 
 class Engine:
     """One ChatModel behind a queue: the window check, the cap on calls at once, the counters."""
 
     def __init__(self, model: ChatModel, *, name: str, aliases: Sequence[str] = (), window: int | None = None,
-                 concurrency: int = 1):
+                 concurrency: int = 1, limits: ServerLimits | None = None):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.model = model
         self.name = name
         self.names = {name, *aliases}
         self.window = min(window or model.context_window, model.context_window)
+        self.limits = limits or ServerLimits()
         self.stats = ServerStats()
         self._slots = asyncio.Semaphore(concurrency)
 
@@ -73,6 +80,11 @@ class Engine:
         messages = body.chat_messages()
         prefix = self._prefix(cache_prefix, messages[-1]["content"])
         prompt = self.model.count_prompt_tokens(messages, prefix)
+        most = self.limits.max_prompt_tokens
+        if most is not None and prompt > most:
+            raise RequestError(f"the prompt has {prompt:,} tokens, over this server's limit of {most:,} "
+                               "(longread serve --max-prompt-tokens)", status=413, param="messages",
+                               code="prompt_too_large")
         cap = body.cap()
         room = self.window - prompt
         if cap is None and room < 1:
@@ -98,7 +110,7 @@ class Engine:
 
     # -- the call ----------------------------------------------------------------------------------------------------
     async def complete(self, messages: list[dict[str, str]], cap: int, temperature: float, prefix: int | None,
-                       on_text: Any = None) -> Completion:
+                       on_text: Any = None, cancel: Any = None) -> Completion:
         stats = self.stats
         stats.requests += 1
         stats.queued += 1
@@ -111,7 +123,7 @@ class Engine:
                 stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                 try:
                     completion = await self.model.acomplete(messages, cap, temperature, window=self.window,
-                                                            cache_prefix=prefix, on_text=on_text)
+                                                            cache_prefix=prefix, on_text=on_text, cancel=cancel)
                 finally:
                     stats.in_flight -= 1
         except BaseException:
@@ -146,13 +158,16 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[str] = (), api_key: str | None = None,
-               window: int | None = None, concurrency: int | None = None) -> FastAPI:
+               window: int | None = None, concurrency: int | None = None, limits: ServerLimits | None = None
+               ) -> FastAPI:
     """The server over `model`, answering to `name` (default: the model's name) and `aliases`; `concurrency`
-    defaults to the model's batch size (`max_batch` of the local engine, 1 for others)."""
+    defaults to the model's batch size (`max_batch` of the local engine, 1 for others); `limits`: see limits.py."""
     concurrency = concurrency or max(1, int(getattr(model, "max_batch", 1) or 1))
-    engine = Engine(model, name=name or model.name, aliases=aliases, window=window, concurrency=concurrency)
+    engine = Engine(model, name=name or model.name, aliases=aliases, window=window, concurrency=concurrency,
+                    limits=limits)
     app = FastAPI(title="longread serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    app.add_middleware(BodyLimit, cap=engine.limits.body_cap(engine.window))
     expected = f"Bearer {api_key}".encode() if api_key else None
 
     def authorized(request: Request) -> None:
@@ -166,6 +181,10 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(ClientGone)
+    async def gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -182,15 +201,23 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
-        messages, cap, prefix, _ = engine.prepare(body, request.headers.get(CACHE_PREFIX_HEADER))
+        # Counting the prompt is the request's CPU work before the queue: off the loop that serves the others.
+        messages, cap, prefix, _ = await asyncio.to_thread(engine.prepare, body,
+                                                           request.headers.get(CACHE_PREFIX_HEADER))
         temperature = body.temperature or 0.0
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(_stream(engine, messages, cap, temperature, prefix, include_usage),
                                      media_type="text/event-stream")
         try:
-            completion = await engine.complete(messages, cap, temperature, prefix)
-        except RequestError:
+            completion = await until_done_or_gone(
+                lambda cancel: engine.complete(messages, cap, temperature, prefix, cancel=cancel), request.receive,
+                engine.limits.request_timeout)
+        except ClientGone:
+            engine.stats.cancelled += 1
+            raise
+        except RequestError as exc:
+            engine.stats.cancelled += exc.status == 504
             raise
         except Exception as exc:
             raise _engine_failure(exc) from None
@@ -211,15 +238,31 @@ async def _stream(engine: Engine, messages: list[dict[str, str]], cap: int, temp
     ident, created = completion_id(), int(time.time())
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    cancel = threading.Event()
+    deadline = loop.time() + engine.limits.request_timeout
 
     def on_text(piece: str) -> None:
         loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-    task = asyncio.ensure_future(engine.complete(messages, cap, temperature, prefix, on_text=on_text))
+    task = asyncio.ensure_future(engine.complete(messages, cap, temperature, prefix, on_text=on_text, cancel=cancel))
     task.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
-    yield _sse(chunk(ident, engine.name, created, {"role": "assistant", "content": ""}))
-    while (piece := await pieces.get()) is not None:
-        yield _sse(chunk(ident, engine.name, created, {"content": piece}))
+    try:
+        yield _sse(chunk(ident, engine.name, created, {"role": "assistant", "content": ""}))
+        while (piece := await asyncio.wait_for(pieces.get(), max(0.0, deadline - loop.time()))) is not None:
+            yield _sse(chunk(ident, engine.name, created, {"content": piece}))
+    except asyncio.TimeoutError:
+        engine.stats.cancelled += 1
+        yield _sse(RequestError(f"the request took longer than this server's limit of "
+                                f"{engine.limits.request_timeout:g} s (longread serve --request-timeout)",
+                                status=504, kind="timeout", code="request_timeout").body())
+        return
+    except BaseException:  # the client went away (Starlette cancels the stream): stop the engine for nobody
+        engine.stats.cancelled += 1
+        raise
+    finally:
+        if not task.done():
+            cancel.set()
+            task.cancel()
     try:
         completion = task.result()
     except Exception as exc:  # the headers are sent: the error goes in the stream, as OpenAI sends it

@@ -98,6 +98,7 @@ class LocalModel(ChatModel):
 
     is_local = True
     streams = True  # takes on_text
+    cancellable = True  # takes cancel: decoding stops at the next token once it is set
 
     def __init__(
         self,
@@ -320,7 +321,8 @@ class LocalModel(ChatModel):
         return size
 
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
-                  **extra) -> Completion:
+                  cancel=None, **extra) -> Completion:
+        stop = cancel.is_set if cancel is not None else None
         prefix, rest = self.prompt_ids(messages, cache_prefix)
         guard = RepetitionGuard()
         streamer = TextStreamer(self.hf_tokenizer, on_text, guard.holdback()) if on_text is not None else None
@@ -336,7 +338,7 @@ class LocalModel(ChatModel):
 
             decoding = Decoding(max_new_tokens, self.eos_ids, temperature=temperature,
                                 repetition_penalty=self.repetition_penalty, guard=guard, device=self.device,
-                                on_token=streamer.push if streamer is not None else None)
+                                on_token=streamer.push if streamer is not None else None, stop=stop)
             engine = self.resolved_engine()
             request = Request(start, decoding, self.kv_policy, prefill_chunk=self.prefill_chunk, engine=engine,
                               window=self._static_window(len(prefix) + len(rest) + max_new_tokens))
@@ -359,6 +361,7 @@ class LocalModel(ChatModel):
                     repetition_penalty=self.repetition_penalty,
                     guard=guard,
                     on_token=streamer.push if streamer is not None else None,
+                    stop=stop,
                 )
         with self._stats_lock:
             self.stats.calls += 1
