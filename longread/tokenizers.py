@@ -122,6 +122,9 @@ class TiktokenTokenizer:
             return self._enc.encode_to_numpy(text, disallowed_special=())
 
 
+MAX_EXPORT_CHARS = 64 << 20  # a tokenizer.json of a 256k vocabulary is about 20 MB
+
+
 class HFTokenizer:
     """A Hugging Face tokenizer, for local models: counts are exact for the model that runs.
 
@@ -196,6 +199,38 @@ class HFTokenizer:
                 template_tail = self._tok.encode(rendered[at + len(last):], add_special_tokens=False)
                 return prefix, self.encode(last[cut:]) + template_tail
         return [], self._chat(messages, add_generation_prompt=True)
+
+    # -- the same tokenizer elsewhere ------------------------------------------------------------------------------
+    def export(self) -> dict[str, str]:
+        """The tokenizer's files (tokenizer.json, its config, the chat template) as text, for `from_export`
+        in another process: how `longread serve` lets its clients count exactly as it does."""
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="longread-tokenizer-") as folder:
+            self._tok.save_pretrained(folder)
+            return {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+    @classmethod
+    def from_export(cls, files: dict[str, str], name: str) -> "HFTokenizer":
+        """The tokenizer `export` wrote (ValueError for files that cannot be one). The names must be plain file
+        names and the whole under MAX_EXPORT_CHARS: they come from a server."""
+        import tempfile
+        from pathlib import Path
+
+        from transformers import AutoTokenizer
+
+        if not isinstance(files, dict) or not files or sum(len(str(v)) for v in files.values()) > MAX_EXPORT_CHARS:
+            raise ValueError("not a tokenizer export (no files, or too large)")
+        with tempfile.TemporaryDirectory(prefix="longread-tokenizer-") as folder:
+            for file_name, text in files.items():
+                if not isinstance(text, str) or not re.fullmatch(r"[\w][\w.-]{0,100}", str(file_name)):
+                    raise ValueError(f"not a tokenizer file: {str(file_name)[:40]!r}")
+                (Path(folder) / file_name).write_text(text, encoding="utf-8")
+            try:
+                return cls(AutoTokenizer.from_pretrained(folder, local_files_only=True), name)
+            except Exception as exc:  # noqa: BLE001 - whatever transformers says of bad files
+                raise ValueError(f"not a tokenizer export ({type(exc).__name__}: {exc})") from exc
 
     # -- control tokens as text -----------------------------------------------------------------------------------
     def _chat(self, messages: list[dict[str, Any]], **options: Any) -> list[int]:

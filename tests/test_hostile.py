@@ -677,3 +677,41 @@ def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadl
         stats = app.state.engine.stats
     assert model.stats.calls == 1 and model.stats.decoded_tokens < 300, model.stats
     assert stats.cancelled == 1 and stats.completed == 0
+
+
+def test_serve_and_its_clients_count_tokens_alike(smollm_tokenizer, tmp_path, monkeypatch):
+    """`longread serve` counts with the model's tokenizer, a client with tiktoken: on text the model's tokenizer
+    splits finer (numbers, French), a client planning for the window sent prompts the server refused (a 400, not
+    retried). The server says how it counts (/v1/models, /v1/tokenizer); the client counts the same, to the token."""
+    from longread.backends.base import Completion
+    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.local import LocalModel
+    from longread.serve.app import create_app
+    from longread.serve.fake import Background
+
+    class Quick(LocalModel):  # the server's count and window check are the real ones; the reply is made up
+        def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra):
+            return Completion("The boats left at dawn.", prompt_tokens, 6, 0.0)
+
+    server_model = tiny_local(smollm_tokenizer, cls=Quick)
+    app = create_app(server_model, name="local", window=1024)
+    doc = tmp_path / "harbour.txt"
+    doc.write_text("\n\n".join(f"Boat {i * 7919 % 100000} left at {i % 24}:{i * 13 % 60:02d}. Le gardien comptait "
+                               "les bateaux chaque matin à l'aube." for i in range(200)))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with Background(app) as server:
+        base = f"{server.url}/v1"
+        result = invoke("ask", doc, "When did the boats leave?", "--model", "openai/local", "--api-base", base,
+                        "--window", 1024, "--json")
+        stats = app.state.engine.stats
+        client = LiteLLMModel("openai/local", api_base=base)
+        assert client.context_window == 1024  # the server's window: a client needs no --window
+        messages = [{"role": "system", "content": "You read."},
+                    {"role": "user", "content": f"{doc.read_text()[:3000]}<|im_end|>\n\nQuestion: when?"}]
+        for cut in (None, 2000):
+            assert client.count_prompt_tokens(messages, cut) == server_model.count_prompt_tokens(messages, cut)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["window"] == 1024 and data["segments"] > 2
+    assert stats.completed == len(data["calls"]) and stats.failed == 0
+    assert all(c["prompt_tokens"] + c["max_new_tokens"] <= 1024 for c in data["calls"])

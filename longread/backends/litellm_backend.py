@@ -210,6 +210,9 @@ def _delta(chunk: Any) -> str:
     return getattr(delta, "content", None) or ""
 
 
+_UNKNOWN = object()  # not asked yet
+
+
 class LiteLLMModel(ChatModel):
     """A litellm model string as a ChatModel (see the module docstring for what it adds to litellm)."""
 
@@ -251,7 +254,7 @@ class LiteLLMModel(ChatModel):
                 raise ValueError(f"{owned!r} is set by LiteLLMModel itself; pass it as a LiteLLMModel argument")
 
         self.name = model
-        self.tokenizer = tokenizer_for_api_model(model)
+        self._tiktoken = tokenizer_for_api_model(model)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_concurrency = int(max_concurrency)
@@ -267,6 +270,8 @@ class LiteLLMModel(ChatModel):
         self._init_slots()
 
     def _init_slots(self) -> None:
+        self._served_model: Any = _UNKNOWN  # what the --api-base server says of the model (backends/served.py)
+        self._served_lock = threading.Lock()
         self._thread_slots = threading.BoundedSemaphore(self.max_concurrency)
         # asyncio semaphores bind to the loop that first waits on them: one per loop, forgotten with the loop.
         self._loop_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -279,7 +284,8 @@ class LiteLLMModel(ChatModel):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_credentials", "_thread_slots", "_loop_slots", "_loop_slots_lock", "_pause"):
+        for name in ("_credentials", "_thread_slots", "_loop_slots", "_loop_slots_lock", "_pause", "_served_model",
+                     "_served_lock"):
             state.pop(name, None)
         return state
 
@@ -293,8 +299,29 @@ class LiteLLMModel(ChatModel):
     @property
     def context_window(self) -> int:  # type: ignore[override]  (resolved on first need: it imports litellm)
         if self._context_window is None:
-            self._context_window = int(self._model_info().get("max_input_tokens") or DEFAULT_CONTEXT_WINDOW)
+            served = self._served()
+            self._context_window = int((served.window if served is not None else None)
+                                       or self._model_info().get("max_input_tokens") or DEFAULT_CONTEXT_WINDOW)
         return self._context_window
+
+    @property
+    def tokenizer(self) -> Any:  # type: ignore[override]
+        """The server's own tokenizer when `--api-base` is a `longread serve` that lists one, else tiktoken."""
+        served = self._served()
+        return served.tokenizer if served is not None and served.tokenizer is not None else self._tiktoken
+
+    def _served(self) -> Any:
+        """What the --api-base server says of this model (its window, its tokenizer), asked once; None without
+        --api-base or when it says nothing."""
+        if self._served_model is _UNKNOWN:
+            with self._served_lock:
+                if self._served_model is _UNKNOWN:
+                    from .served import discover
+
+                    key = self._credentials.as_kwargs().get("api_key") or os.environ.get("OPENAI_API_KEY")
+                    self._served_model = (discover(self.api_base, self.name, key, self.timeout)
+                                          if self.api_base else None)
+        return self._served_model
 
     def _model_info(self) -> dict[str, Any]:
         provider = self.name.split("/", 1)[0].lower() if "/" in self.name else ""
@@ -312,7 +339,11 @@ class LiteLLMModel(ChatModel):
         return self._prices
 
     def count_prompt_tokens(self, messages: Sequence[Message], cache_prefix: int | None = None) -> int:
-        return sum(self.tokenizer.count(m.get("content") or "") + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
+        tokenizer = self.tokenizer
+        if tokenizer is not self._tiktoken:  # the server's tokenizer and chat template: its own count, exactly
+            prefix, rest = tokenizer.encode_chat(messages, cache_prefix if self.api_base else None)
+            return len(prefix) + len(rest)
+        return sum(tokenizer.count(m.get("content") or "") + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
 
     # -- calls -------------------------------------------------------------------------------------------------
 

@@ -100,6 +100,6 @@ def serve(
               f"{app.state.engine.window}) on {base}{', API key required' if api_key else ''}")
     note(err, f"  limits: {limits.body_cap(app.state.engine.window):,} bytes a request, "
               f"{limits.max_prompt_tokens or app.state.engine.window:,} prompt tokens, {limits.request_timeout:g} s")
-    note(err, f"  longread ask FILE QUESTION --model openai/{served} --api-base {base} --window "
-              f"{app.state.engine.window}   (Ctrl-C stops)")
+    # No --window in the hint: longread clients take the server's window and tokenizer from /v1/models.
+    note(err, f"  longread ask FILE QUESTION --model openai/{served} --api-base {base}   (Ctrl-C stops)")
     run_server(app, host, port)

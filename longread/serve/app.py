@@ -2,7 +2,10 @@
 
     POST /v1/chat/completions   a reply, or server-sent events with `"stream": true` (usage in a last chunk with
                                 `stream_options.include_usage`)
-    GET  /v1/models             the model served, with its window (`max_model_len`, vLLM's field)
+    GET  /v1/models             the model served, with its window (`max_model_len`, vLLM's field) and, for a model
+                                counted with its own tokenizer, `"tokenizer": {"name": ...}`
+    GET  /v1/tokenizer          that tokenizer's files, so a client counts prompts as the server does
+                                (backends/served.py; longread clients do it by themselves)
     GET  /health                {"status": "ok", ...} and the queue's counters; needs no key
 
 - The window is checked before a request waits in the queue: prompt tokens (the engine's own tokenizer) plus
@@ -67,6 +70,7 @@ class Engine:
         self.names = {name, *aliases}
         self.window = min(window or model.context_window, model.context_window)
         self.limits = limits or ServerLimits()
+        self.tokenizer_files: dict[str, str] | None = None  # the model's tokenizer for clients (GET /v1/tokenizer)
         self.stats = ServerStats()
         self._slots = asyncio.Semaphore(concurrency)
 
@@ -138,6 +142,12 @@ class Engine:
         return completion
 
 
+def _tokenizer_card(model: ChatModel) -> dict[str, Any]:
+    """`{"tokenizer": {"name": ...}}` for a model whose tokenizer its clients can fetch (the local engine's)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    return {"tokenizer": {"name": tokenizer.name}} if callable(getattr(tokenizer, "export", None)) else {}
+
+
 def _engine_failure(exc: BaseException) -> RequestError:
     return RequestError(f"the engine failed: {type(exc).__name__}: {' '.join(str(exc).split())}"[:1000], status=500,
                         kind="server_error")
@@ -197,7 +207,17 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": int(time.time()),
-                                            "owned_by": "longread", "max_model_len": engine.window}]}
+                                            "owned_by": "longread", "max_model_len": engine.window,
+                                            **_tokenizer_card(engine.model)}]}
+
+    @app.get("/v1/tokenizer", dependencies=[Depends(authorized)])
+    async def tokenizer() -> JSONResponse:
+        if not _tokenizer_card(engine.model):
+            raise RequestError(f"{engine.name} is counted with tiktoken, which clients have already", status=404,
+                               code="no_tokenizer")
+        if engine.tokenizer_files is None:  # written once (a few MB of JSON), off the loop
+            engine.tokenizer_files = await asyncio.to_thread(engine.model.tokenizer.export)  # type: ignore[attr-defined]
+        return JSONResponse({"name": engine.model.tokenizer.name, "files": engine.tokenizer_files})
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
