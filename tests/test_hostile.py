@@ -601,7 +601,7 @@ def test_a_long_request_never_stalls_the_others(monkeypatch):
         def count_prompt_tokens(self, messages, cache_prefix=None):
             if len(messages[-1]["content"]) > 20_000 and not counting.is_set():
                 counting.set()
-                held.append(release.wait(5))
+                held.append(release.wait(20))  # (only a stalled loop waits this long)
             return super().count_prompt_tokens(messages, cache_prefix)
 
     model = SlowToCount()
@@ -631,11 +631,25 @@ def test_a_long_request_never_stalls_the_others(monkeypatch):
     assert len(model.calls) == 17
 
 
+def post_then_leave(url: str, body: dict, leave: threading.Event) -> None:
+    """POSTs body, then closes the connection once `leave` is set (10 s at most), without reading an answer."""
+    import socket
+    from urllib.parse import urlparse
+
+    target = urlparse(url)
+    payload = json.dumps(body).encode()
+    with socket.create_connection((target.hostname, target.port), timeout=10) as conn:
+        conn.sendall(f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        assert leave.wait(10), "the engine never started decoding"
+
+
 @pytest.mark.parametrize("how", ["client gone", "client gone, batched", "client gone while streaming", "deadline"])
 def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadline(smollm_tokenizer, monkeypatch,
                                                                                      how):
-    """A reply of 1,000 tokens at 10 ms a token (10 s): the client gives up after 0.3 s, or the server's deadline
-    is 0.3 s. The engine must stop decoding within a few tokens, not compute the rest for nobody."""
+    """A reply of 1,000 tokens at 10 ms a token (10 s): the client leaves once the engine is decoding, or the
+    server's deadline (2 s: long enough for decoding to start on a busy machine) passes. The engine must stop
+    within a few tokens, not compute the rest for nobody."""
     import time
 
     import httpx
@@ -647,30 +661,33 @@ def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadl
     from longread.serve.limits import ServerLimits
 
     real_step = generation.decode_step
+    decoding = threading.Event()
 
     def slow_step(*args, **kwargs):
+        decoding.set()
         time.sleep(0.01)
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(generation, "decode_step", slow_step)
     monkeypatch.setattr(batching, "decode_step", slow_step)  # one call alone in the batcher takes this step too
     model = tiny_local(smollm_tokenizer, max_batch=16 if "batched" in how else 1)  # the batcher's loop, or generate
-    timeout = 0.3 if how == "deadline" else 600.0
+    timeout = 2.0 if how == "deadline" else 600.0
     app = create_app(model, name="local", limits=ServerLimits(request_timeout=timeout))
     body = {"model": "local", "messages": USER, "max_tokens": 1000, "temperature": 1.0}  # sampled: no loop to cut
     with Background(app) as server:
         url = f"{server.url}/v1/chat/completions"
         if how.startswith("client gone,") or how == "client gone":
-            with pytest.raises(httpx.ReadTimeout):
-                httpx.post(url, json=body, timeout=0.3)
+            post_then_leave(url, body, decoding)
         elif how == "client gone while streaming":
             with httpx.stream("POST", url, json={**body, "stream": True}, timeout=10) as response:
-                first = next(response.iter_lines())
-                assert first.startswith("data: ") and '"role": "assistant"' in first
+                lines = response.iter_lines()
+                assert '"role": "assistant"' in next(lines)
+                # Leave once the engine is writing (the first words: it has surely started), long before the end.
+                assert any('"content": "' in line and '"content": ""' not in line for line in lines)
         else:
-            response = httpx.post(url, json=body, timeout=10)
+            response = httpx.post(url, json=body, timeout=20)
             assert response.status_code == 504 and "--request-timeout" in response.json()["error"]["message"]
-        for _ in range(500):  # until the engine's call has returned (5 s at most; 10 s if it is not stopped)
+        for _ in range(800):  # until the engine's call has returned (8 s at most; 10 s and more if not stopped)
             if model.stats.calls:
                 break
             time.sleep(0.01)
