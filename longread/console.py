@@ -36,6 +36,7 @@ PHASES = {
     "manager": "writing the answer",
     "judge": "judging",
     "controller": "recalling memory",
+    "formatter": "writing the JSON",
 }
 
 

@@ -6,8 +6,8 @@
 `jobs` documents are read at once, on one event loop. The model is built once and shared, so every document's
 calls go through its one cap on calls in flight and its one pause after a rate limit. The results come back in
 the order of the sources; a document that fails (a bad file, a model error) is its LongreadError in its place,
-and the others go on. Other options are Reader's (`window`, `kv`, `strategy`, `api_base`, `prompts`, ...); a
-`checkpointer` must be an async one (LangGraph's AsyncSqliteSaver).
+and the others go on. Other options are Reader's (`window`, `kv`, `strategy`, `api_base`, `prompts`, `cache`,
+`trace`, ...) and `schema` (as in `ask`); a `checkpointer` must be an async one (LangGraph's AsyncSqliteSaver).
 """
 
 from __future__ import annotations
@@ -28,13 +28,19 @@ async def _amany(sources: Sequence[Source], question: str | None, model: str | C
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     shared = get_model(model, kv=options.pop("kv", None), api_base=options.pop("api_base", None))
+    if options.get("cache") not in (None, False):  # one cache (one SQLite connection) for every document
+        from .reader import wrapped_model
+
+        shared = wrapped_model(shared, options.pop("cache"), False)
+    schema = options.pop("schema", None)
     slots = asyncio.Semaphore(jobs)
 
     async def one(source: Source) -> Result | LongreadError:
         async with slots:
             try:
                 reader = Reader(source, model=shared, **options)
-                return await (reader.aask(question) if question is not None else reader.asummarize())
+                return await (reader.aask(question, schema=schema) if question is not None
+                              else reader.asummarize(schema=schema))
             except LongreadError as exc:
                 return exc
 

@@ -6,9 +6,10 @@ reading to the strategy (workflows/). The memory policy lives in memory/ (Readin
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, Sequence
 
 from .agents import DEFAULT_PROMPTS, Budget, Mode, Prompts, default_window
 from .backends import ChatModel, get_model
@@ -21,6 +22,7 @@ from .workflows.registry import get_strategy
 from .workflows.runs import forget
 
 if TYPE_CHECKING:
+    from .backends.cache import CompletionCache
     from .memory import Embedder, MemoryStream, RetrievalConfig
     from .workflows.chat import ChatSteps
 
@@ -74,6 +76,14 @@ class Reader:
     string only (a ChatModel keeps its own).
     `checkpointer` (a LangGraph saver) makes every run resumable: an interrupted run resumes, a finished one is
     returned again without a call; `forget(question)` starts it over.
+
+    **Client conventions.** `ask(question, schema=...)` (a JSON schema or a pydantic model) answers as usual, then
+    writes the answer as JSON for the schema in one more call, validated, retried once with the validation error
+    (longread/structured.py): `Result.data` holds the object. `cache=True` (or the path of a SQLite file)
+    answers a call already made with the same model, prompt and sampling settings from the completion cache
+    (backends/cache.py; default file: the user cache's workspace/completions.sqlite). `trace=True` (or
+    LONGREAD_TRACE_OTEL=1) puts OpenTelemetry spans on each run, agent step and model call (tracing.py), sent to
+    the application's tracer provider.
     """
 
     def __init__(
@@ -95,10 +105,12 @@ class Reader:
         top_k: int = 5,
         retrieval: RetrievalConfig | None = None,
         controller_options: Mapping[str, Any] | None = None,
+        cache: "bool | str | Path | CompletionCache | None" = None,
+        trace: bool | None = None,
     ):
         self.document = as_document(source)
         # get_model drops the options left at None
-        self.model = get_model(model, kv=kv, api_base=api_base, timeout=timeout)
+        self.model = wrapped_model(get_model(model, kv=kv, api_base=api_base, timeout=timeout), cache, trace)
         self.window = window or default_window(self.model)
         self.strategy = get_strategy(strategy)
         self.prompts = prompts or DEFAULT_PROMPTS
@@ -165,34 +177,84 @@ class Reader:
         return replace(self._context, on_event=on_event, on_text=on_text)
 
     # -- runs -----------------------------------------------------------------------------------------------------
-    def ask(self, question: str, *, on_event: EventHandler | None = None, on_text: TextCallback | None = None
-            ) -> Result:
-        """The answer; with memory, from memory first (see the class docstring for the rule)."""
+    def ask(self, question: str, *, schema: Any = None, on_event: EventHandler | None = None,
+            on_text: TextCallback | None = None) -> Result:
+        """The answer; with memory, from memory first (see the class docstring for the rule). With `schema`, also
+        as an object in `Result.data`."""
         self._check_question(question)
-        if self.memory is None:
-            return self.strategy.run(self.context(on_event, on_text), question)
-        return self._answer_from_graph(self._memory_graph(on_event, on_text).invoke({"question": question}))
+        schema = _checked_schema(schema)
+        with self._run_span("query") as finished:
+            if self.memory is None:
+                result = self.strategy.run(self.context(on_event, on_text), question)
+            else:
+                result = self._answer_from_graph(self._memory_graph(on_event, on_text).invoke({"question": question}))
+            return finished(self._structured(result, schema, on_event))
 
-    def summarize(self, *, on_event: EventHandler | None = None, on_text: TextCallback | None = None) -> Result:
-        return self._remember_summary(self.strategy.run(self.context(on_event, on_text), None))
+    def summarize(self, *, schema: Any = None, on_event: EventHandler | None = None,
+                  on_text: TextCallback | None = None) -> Result:
+        schema = _checked_schema(schema)
+        with self._run_span("summary") as finished:
+            result = self._remember_summary(self.strategy.run(self.context(on_event, on_text), None))
+            return finished(self._structured(result, schema, on_event))
 
-    async def aask(self, question: str, *, on_event: EventHandler | None = None,
+    async def aask(self, question: str, *, schema: Any = None, on_event: EventHandler | None = None,
                    on_text: TextCallback | None = None) -> Result:
         self._check_question(question)
-        if self.memory is None:
-            return await self.strategy.arun(self.context(on_event, on_text), question)
-        graph = self._memory_graph(on_event, on_text)
-        return self._answer_from_graph(await graph.ainvoke({"question": question}))
+        schema = _checked_schema(schema)
+        with self._run_span("query") as finished:
+            if self.memory is None:
+                result = await self.strategy.arun(self.context(on_event, on_text), question)
+            else:
+                graph = self._memory_graph(on_event, on_text)
+                result = self._answer_from_graph(await graph.ainvoke({"question": question}))
+            return finished(await self._astructured(result, schema, on_event))
 
-    async def asummarize(self, *, on_event: EventHandler | None = None, on_text: TextCallback | None = None
-                         ) -> Result:
-        return self._remember_summary(await self.strategy.arun(self.context(on_event, on_text), None))
+    async def asummarize(self, *, schema: Any = None, on_event: EventHandler | None = None,
+                         on_text: TextCallback | None = None) -> Result:
+        schema = _checked_schema(schema)
+        with self._run_span("summary") as finished:
+            result = self._remember_summary(await self.strategy.arun(self.context(on_event, on_text), None))
+            return finished(await self._astructured(result, schema, on_event))
 
-    def read(self, question: str, *, on_event: EventHandler | None = None, on_text: TextCallback | None = None
-             ) -> Result:
+    def read(self, question: str, *, schema: Any = None, on_event: EventHandler | None = None,
+             on_text: TextCallback | None = None) -> Result:
         """One pass of the strategy over the whole document for the question, whatever memory holds."""
         self._check_question(question)
-        return self.strategy.run(self.context(on_event, on_text), question)
+        schema = _checked_schema(schema)
+        with self._run_span("query") as finished:
+            result = self.strategy.run(self.context(on_event, on_text), question)
+            return finished(self._structured(result, schema, on_event))
+
+    # -- client conventions: the run's span, a structured answer ------------------------------------------------
+    @contextmanager
+    def _run_span(self, mode: str) -> Iterator[Callable[[Result], Result]]:
+        """The run's OpenTelemetry span when this reader's model is traced; yields `finished(result) -> result`,
+        which records the run's totals on it."""
+        from .tracing import TracedModel, run_span
+
+        if not isinstance(self.model, TracedModel):
+            yield lambda result: result
+            return
+        with run_span(self.model, self.strategy.spec, mode, self.document.source) as record:
+            def finished(result: Result) -> Result:
+                record(result)
+                return result
+
+            yield finished
+
+    def _structured(self, result: Result, schema: Any, on_event: EventHandler | None) -> Result:
+        if schema is None:
+            return result
+        from .structured import structure_result
+
+        return structure_result(self.model, result, schema, window=self.window, on_event=on_event)
+
+    async def _astructured(self, result: Result, schema: Any, on_event: EventHandler | None) -> Result:
+        if schema is None:
+            return result
+        from .structured import astructure_result
+
+        return await astructure_result(self.model, result, schema, window=self.window, on_event=on_event)
 
     @staticmethod
     def _check_question(question: str) -> None:
@@ -248,6 +310,34 @@ class Reader:
         return turn_result(self, state["history"][-1])
 
 
+def wrapped_model(model: ChatModel, cache: Any, trace: bool | None) -> ChatModel:
+    """The model behind the completion cache and the tracing a Reader is asked for (each at most once)."""
+    if cache is not None and cache is not False:
+        from .backends.cache import CachedModel, with_cache
+        from .backends.local.weights import cache_root
+
+        if not isinstance(model, CachedModel):
+            model = with_cache(model, cache, cache_root() / "workspace")
+    from .tracing import TracedModel, wanted
+
+    if isinstance(model, TracedModel):
+        # A traced model shared by several readers (a --jobs run) gets a wrapper per reader: each keeps the context of
+        # its own run for the calls its strategy makes in threads that did not inherit it (multipath's paths).
+        return TracedModel(model.inner, model.tracer)
+    if wanted(trace):
+        model = TracedModel(model)
+    return model
+
+
+def _checked_schema(schema: Any) -> Any:
+    """An OutputSchema, checked before any call (SchemaError); None stays None."""
+    if schema is None:
+        return None
+    from .structured import as_schema
+
+    return as_schema(schema)
+
+
 def turn_result(reader: Reader, turn: Mapping[str, Any]) -> Result:
     """A finished chat turn as a Result, with `extras["answered_from"]` and `["reason"]` (the rule in Reader)."""
     return Result(
@@ -278,22 +368,28 @@ def citations_of(spans: Sequence[Any]) -> list[Citation]:
 
 
 def ask(source: Source, question: str, *, model: str | ChatModel = "local", window: int | None = None,
-        kv: str | None = None, strategy: str | Strategy | None = None, **options: Any) -> Result:
-    """Answer a question about a document (a path, a string of text or a Document)."""
-    return Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options).ask(question)
+        kv: str | None = None, strategy: str | Strategy | None = None, schema: Any = None, **options: Any) -> Result:
+    """Answer a question about a document (a path, a string of text or a Document); with `schema` (a JSON schema
+    or a pydantic model), `Result.data` holds the answer as an object. Other options are Reader's."""
+    return Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options).ask(question, schema=schema)
 
 
 def summarize(source: Source, *, model: str | ChatModel = "local", window: int | None = None,
-              kv: str | None = None, strategy: str | Strategy | None = None, **options: Any) -> Result:
+              kv: str | None = None, strategy: str | Strategy | None = None, schema: Any = None,
+              **options: Any) -> Result:
     """Summarize a document (a path, a string of text or a Document)."""
-    return Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options).summarize()
+    return Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options).summarize(schema=schema)
 
 
 async def aask(source: Source, question: str, *, model: str | ChatModel = "local", window: int | None = None,
-               kv: str | None = None, strategy: str | Strategy | None = None, **options: Any) -> Result:
-    return await Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options).aask(question)
+               kv: str | None = None, strategy: str | Strategy | None = None, schema: Any = None,
+               **options: Any) -> Result:
+    reader = Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options)
+    return await reader.aask(question, schema=schema)
 
 
 async def asummarize(source: Source, *, model: str | ChatModel = "local", window: int | None = None,
-                     kv: str | None = None, strategy: str | Strategy | None = None, **options: Any) -> Result:
-    return await Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options).asummarize()
+                     kv: str | None = None, strategy: str | Strategy | None = None, schema: Any = None,
+                     **options: Any) -> Result:
+    reader = Reader(source, model=model, window=window, kv=kv, strategy=strategy, **options)
+    return await reader.asummarize(schema=schema)

@@ -9,8 +9,9 @@ if TYPE_CHECKING:
     from .backends.base import Completion
 
 # worker / manager / judge: the Chain-of-Agents roles (the judge compares the answers of several reading paths);
-# reader: the one call of a single-call strategy (rag, truncate, full); controller: the memory controller's calls.
-Agent = Literal["worker", "manager", "judge", "reader", "controller"]
+# reader: the one call of a single-call strategy (rag, truncate, full); controller: the memory controller's calls;
+# formatter: the call that writes a finished answer as JSON for a schema (longread/structured.py).
+Agent = Literal["worker", "manager", "judge", "reader", "controller", "formatter"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class CallRecord:
     reply: str = ""  # what the model answered, verbatim: why an answer came out as it did
     path: int | None = None  # the reading path (multipath) this call belongs to
     finish_reason: str = "stop"  # "stop" | "length" (the token cap cut it) | "repetition"
+    cache_hit: bool = False  # answered from the completion cache: no model ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,7 +47,7 @@ class CallRecord:
             completion_tokens=completion.completion_tokens, max_new_tokens=max_new_tokens,
             seconds=round(completion.seconds, 6), cost_usd=completion.cost_usd,
             cached_prompt_tokens=completion.cached_prompt_tokens, passed_on=passed_on, reply=completion.text,
-            path=path, finish_reason=completion.finish_reason,
+            path=path, finish_reason=completion.finish_reason, cache_hit=completion.cache_hit,
         )
 
 
@@ -95,6 +97,7 @@ class Usage:
     seconds: float = 0.0
     calls: int = 0
     cached_prompt_tokens: int = 0
+    cache_hits: int = 0  # calls answered from the completion cache
 
     @classmethod
     def of(cls, calls: Sequence[CallRecord]) -> "Usage":
@@ -105,6 +108,7 @@ class Usage:
             seconds=sum(c.seconds for c in calls),
             calls=len(calls),
             cached_prompt_tokens=sum(c.cached_prompt_tokens for c in calls),
+            cache_hits=sum(1 for c in calls if c.cache_hit),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +131,9 @@ class Result:
     document_tokens: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
     strategy: str = "chain"
+    # The answer as an object, for a question asked with a schema (longread/structured.py): a dict (or a list, ...)
+    # for a JSON schema, an instance for a pydantic model. None without a schema.
+    data: Any = None
 
     @property
     def answer(self) -> str:
@@ -167,6 +174,8 @@ class Result:
         }
         if self.question is not None:
             data["question"] = self.question
+        if self.data is not None:
+            data["data"] = self.data.model_dump(mode="json") if hasattr(self.data, "model_dump") else self.data
         if self.extras:
             data.update(self.extras)
         return data

@@ -37,10 +37,13 @@ CREATE TABLE IF NOT EXISTS runs (
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL NOT NULL DEFAULT 0,
     output TEXT,
-    result TEXT
+    result TEXT,
+    cache_hits INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 """
+# Columns added since the first release, with their definitions: a log written by an older longread gets them.
+ADDED_COLUMNS = {"cache_hits": "INTEGER NOT NULL DEFAULT 0"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class RunRecord:
     cost_usd: float = 0.0
     output: str | None = None  # the summary file, or None when the result went to stdout
     result: dict[str, Any] | None = None
+    cache_hits: int = 0  # calls answered from the completion cache (--cache)
     id: int | None = None
 
     @property
@@ -119,6 +123,10 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=10)
         conn.executescript(SCHEMA)
+        present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        for column, definition in ADDED_COLUMNS.items():
+            if column not in present:
+                conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {definition}")
         return conn
 
     def add(self, record: RunRecord) -> int:

@@ -47,6 +47,9 @@ def cli_isolated(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def chain_by_default(monkeypatch):
-    """The command-line tests exercise the chain: `--strategy` comes from LONGREAD_STRATEGY unless a test sets it
-    (the product's own default, `auto`, is tested in test_strategies.py and test_catalog.py)."""
-    monkeypatch.setenv("LONGREAD_STRATEGY", "chain")
+    """The command-line tests exercise the chain's plumbing (calls, checkpoints, resume, outputs) with a MockModel
+    whose replies are made-up words: `--strategy` comes from LONGREAD_STRATEGY unless a test sets it, and it is the
+    chain with rewritten notes, which passes any reply on. (The grounded chain, the default notes, drops made-up
+    words by design: test_grounded_chain.py; the product's own default, `auto`, is tested in test_strategies.py
+    and test_catalog.py.)"""
+    monkeypatch.setenv("LONGREAD_STRATEGY", "chain:notes=rewrite")

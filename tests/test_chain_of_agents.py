@@ -1,4 +1,6 @@
-"""Chain-of-Agents with a recording MockModel: the exact calls, the guard, resume, and the window invariant."""
+"""Chain-of-Agents as the paper writes it (notes rewritten by each worker, `chain:notes=rewrite`) with a recording
+MockModel: the exact calls, the guard, resume, and the window invariant. The grounded chain (the default notes,
+checked claims) has its own tests in test_grounded_chain.py."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from longread import Reader, WindowTooSmall
 from longread.agents import NOTHING_RELEVANT
 from longread.testing import MockModel
+
+REWRITE = "chain:notes=rewrite"
 
 PARAGRAPH = (
     "The harbour master counted the boats each morning at dawn. He wrote the number in a green book. "
@@ -34,7 +38,7 @@ def notes_in(call) -> str:
 
 def test_query_mode_calls_n_workers_then_one_manager_each_worker_gets_previous_notes():
     model = MockModel(completion_tokens=20)
-    reader = Reader(long_text(40), strategy="chain", model=model, window=1024)
+    reader = Reader(long_text(40), strategy=REWRITE, model=model, window=1024)
     result = reader.ask("How many boats went out?")
 
     n = result.segments
@@ -64,7 +68,7 @@ def test_query_mode_calls_n_workers_then_one_manager_each_worker_gets_previous_n
 
 def test_summary_mode_asks_for_long_notes_and_a_summary():
     model = MockModel(completion_tokens=10)
-    reader = Reader(long_text(30), strategy="chain", model=model, window=1024)
+    reader = Reader(long_text(30), strategy=REWRITE, model=model, window=1024)
     query_budget = reader.budget("query", "q?")
     result = reader.summarize()
     assert result.mode == "summary" and result.question is None
@@ -80,7 +84,7 @@ def test_summary_mode_asks_for_long_notes_and_a_summary():
 def test_worker_that_finds_nothing_passes_previous_notes_on_unchanged():
     scripted = {0: "Note one: the harbour master keeps a green book.", 1: NOTHING_RELEVANT, 2: "I don't know."}
     model = MockModel(completion_tokens=12, replies={"worker": lambda call: scripted.get(call.segment)})
-    result = Reader(long_text(40), strategy="chain", model=model, window=1024).ask("What colour is the book?")
+    result = Reader(long_text(40), strategy=REWRITE, model=model, window=1024).ask("What colour is the book?")
     assert result.segments >= 4
     # Workers 3 and 4 receive worker 1's notes, not "NOTHING RELEVANT" or "I don't know".
     assert notes_in(model.calls[1]) == "Note one: the harbour master keeps a green book."
@@ -96,7 +100,7 @@ def test_worker_that_finds_nothing_passes_previous_notes_on_unchanged():
 def test_citations_are_char_spans_of_the_cited_segments():
     text = long_text(20)
     model = MockModel(completion_tokens=8)
-    reader = Reader(text, strategy="chain", model=model, window=1024)
+    reader = Reader(text, strategy=REWRITE, model=model, window=1024)
     result = reader.ask("Who counts boats?")
     assert result.citations, "every worker wrote notes, so every segment is evidence"
     for citation in result.citations:
@@ -108,14 +112,14 @@ def test_citations_are_char_spans_of_the_cited_segments():
 def test_window_too_small_is_an_error_before_any_call():
     model = MockModel()
     with pytest.raises(WindowTooSmall, match="too small"):
-        Reader(long_text(5), strategy="chain", model=model, window=200).ask("What is written in the green book each morning?")
+        Reader(long_text(5), strategy=REWRITE, model=model, window=200).ask("What is written in the green book each morning?")
     assert model.call_count == 0
 
 
 def test_resume_after_failure_does_not_repeat_finished_worker_calls():
     checkpointer = InMemorySaver()
     model = MockModel(completion_tokens=10, fail_on_calls={4})
-    reader = Reader(long_text(40), strategy="chain", model=model, window=1024, checkpointer=checkpointer)
+    reader = Reader(long_text(40), strategy=REWRITE, model=model, window=1024, checkpointer=checkpointer)
     with pytest.raises(RuntimeError, match="injected failure at call 4"):
         reader.ask("How many boats?")
     assert len(model.calls) == 3  # workers 0..2 finished before the failure
@@ -140,8 +144,8 @@ def test_resume_after_failure_does_not_repeat_finished_worker_calls():
 def test_async_twin_makes_the_same_calls():
     sync_model, async_model = MockModel(completion_tokens=9), MockModel(completion_tokens=9)
     text = long_text(25)
-    sync_result = Reader(text, strategy="chain", model=sync_model, window=1024).ask("Where?")
-    async_result = asyncio.run(Reader(text, strategy="chain", model=async_model, window=1024).aask("Where?"))
+    sync_result = Reader(text, strategy=REWRITE, model=sync_model, window=1024).ask("Where?")
+    async_result = asyncio.run(Reader(text, strategy=REWRITE, model=async_model, window=1024).aask("Where?"))
     assert [c.messages for c in sync_model.calls] == [c.messages for c in async_model.calls]
     assert async_result.text == sync_result.text
 
@@ -149,7 +153,7 @@ def test_async_twin_makes_the_same_calls():
 def test_recursion_limit_follows_segment_count():
     """A book needs far more than LangGraph's default 25 steps."""
     model = MockModel(completion_tokens=4)
-    result = Reader(long_text(200), strategy="chain", model=model, window=600).ask("Boats?")
+    result = Reader(long_text(200), strategy=REWRITE, model=model, window=600).ask("Boats?")
     assert result.segments > 30
     assert len(model.calls) == result.segments + 1
 
@@ -169,7 +173,7 @@ def test_every_call_fits_its_window(body, question, window, completion, summary)
     if not body.strip():
         return
     model = MockModel(completion_tokens=completion)
-    reader = Reader(body, strategy="chain", model=model, window=window)
+    reader = Reader(body, strategy=REWRITE, model=model, window=window)
     try:
         result = reader.summarize() if summary else reader.ask(question)
     except WindowTooSmall:

@@ -30,7 +30,7 @@ def session(folder: Path, replies=None, name: str = "book-club", **options):
     model = MockModel(completion_tokens=24, replies=replies or scripted())
     conn = sqlite3.connect(folder / "chat.sqlite", check_same_thread=False)
     with MemoryStream(folder / "memory.sqlite", embedder=HashingEmbedder(128)) as stream:
-        reader = Reader(story(), strategy="chain", model=model, window=1024, memory=stream, session=name, **options)
+        reader = Reader(story(), strategy="chain:notes=rewrite", model=model, window=1024, memory=stream, session=name, **options)
         try:
             yield build_chat_graph(reader, checkpointer=SqliteSaver(conn)), reader, model
         finally:
@@ -132,7 +132,7 @@ def test_a_reader_without_memory_has_no_session_graph():
     from longread.testing import MockModel
 
     with pytest.raises(ValueError, match="memory"):
-        build_chat_graph(Reader(story(3), strategy="chain", model=MockModel(), window=1024))
+        build_chat_graph(Reader(story(3), strategy="chain:notes=rewrite", model=MockModel(), window=1024))
 
 
 def test_reset_forgets_the_conversation_and_keeps_the_notes(tmp_path):

@@ -147,7 +147,7 @@ def test_progress_display_follows_the_chain_events():
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
     with Display(console, documents=1) as display:
         line = display.document("harbour.txt")
-        result = Reader(long_text(), strategy="chain", model=model, window=1024).ask(QUESTION, on_event=line.on_event)
+        result = Reader(long_text(), strategy="chain:notes=rewrite", model=model, window=1024).ask(QUESTION, on_event=line.on_event)
         task = display.progress.tasks[line.task]
         assert task.total == task.completed == result.segments
         assert line.tally.calls == len(result.calls)
@@ -479,12 +479,12 @@ def test_resume_after_a_failure_through_the_workspace_checkpoints(tmp_path):
     model = MockModel(completion_tokens=20, failure=ModelError, fail_on_calls={4})
     workspace = tmp_path / "workspace"
     with open_checkpointer(workspace) as checkpointer, pytest.raises(ModelError):
-        Reader(long_text(), strategy="chain", model=model, window=1024, checkpointer=checkpointer).ask(QUESTION)
+        Reader(long_text(), strategy="chain:notes=rewrite", model=model, window=1024, checkpointer=checkpointer).ask(QUESTION)
     assert worker_parts(model) == [1, 2, 3]
 
     # A new connection, as a new process would open: the run resumes at the failed worker.
     with open_checkpointer(workspace) as checkpointer:
-        result = Reader(long_text(), strategy="chain", model=model, window=1024, checkpointer=checkpointer).ask(QUESTION)
+        result = Reader(long_text(), strategy="chain:notes=rewrite", model=model, window=1024, checkpointer=checkpointer).ask(QUESTION)
     n = result.segments
     assert worker_parts(model) == list(range(1, n + 1))  # each segment read exactly once over both runs
     assert len(model.calls) == n + 1

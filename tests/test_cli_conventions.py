@@ -142,7 +142,7 @@ def test_runs_lists_past_runs_and_shows_one(doc, built, tmp_path):
     assert [r["command"] for r in rows] == ["summarize", "ask"]  # newest first; a path never found is not a run
     ask, summary = rows[1], rows[0]
     assert ask["document"] == str(doc) and ask["question"] == QUESTION and ask["status"] == "done"
-    assert ask["strategy"] == "chain" and ask["window"] == 1024 and ask["output"] is None
+    assert ask["strategy"] == "chain:notes=rewrite" and ask["window"] == 1024 and ask["output"] is None
     assert ask["prompt_tokens"] > 0 and ask["completion_tokens"] > 0 and ask["calls"] >= 2
     assert summary["output"] == str(out / "harbour.txt.summary.md")
     table = invoke("runs").stdout  # a table: long cells fold, so look for short pieces
@@ -273,7 +273,7 @@ def test_a_rerun_with_other_settings_redoes_the_document_and_says_why(doc, tmp_p
     out = tmp_path / "out"
     assert invoke("summarize", doc, "--out", out, "--window", 1024).exit_code == 0
     stored = json.loads((out / "harbour.txt.summary.json").read_text())["settings"]
-    assert stored["window"] == 1024 and stored["model"] == "local" and stored["strategy"] == "chain"
+    assert stored["window"] == 1024 and stored["model"] == "local" and stored["strategy"] == "chain:notes=rewrite"
     first = model.call_count
 
     same = invoke("summarize", doc, "--out", out, "--window", 1024)

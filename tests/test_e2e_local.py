@@ -38,7 +38,8 @@ def part(book: str, chars: int, title: str) -> Document:
 
 
 def test_a_chain_of_agents_question_with_the_embedded_model(embedded_model, book, question):
-    reader = Reader(part(book, CHAIN_CHARS, "chain"), strategy="chain", model=embedded_model, window=WINDOW)
+    reader = Reader(part(book, CHAIN_CHARS, "chain"), strategy="chain:notes=rewrite", model=embedded_model,
+                    window=WINDOW)
     events, streamed = [], []
     result = reader.ask(question, on_event=events.append, on_text=streamed.append)
 
@@ -68,3 +69,26 @@ def test_a_chain_of_agents_question_with_the_embedded_model(embedded_model, book
         assert len(streamed) > 1
     for citation in result.citations:
         assert 0 <= citation.start < citation.end <= len(text)
+
+
+def test_the_grounded_chain_with_the_embedded_model(embedded_model, book, question):
+    """Whatever the 135M model writes, only checked claims reach the manager, and the summary passes its checks."""
+    from longread import grounding
+
+    document = part(book, CHAIN_CHARS // 4, "grounded")
+    reader = Reader(document, strategy="chain", model=embedded_model, window=WINDOW)
+    result = reader.ask(question)
+    assert [c.agent for c in result.calls if c.agent == "worker"] and result.answer.strip()
+    for call in result.calls:
+        assert call.prompt_tokens + call.max_new_tokens <= WINDOW
+    for claim in result.extras["claims"]:  # every kept claim sits on a sentence of the document
+        for start, end in claim["spans"]:
+            assert document.text[start:end].strip() and document.text[start:end] in claim["source"]
+    assert all(d["reason"] for d in result.extras["dropped"])
+    if result.extras["not_found"]:
+        assert "manager" not in {c.agent for c in result.calls}
+    summary = reader.summarize()
+    assert summary.text.strip()
+    assert grounding.repeated_sentences(summary.text) == []
+    if summary.extras["claims"]:  # a summary written from checked claims names nothing the document lacks
+        assert grounding.unsupported_entities(summary.text, document.text) == []

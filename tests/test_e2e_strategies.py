@@ -32,7 +32,7 @@ def test_each_strategy_with_the_embedded_model(embedded_model, story, name):
     result = reader.ask(QUESTION)
     agents = {c.agent for c in result.calls}
     if name == "auto":
-        assert result.extras["route"] in ("rag", "chain:notes=map")
+        assert result.extras["route"] in ("rag", "chain")
         assert agents == ({"reader"} if result.extras["route"] == "rag" else {"reader", "worker", "manager"}) \
             or (result.extras.get("not_found") and agents == {"reader", "worker"})
     elif result.extras.get("not_found"):

@@ -195,3 +195,15 @@ def test_the_shared_dev_sets_load_whole(tmp_path, name, relative, questions, doc
     assert (count, written) == (questions, documents)
     cases = load_cases(target)
     assert len({c.id for c in cases}) == questions
+
+
+def test_list_and_count_cases_round_trip_and_are_checked():
+    listed = Case.from_dict({"id": "l", "dataset": "d", "text": "t", "question": "List them.", "items": ["a", "b"]})
+    counted = Case.from_dict({"id": "c", "dataset": "d", "text": "t", "question": "How many?", "count": 3})
+    assert (listed.task, listed.gold, counted.task, counted.gold) == ("list", ["a", "b"], "count", 3)
+    assert Case.from_dict(listed.to_dict()) == listed and Case.from_dict(counted.to_dict()) == counted
+    for bad, message in (({"count": -1, "question": "q"}, "whole number"), ({"count": True, "question": "q"}, "whole"),
+                         ({"items": ["a"]}, "needs a `question`"), ({"items": ["a"], "count": 1, "question": "q"},
+                                                                    "exactly one")):
+        with pytest.raises(ValueError, match=message):
+            Case.from_dict({"id": "x", "dataset": "d", "text": "t", **bad})

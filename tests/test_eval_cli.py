@@ -72,7 +72,8 @@ def test_bad_cases_file_is_one_line(tmp_path):
                     "--out", tmp_path / "r.jsonl")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"error: {bad} line 1: give exactly one of `answers`, `choices` (with `answer`) and `references`"]
+        f"error: {bad} line 1: give exactly one of `answers`, `choices` (with `answer`), `references`, `items` and "
+        "`count`"]
     missing = invoke("eval", "report", tmp_path / "none.jsonl", "--out", tmp_path / "o")
     assert missing.exit_code == 1 and "none.jsonl: no such file" in missing.output
 

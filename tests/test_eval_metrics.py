@@ -120,7 +120,8 @@ def test_score_picks_the_metric_of_the_task():
     assert value == 1.0 and metrics["exact"] == 0.0 and metrics["contains"] == 1.0
     summary = Case(id="m", dataset="d", text="t", references=("the cat sat on the mat",))
     value, metrics = score(summary, "the cat was on the mat")
-    assert value == pytest.approx(5 / 6) and set(metrics) == {"rouge_l", "token_f1"}
+    assert value == pytest.approx(5 / 6) and set(metrics) == {"rouge_l", "token_f1", "repeated_sentences",
+                                                         "repeated_3gram_share", "coverage", "words"}
 
 
 def test_bootstrap_matches_the_normal_approximation_on_a_known_sample():
@@ -148,3 +149,43 @@ def test_bootstrap_interval_contains_the_mean(values):
     mean, low, high = bootstrap_interval(values, resamples=200)
     assert low - 1e-9 <= mean <= high + 1e-9
     assert 0.0 <= low <= high <= 1.0
+
+
+# -- aggregate questions and summaries beyond ROUGE ------------------------------------------------------------------
+def test_list_f1_by_hand():
+    from longread.eval.metrics import list_f1
+
+    # 2 of 3 gold numbers listed, plus one that is not gold: precision 2/3, recall 2/3
+    f1, precision, recall = list_f1("The stones read 4471, 5555 and 1234.", ["4471", "5555", "9999"],
+                                    "List every number on the road to Tharby, as of 1790.")
+    assert (precision, recall) == (2 / 3, 2 / 3) and f1 == pytest.approx(2 / 3)
+    # names: the question's own name does not count as listed
+    f1, precision, recall = list_f1("Ships from Tharmouth: the Drathel and the Kumo.", ["Drathel", "Kumo", "Vesh"],
+                                    "List the ships that sailed from Tharmouth.")
+    assert (precision, recall) == (1.0, 2 / 3) and f1 == pytest.approx(0.8)
+    assert list_f1("None were found.", ["Drathel"], "List the ships.") == (0.0, 0.0, 0.0)
+
+
+def test_count_reads_the_first_number_the_question_does_not_hold():
+    from longread.eval.metrics import stated_count
+
+    assert stated_count("There were twelve ships.", "How many ships?") == 12
+    assert stated_count("In 1790 there were 5 stones.", "How many stones were set in 1790?") == 5
+    assert stated_count("I cannot tell.", "How many?") is None
+    case = Case(id="c", dataset="needle-aggregate-count", question="How many ships sailed from Tharmouth?", text="t",
+                count=12)
+    assert case.task == "count" and score(case, "12 ships.")[0] == 1.0 and score(case, "11 ships")[0] == 0.0
+
+
+def test_summary_metrics_by_hand():
+    from longread.eval.metrics import summary_metrics
+
+    document = "Ada Varn kept the light at Gull Point. She saved the steamer Otter."
+    summary = "Ada Varn kept the light. Ada Varn kept the light. In 1948 Captain Harlow came."
+    metrics = summary_metrics(summary, ["Ada kept the light at Gull Point."], document)
+    assert metrics["repeated_sentences"] == 1 and metrics["words"] == 15
+    assert metrics["unsupported"] == ["1948", "harlow"]
+    assert metrics["unsupported_per_100_words"] == round(100 * 2 / 15, 3)
+    # reference: names {ada, gull, point} and content stems {ada, kept, light, gull, point}: the summary holds
+    # ada, kept, light (not gull, point) -> 3 of 5
+    assert metrics["coverage"] == 0.6

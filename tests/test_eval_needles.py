@@ -143,3 +143,27 @@ def test_write_needles_writes_documents_and_cases(tmp_path, book):
         document = case.load_document()
         assert all(n in document.text for n in case.metadata["needles"])
         assert case.document_path.parent == (tmp_path / "out" / "documents").resolve()
+
+
+@pytest.mark.parametrize("size", [5, 20])
+def test_aggregate_needles_spread_k_facts_asked_as_a_list_and_a_count(book, size):
+    generated = generate(book, [3000], [0.5], seed=4, kinds=("aggregate",), sizes=(size,))
+    assert [c.task for c, _ in generated] == ["list", "count"]
+    (listed, text), (counted, same_text) = generated
+    assert text == same_text and listed.path == counted.path  # one document, asked twice
+    values, needles = listed.metadata["values"], listed.metadata["needles"]
+    assert len(set(values)) == size == len(needles) and listed.items == tuple(values) and counted.count == size
+    assert all(text.count(sentence) == 1 for sentence in needles)
+    assert all(v.lower() not in book.lower for v in values)  # none can be guessed from the book
+    # spread: the i-th fact lies in the i-th K-th of the haystack
+    depths = [depth_of(text, sentence, needles) for sentence in needles]
+    assert depths == sorted(depths)
+    assert all(i / size - 0.02 <= d <= (i + 1) / size + 0.02 for i, d in enumerate(depths))
+    assert abs(TOK.count(text) - 3000) <= 20
+    # the question names the shared place and no value
+    assert all(v not in listed.question and v not in counted.question for v in values)
+
+
+def test_aggregate_sizes_are_checked(book):
+    with pytest.raises(CaseError, match="aggregate size 0"):
+        generate(book, [3000], [0.5], seed=0, kinds=("aggregate",), sizes=(0,))

@@ -121,3 +121,22 @@ def test_the_summary_file_holds_one_row_per_setting_dataset_and_needle_length(re
     low, high = toy["ci95"]
     assert 0.0 <= low < 0.5 < high <= 1.0
     assert rows[("chain", "toy", None)]["seconds"] == 10.0 and len(rows) == 10
+
+
+def test_the_summary_section_shows_what_rouge_does_not(tmp_path):
+    rows = []
+    for i, (strategy, repeated, unsupported) in enumerate([("chain", 0, 0.5), ("chain", 0, 1.5), ("truncate", 2, 4.0)]):
+        row = line(f"s{i}", "squality_summary", strategy, 0.2)
+        row["task"] = "summary"
+        row["metrics"] = {"rouge_l": 0.2, "coverage": 0.4, "repeated_sentences": repeated,
+                          "repeated_3gram_share": 0.1, "unsupported_per_100_words": unsupported, "words": 300}
+        rows.append(row)
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    text = write_report([path], tmp_path / "out").read_text()
+    section = text.split("## Summaries", 1)[1]
+    assert "| chain | 2 | 0.200 | 0.400 | 0.00 | 0.100 | 1.00 | 300 |" in section  # means by hand: (0.5 + 1.5) / 2
+    assert "| truncate | 1 | 0.200 | 0.400 | 2.00 | 0.100 | 4.00 | 300 |" in section
+    summary = json.loads(write_summary([path], tmp_path / "q.json", machine="m", command="c").read_text())
+    chain = next(r for r in summary["results"] if r["strategy"] == "chain")
+    assert chain["unsupported_per_100_words"] == 1.0 and chain["repeated_sentences"] == 0.0

@@ -259,7 +259,9 @@ def test_every_strategy_through_the_harness(tmp_path, strategy):
         def reply(call):
             return "(B) a boat" if "(A) a lamp" in call.prompt else "The word was tazimklaen."
 
-        return MockModel(replies={"manager": reply, "reader": reply, "judge": reply})
+        # every worker finds a claim its part shows, so the grounded chain's manager gets to answer
+        claim = 'Claim: The harbour had boats.\nQuote: "tells of the harbour and its boats"'
+        return MockModel(replies={"worker": claim, "manager": reply, "reader": reply, "judge": reply})
 
     out = tmp_path / "r.jsonl"
     summary = run_eval(cases, [Setting(strategy, "mock", 8192)], out, model_factory=factory)

@@ -270,7 +270,7 @@ def test_a_document_in_flight_starts_no_call_once_another_has_stopped_the_run(tm
     doc = tmp_path / "book.txt"
     doc.write_text(text_of(20))
     model = MockModel()
-    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain", workspace=tmp_path / "ws")
+    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain:notes=rewrite", workspace=tmp_path / "ws")
     with open_checkpointer(settings.workspace) as checkpointer, pytest.raises(FatalError, match="disk is full"):
         read_document(settings, None, load_document(doc), model, checkpointer,
                       stopped=lambda: "another document: disk is full" if len(model.calls) >= 2 else None)
@@ -291,7 +291,7 @@ def test_a_ray_task_that_cannot_save_its_checkpoints_stops_the_run_on_the_driver
     model = use(monkeypatch, MockModel())
     monkeypatch.setattr(cluster, "_MODELS", {})
     failures = fill_the_disk(monkeypatch, model)
-    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain", workspace=tmp_path / "ws")
+    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain:notes=rewrite", workspace=tmp_path / "ws")
     reply = cluster.read_task(settings, None, load_document(doc))
     assert reply["error_type"] == CHECKPOINT_ERROR and "database or disk is full" in reply["error"]
     assert failures and len(model.calls) == failures[0]  # the task made no call after the failed save
@@ -639,7 +639,7 @@ def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypat
         return None
 
     model = use(monkeypatch, MockModel(responder=slow))
-    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain", workspace=tmp_path / "ws",
+    settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain:notes=rewrite", workspace=tmp_path / "ws",
                        quiet=True, writes_files=True, jobs=jobs)
     codes: list[int] = []
     runs = [threading.Thread(target=lambda: codes.append(run([str(folder)], None, settings, tmp_path / "out")))
@@ -661,7 +661,7 @@ def test_a_document_another_run_is_reading_is_waited_for_and_not_read_again(tmp_
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(6))
     model = use(monkeypatch, MockModel())
-    threads = Reader(str(doc), model=model, window=512, strategy="chain").thread_ids(None)
+    threads = Reader(str(doc), model=model, window=512, strategy="chain:notes=rewrite").thread_ids(None)
     other = WorkLock(tmp_path / "workspace" / "locks", lock_key(threads), threads)
     held = threading.Event()
 

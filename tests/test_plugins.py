@@ -121,7 +121,7 @@ def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_pa
     assert asked["answer"] == "ECHO read the decoded text"  # the loader decoded the file for the backend
     assert asked["model"] == "echo" and asked["strategy"] == "firstpart" and len(asked["calls"]) == 1
     chained = json.loads(out["chain"]["out"])
-    assert chained["strategy"] == "chain" and chained["answer"].startswith("ECHO")
+    assert chained["strategy"] == "chain:notes=rewrite" and chained["answer"].startswith("ECHO")
 
 
 def test_a_broken_plugin_fails_the_file_that_needs_it_with_a_clear_reason(site, tmp_path, monkeypatch):

@@ -62,12 +62,12 @@ def stream(tmp_path):
 
 def make_reader(stream, replies=None, window=1024, **options):
     model = MockModel(completion_tokens=24, replies=replies or scripted())
-    return Reader(story(), strategy="chain", model=model, window=window, memory=stream, **options), model
+    return Reader(story(), strategy="chain:notes=rewrite", model=model, window=window, memory=stream, **options), model
 
 
 def test_without_memory_nothing_changes():
     model = MockModel(completion_tokens=12)
-    result = Reader(story(12), strategy="chain", model=model, window=1024).ask("What did the keeper see?")
+    result = Reader(story(12), strategy="chain:notes=rewrite", model=model, window=1024).ask("What did the keeper see?")
     assert "answered_from" not in result.extras and "answered_from" not in result.to_dict()
     assert len(model.calls) == result.segments + 1
 
@@ -126,7 +126,7 @@ def test_recall_fills_the_room_and_never_exceeds_the_window(tmp_path_factory, wi
     model = MockModel(completion_tokens=16, replies={"worker": lambda call: f"part {call.segment + 1}: {long_note}"})
     question = "Where was the heron?"
     with MemoryStream(folder / "m.sqlite", embedder=HashingEmbedder(64)) as stream:
-        reader = Reader(story(paragraphs), strategy="chain", model=model, window=window, memory=stream)
+        reader = Reader(story(paragraphs), strategy="chain:notes=rewrite", model=model, window=window, memory=stream)
         try:
             result = reader.read(question)
         except WindowTooSmall:  # a window too small for the question is refused before any call
@@ -231,17 +231,17 @@ def test_a_reply_from_memory_is_judged_insufficient(stream, reply, insufficient)
 def test_session_comes_from_the_document_and_memory_outlives_the_reader(tmp_path):
     path = tmp_path / "memory.sqlite"
     model = MockModel(completion_tokens=24, replies=scripted())
-    with Reader(story(), strategy="chain", model=model, window=1024, memory=path, embedder=HashingEmbedder(128)) as reader:
+    with Reader(story(), strategy="chain:notes=rewrite", model=model, window=1024, memory=path, embedder=HashingEmbedder(128)) as reader:
         reader.ask("Which birds did the keeper see?")
         session = reader.session
     assert session == default_session(reader.document)
-    other = Reader(story(8), strategy="chain", model=model, window=1024, memory=path, embedder=HashingEmbedder(128))
+    other = Reader(story(8), strategy="chain:notes=rewrite", model=model, window=1024, memory=path, embedder=HashingEmbedder(128))
     assert other.session != session and not other.has_notes()
     other.close()
 
     # A new reader (a new process, as far as the file can tell) answers from the notes the first one left.
     before = len(model.calls)
-    with Reader(story(), strategy="chain", model=model, window=1024, memory=path, embedder=HashingEmbedder(128)) as again:
+    with Reader(story(), strategy="chain:notes=rewrite", model=model, window=1024, memory=path, embedder=HashingEmbedder(128)) as again:
         result = again.ask("Did the keeper see an otter?")
     assert result.extras["answered_from"] == "memory" and len(model.calls) == before + 1
 
@@ -264,7 +264,7 @@ def test_async_ask_with_memory_makes_the_same_calls(tmp_path):
     def run(use_async: bool):
         model = MockModel(completion_tokens=24, replies=scripted())
         with MemoryStream(tmp_path / f"m{use_async}.sqlite", embedder=HashingEmbedder(128)) as stream:
-            reader = Reader(story(), strategy="chain", model=model, window=1024, memory=stream)
+            reader = Reader(story(), strategy="chain:notes=rewrite", model=model, window=1024, memory=stream)
             for question in ("Which birds did the keeper see?", "Did the keeper see an otter?"):
                 result = asyncio.run(reader.aask(question)) if use_async else reader.ask(question)
             return [c.messages for c in model.calls], result.extras["answered_from"]

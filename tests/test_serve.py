@@ -145,6 +145,115 @@ def test_the_cache_prefix_header_reaches_the_engine():
     assert [c.cache_prefix for c in model.calls] == [12]
 
 
+# -- client conventions: structured output, a model by id, the completion cache --------------------------------------
+KEEPER_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "years": {"type": "integer"}},
+                 "required": ["name", "years"], "additionalProperties": False}
+
+
+def formatter_replies(*texts: str):
+    """The engine's replies to JSON requests (`longread serve` tags them `formatter`), in turn."""
+    queue = list(texts)
+    return {"formatter": lambda call: queue.pop(0) if len(queue) > 1 else queue[0]}
+
+
+@pytest.fixture
+def json_provider():
+    with FakeProvider(context_window=4096) as server:
+        yield server
+
+
+def test_openai_parse_gets_a_checked_object_after_one_retry(json_provider):
+    from pydantic import BaseModel
+
+    class Keeper(BaseModel):
+        name: str
+        years: int
+
+    json_provider.model.replies = formatter_replies("It was Ada, for forty years.", '```json\n{"name": "Ada", '
+                                                    '"years": 40}\n```')
+    before = len(json_provider.model.calls)
+    reply = client(json_provider.base_url).chat.completions.parse(model="fake", messages=USER, max_tokens=64,
+                                                                  response_format=Keeper)
+    assert reply.choices[0].message.parsed == Keeper(name="Ada", years=40)
+    assert reply.choices[0].message.content == '{"name":"Ada","years":40}'  # the value alone, no fence
+    calls = json_provider.model.calls[before:]
+    assert len(calls) == 2 and '"years"' in calls[0].messages[0]["content"]  # the schema in the system message
+    assert "does not match the schema" in calls[1].messages[-1]["content"]
+    assert reply.usage.prompt_tokens == sum(c.prompt_tokens for c in calls)  # both calls are counted
+
+
+def test_json_object_mode_and_a_streamed_json_reply(json_provider):
+    json_provider.model.replies = formatter_replies('{"answer": "Ada"}')
+    plain = client(json_provider.base_url).chat.completions.create(
+        model="fake", messages=USER, max_tokens=32, response_format={"type": "json_object"})
+    assert json.loads(plain.choices[0].message.content) == {"answer": "Ada"}
+    chunks = list(client(json_provider.base_url).chat.completions.create(
+        model="fake", messages=USER, max_tokens=32, stream=True, stream_options={"include_usage": True},
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(text) == {"answer": "Ada"} and chunks[-1].usage.completion_tokens > 0
+
+
+def test_a_reply_that_misses_twice_is_a_422_that_says_why(json_provider):
+    json_provider.model.replies = formatter_replies('{"name": "Ada"}')
+    with pytest.raises(openai.UnprocessableEntityError, match="'years' is a required property"):
+        client(json_provider.base_url).chat.completions.create(
+            model="fake", messages=USER, max_tokens=32,
+            response_format={"type": "json_schema", "json_schema": {"name": "k", "schema": KEEPER_SCHEMA}})
+
+
+@pytest.mark.parametrize(("response_format", "says"), [
+    ({"type": "json_schema"}, "json_schema needs json_schema.schema"),
+    ({"type": "json_schema", "json_schema": {"name": "k", "schema": {"type": "nonsense"}}}, "not a valid JSON schema"),
+    ({"type": "xml"}, "response_format"),
+])
+def test_a_bad_response_format_is_a_400(json_provider, response_format, says):
+    response = httpx.post(f"{json_provider.base_url}/chat/completions",
+                          json={"model": "fake", "messages": USER, "response_format": response_format})
+    assert response.status_code == 400 and says in response.json()["error"]["message"]
+
+
+def test_langchain_with_structured_output_works_against_serve(json_provider):
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    class Keeper(BaseModel):
+        name: str
+        years: int
+
+    json_provider.model.replies = formatter_replies('{"name": "Ada", "years": 40}')
+    llm = ChatOpenAI(model="fake", base_url=json_provider.base_url, api_key="unused", max_retries=0)
+    assert llm.with_structured_output(Keeper).invoke("Who kept the lamp?") == Keeper(name="Ada", years=40)
+    titled = {**KEEPER_SCHEMA, "title": "Keeper"}  # LangChain names a dict schema by its title
+    assert llm.with_structured_output(titled).invoke("Who?") == {"name": "Ada", "years": 40}
+    assert llm.with_structured_output(Keeper, method="json_mode").invoke("Who? Answer in JSON.") == Keeper(
+        name="Ada", years=40)
+    assert json_provider.answered[-1].body["response_format"] == {"type": "json_object"}
+
+
+def test_a_model_is_found_by_its_id_or_alias_and_an_unknown_one_is_a_404(provider):
+    models = client(provider.base_url).models
+    assert models.retrieve("fake").id == "fake" and models.retrieve("fake").max_model_len == 2048
+    assert models.retrieve("hosted_vllm/fake").id == "hosted_vllm/fake"
+    with pytest.raises(openai.NotFoundError, match="this server serves 'fake'"):
+        models.retrieve("gpt-4o")
+
+
+def test_serve_with_the_completion_cache_answers_a_repeated_request_without_the_engine(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from longread.backends.cache import CachedModel
+
+    engine_model = MockModel()
+    body = {"model": "m", "messages": USER, "max_tokens": 8}
+    with TestClient(create_app(CachedModel(engine_model, tmp_path / "c.sqlite"), name="m")) as test_client:
+        first = test_client.post("/v1/chat/completions", json=body).json()
+        again = test_client.post("/v1/chat/completions", json=body).json()
+        other = test_client.post("/v1/chat/completions", json={**body, "temperature": 0.7}).json()
+    assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]
+    assert len(engine_model.calls) == 2 and other["choices"]
+
+
 # -- longread's client: --api-base ----------------------------------------------------------------------------------
 def test_ask_reaches_a_server_through_api_base_with_the_prefix_header(provider):
     before = len(provider.answered)

@@ -40,7 +40,7 @@ QUESTION = "What colour was boat number 17 painted?"
 # -- chain ---------------------------------------------------------------------------------------------------------
 def test_an_all_nothing_relevant_chain_says_not_found_and_never_calls_the_manager():
     model = MockModel(replies={"worker": NOTHING_RELEVANT})
-    result = Reader(book(), strategy="chain", model=model, window=1024).ask(QUESTION)
+    result = Reader(book(), strategy="chain:notes=rewrite", model=model, window=1024).ask(QUESTION)
     n = result.segments
     assert [c.agent for c in model.calls] == ["worker"] * n  # no manager call that could invent an answer
     assert result.extras["not_found"] and result.citations == []
@@ -51,7 +51,7 @@ def test_an_all_nothing_relevant_chain_says_not_found_and_never_calls_the_manage
 def test_the_marker_counts_only_alone_and_its_replies_are_kept():
     replies = {0: NOTHING_RELEVANT, 1: "NOTHING RELEVANT. But boat 17 was painted crimson.", 2: "  nothing relevant.  "}
     model = MockModel(replies={"worker": lambda call: replies.get(call.segment), "manager": "crimson"})
-    result = Reader(book(), strategy="chain", model=model, window=1024).ask(QUESTION)
+    result = Reader(book(), strategy="chain:notes=rewrite", model=model, window=1024).ask(QUESTION)
     passed = [c.passed_on for c in result.calls if c.agent == "worker"]
     assert passed[:3] == [True, False, True]
     # The reply after the marker is the note the next worker gets, without the marker.
@@ -64,7 +64,7 @@ def test_the_marker_counts_only_alone_and_its_replies_are_kept():
 
 def test_lookback_gives_the_manager_the_cited_passages_within_its_window():
     window = 1024
-    probe = Reader(book(), strategy="chain", model=MockModel(), window=window)
+    probe = Reader(book(), strategy="chain:notes=rewrite", model=MockModel(), window=window)
     segments = probe.segments(probe.budget("query", QUESTION).segment_tokens)
     [part] = [s.index for s in segments if "Paragraph 17." in s.text]
 
@@ -72,7 +72,7 @@ def test_lookback_gives_the_manager_the_cited_passages_within_its_window():
         return "Boat 17 was painted crimson." if call.segment == part else NOTHING_RELEVANT
 
     model = MockModel(replies={"worker": worker, "manager": "crimson"})
-    result = Reader(book(), model=model, window=window, strategy="lookback").ask(QUESTION)
+    result = Reader(book(), model=model, window=window, strategy="lookback:notes=rewrite").ask(QUESTION)
     [manager] = model.calls_by("manager")
     cited = {c.segment for c in result.citations}
     assert cited == {part} and result.extras["lookback"] == [part]
@@ -95,7 +95,7 @@ def test_multipath_reads_k_orders_then_judges_the_answers_with_their_notes():
 
     model = MockModel(replies={"worker": worker, "manager": lambda call: f"answer of path {call.path}",
                                "judge": "the judged answer"})
-    result = Reader(book(), model=model, window=1024, strategy="multipath").ask(QUESTION)
+    result = Reader(book(), model=model, window=1024, strategy="multipath:notes=rewrite").ask(QUESTION)
     n = result.segments
     workers, managers, judges = model.calls_by("worker"), model.calls_by("manager"), model.calls_by("judge")
     assert len(workers) == 3 * n and len(managers) == 3 and len(judges) == 1
@@ -118,7 +118,7 @@ def test_multipath_reads_k_orders_then_judges_the_answers_with_their_notes():
 def test_multipath_resumes_each_path_and_repeats_no_finished_call():
     checkpointer = InMemorySaver()
     model = MockModel(completion_tokens=8, fail_on_calls={10})
-    reader = Reader(book(), model=model, window=1024, strategy="multipath:paths=2", checkpointer=checkpointer)
+    reader = Reader(book(), model=model, window=1024, strategy="multipath:paths=2,notes=rewrite", checkpointer=checkpointer)
     with pytest.raises(RuntimeError, match="injected failure at call 10"):
         reader.ask(QUESTION)
     made = len(model.calls)
@@ -132,7 +132,7 @@ def test_multipath_resumes_each_path_and_repeats_no_finished_call():
 
 def test_multipath_summary_merges_the_summaries():
     model = MockModel(replies={"manager": lambda call: f"summary of path {call.path}", "judge": "merged"})
-    result = Reader(book(20), model=model, window=1024, strategy="multipath").summarize()
+    result = Reader(book(20), model=model, window=1024, strategy="multipath:notes=rewrite").summarize()
     judge = user(model.calls_by("judge")[0])
     assert all(f"summary of path {p}" in judge for p in range(3)) and result.text == "merged"
     assert "summary" in judge.lower()
@@ -286,10 +286,12 @@ def test_auto_reads_the_document_when_retrievals_answer_states_a_number_its_exce
 
 
 def test_auto_summarizes_with_its_fallback():
-    model = MockModel()
+    # every part shows the tide: each worker's claim passes its check, so the manager writes the summary
+    claim = 'Claim: The harbour master watched the tide.\nQuote: "watched the tide come in over the sand"'
+    model = MockModel(replies={"worker": claim})
     result = Reader(book(12), model=model, window=1024, strategy="auto").summarize()
     assert "reader" not in [c.agent for c in model.calls] and model.calls[-1].agent == "manager"
-    assert result.extras["route"] == "chain:notes=map"
+    assert result.extras["route"] == "chain"
 
 
 # -- every strategy ------------------------------------------------------------------------------------------------
@@ -386,7 +388,7 @@ def test_a_registered_strategy_is_used_by_reader():
 def test_evidence_notes_keep_grounded_replies_as_items_and_drop_invented_ones():
     from longread.agents.notes import evidence_items, grounded
 
-    probe = Reader(book(), strategy="chain", model=MockModel(), window=1024)
+    probe = Reader(book(), strategy="chain:notes=rewrite", model=MockModel(), window=1024)
     segments = probe.segments(probe.budget("query", QUESTION).segment_tokens)
     [part] = [s.index for s in segments if "Paragraph 17." in s.text]
     assert grounded('Answer: fawn\nEvidence: "painted boat number 17 fawn at dawn"', segments[part].text, QUESTION)

@@ -62,6 +62,31 @@ class Prompts:
         "of the whole document will be written from it alone. Write only the summary."
     )
     nothing_relevant: str = NOTHING_RELEVANT
+    # Grounded claims (ChainStrategy(notes="claims"), agents/claims.py): a worker lists claims, each with the exact
+    # words of its part that show it; code checks every claim before it travels.
+    claims_notes_heading: str = "\n\nChecked claims from the earlier parts:\n"
+    no_claims_yet: str = "(none yet: this is the first part)"
+    worker_claims_task: str = (
+        "Question: {question}\n\n"
+        "Find what the source text above says that helps answer the question, or that connects to a checked claim "
+        "from the earlier parts. Write each finding as two lines: first \"Claim:\" and one short sentence, with "
+        "names and numbers exactly as the source text writes them; then \"Quote:\" and the sentence of the source "
+        "text that shows it, copied word for word. Write nothing else. If the source text says nothing that helps, "
+        "write only: Claim: none"
+    )
+    worker_claims_map_task: str = (
+        "Question: {question}\n\n"
+        "Find what the source text above says that helps answer the question. Write each finding as two lines: "
+        "first \"Claim:\" and one short sentence, with names and numbers exactly as the source text writes them; "
+        "then \"Quote:\" and the sentence of the source text that shows it, copied word for word. Write nothing "
+        "else. If the source text says nothing that helps, write only: Claim: none"
+    )
+    worker_claims_summary_task: str = (
+        "List what happens in the source text above, in order: the events, who takes part, where, and every turn "
+        "of the story. Write each as two lines: first \"Claim:\" and one sentence, with names exactly as the "
+        "source text writes them; then \"Quote:\" and the sentence of the source text that shows it, copied word "
+        "for word. Write nothing else."
+    )
     # -- manager ------------------------------------------------------------------------------------------------
     manager_system: str = (
         "You answer questions about a long document. The document was too long to read at once, so readers "
@@ -75,11 +100,49 @@ class Prompts:
         "Notes on the document:\n{notes}\n\n"
         "Write a well-organised summary of the whole document from these notes."
     )
+    # The manager over checked claims (agents/resolve.py ranks them and settles clear conflicts first).
+    manager_claims_task: str = (
+        "Claims found in the document, each checked against the source sentence under it:\n{notes}\n\n"
+        "Question: {question}\n\n"
+        "Answer the question from these claims only. Where claims disagree, trust the one whose source names the "
+        "same people, places and dates as the question. If the claims do not answer the question, say that the "
+        "document does not say. Write only the answer."
+    )
+    claims_conflict_note: str = "\n\nThese claims disagree; decide from their sources: {pairs}"
+    claims_count_note: str = "\n\n({count} checked claims in all, each found once.)"
+    claims_bridge_heading: str = "\n\nSentences elsewhere in the document that name the people and places of these claims:\n"
+    claims_missing_note: str = " (its source does not name {names})"
+    manager_claims_summary_task: str = (
+        "Notes on the document, in order, each checked against the text:\n{notes}\n\n"
+        "Write a summary of the whole document from these notes: who the main people are, what happens to them "
+        "in order, and how it ends. Use only names and facts that are in the notes. Never repeat a sentence. "
+        "Write only the summary."
+    )
+    summary_fix_task: str = (
+        "Summary:\n{summary}\n\nThe summary above names {items}, which the document does not contain. Rewrite the "
+        "summary without them, keeping everything else. Write only the summary."
+    )
+    # The collapse stage (LLM x MapReduce): claims or notes that do not fit the manager's window are merged in
+    # groups that fit, as often as needed.
+    collapse_claims_task: str = (
+        "Claims found in parts {first} to {last} of the document, each with the source sentence it was checked "
+        "against:\n{notes}\n\nQuestion: {question}\n\n"
+        "Keep every claim that helps answer the question; merge claims that say the same thing. Write each as two "
+        "lines: first \"Claim:\" and one short sentence, with names and numbers exactly as written; then "
+        "\"Quote:\" and its source sentence, copied word for word. Write nothing else."
+    )
+    collapse_summary_task: str = (
+        "Notes on parts {first} to {last} of the document, in order:\n{notes}\n\n"
+        "Write a summary of these parts from the notes: who takes part and what happens, in order. Use only names "
+        "and facts that are in the notes. Never repeat a sentence. Write only the summary."
+    )
     # Lookback (ReadAgent's page lookup): the manager also sees source passages the notes cite.
     lookback_heading: str = "Passages of the document that the notes cite:\n"
     lookback_passage: str = "[part {number}] {text}\n\n"
     # The answer when no reader found anything: written without a call, so nothing can be invented.
     not_found_answer: str = "The document does not say: none of its {parts} parts held information about this question."
+    # A summary whose readers' claims all failed their checks: said plainly, without a call that could invent.
+    nothing_to_summarize: str = "No summary: none of the claims the readers wrote about its {parts} parts passed its check."
     # -- judge (multipath) --------------------------------------------------------------------------------------
     judge_system: str = (
         "You compare answers to a question about a long document. Each answer was written by readers who went "

@@ -217,6 +217,7 @@ class LiteLLMModel(ChatModel):
     """A litellm model string as a ChatModel (see the module docstring for what it adds to litellm)."""
 
     streams = True  # takes on_text
+    accepts_response_format = True  # passed to litellm, which drops it for providers that have no JSON mode
 
     def __init__(
         self,
@@ -348,10 +349,10 @@ class LiteLLMModel(ChatModel):
     # -- calls -------------------------------------------------------------------------------------------------
 
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
-                  **extra) -> Completion:
+                  response_format=None, **extra) -> Completion:
         litellm = _litellm()
         request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
-                                cache_prefix=cache_prefix)
+                                cache_prefix=cache_prefix, response_format=response_format)
         attempts, started = 0, None
 
         def attempt() -> Any:
@@ -384,10 +385,10 @@ class LiteLLMModel(ChatModel):
         return self._parse(response, prompt_tokens, time.perf_counter() - started)
 
     async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
-                         **extra) -> Completion:
+                         response_format=None, **extra) -> Completion:
         litellm = _litellm()
         request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
-                                cache_prefix=cache_prefix)
+                                cache_prefix=cache_prefix, response_format=response_format)
         slots = self._async_slots()
         attempts, started = 0, None
 
@@ -429,7 +430,8 @@ class LiteLLMModel(ChatModel):
             return slots
 
     def _request(self, messages: list[Message], max_new_tokens: int, temperature: float,
-                 stream: bool = False, cache_prefix: int | None = None) -> dict[str, Any]:
+                 stream: bool = False, cache_prefix: int | None = None,
+                 response_format: dict[str, Any] | None = None) -> dict[str, Any]:
         """Keyword arguments of one litellm call. Holds the credentials: it lives only for the call."""
         request = dict(self.litellm_kwargs)
         request.update(self._credentials.as_kwargs())
@@ -452,6 +454,8 @@ class LiteLLMModel(ChatModel):
         )
         if stream:
             request.update(stream=True, stream_options={"include_usage": True})
+        if response_format is not None:
+            request["response_format"] = response_format
         return request
 
     def _retrying(self, retrying_class: type[tenacity.BaseRetrying]) -> tenacity.BaseRetrying:

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from .options import (
-    ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
-    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
+    ApiBaseOption, CacheOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption,
+    NoStreamOption, QuietOption, RayOption, SchemaOption, StrategyOption, TimeoutOption, TraceOption, TraceOtelOption,
+    WindowOption, WorkspaceOption,
 )
 
 
@@ -31,6 +32,10 @@ def ask(
     jobs: JobsOption = None,
     ray: RayOption = None,
     timeout: TimeoutOption = None,
+    trace: TraceOption = False,
+    schema: SchemaOption = None,
+    cache: CacheOption = False,
+    trace_otel: TraceOtelOption = False,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
     from .runner import run
@@ -39,6 +44,8 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
     settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
-                       as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream)
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout, schema=schema,
+                       as_json=as_json, dry_run=dry_run, force=force, quiet=quiet,
+                       stream=not no_stream and schema is None,  # the JSON object is printed, not the prose
+                       trace=trace, cache=cache, trace_otel=trace_otel)
     raise typer.Exit(run([path], question, settings, None))

@@ -44,7 +44,9 @@ def read_task(settings: Any, question: str | None, document: Any) -> dict[str, A
         options = settings.model_options()
         key = (settings.model, repr(sorted(options.items())))
         if key not in _MODELS:
-            _MODELS[key] = backends.get_model(settings.model, **options)
+            from .runner import client_model
+
+            _MODELS[key] = client_model(settings, backends.get_model(settings.model, **options))  # --cache
         with open_checkpointer(settings.workspace) as checkpointer:
             result, repeated = read_document(settings, question, document, _MODELS[key], checkpointer)
             return {"result": result, "repeated_calls": repeated}

@@ -114,5 +114,43 @@ RayOption = Annotated[
 # Options whose value may be left out (`--ray` alone means `--ray auto`): cli/__init__.py fills the value in
 # before typer parses the command line, whose parser has no optional values.
 OPTIONAL_VALUES = {"--ray": "auto"}
+TraceOption = Annotated[bool, typer.Option("--trace", metavar="", help="After each result, show on stderr what "
+                                           "every agent wrote, and every claim kept, dropped (and why) or set "
+                                           "aside.")]
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", metavar="", help="Print the answer when it is "
                                               "finished instead of as it is written.")]
+
+
+def _checked_schema(spec: str | None):  # noqa: ANN202
+    """--schema is read and checked before anything loads: a bad schema is a usage error naming the file."""
+    if spec is None:
+        return None
+    from ..structured import SchemaError, load_schema
+
+    try:
+        return load_schema(spec)
+    except SchemaError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+SchemaOption = Annotated[
+    Optional[str],
+    typer.Option("--schema", metavar="JSON|FILE", callback=_checked_schema, show_default=False,
+                 help="Answer as JSON matching this JSON schema (the schema itself, or a file holding it): one more "
+                 "call writes the answer as JSON, checked against the schema and retried once. Prints the JSON "
+                 "object (with --json: under `data`)."),
+]
+CacheOption = Annotated[
+    bool,
+    typer.Option("--cache", metavar="", envvar="LONGREAD_CACHE",
+                 help="Answer calls already made with the same model, prompt and sampling settings from the "
+                 "completion cache (WORKSPACE/completions.sqlite), so a re-run makes no model calls. "
+                 "`longread runs` shows the hits."),
+]
+TraceOtelOption = Annotated[
+    bool,
+    typer.Option("--trace-otel", metavar="", envvar="LONGREAD_TRACE_OTEL",
+                 help="Send OpenTelemetry spans (GenAI conventions: each run, agent step and model call, with "
+                 "tokens, cost, time to first token, cache hits) over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT "
+                 "(default http://localhost:4318). Needs `pip install 'longread[otel]'`."),
+]

@@ -35,6 +35,9 @@ def calls_words(data: dict[str, Any]) -> str:
     """`5 calls`, or `5 calls (+1 repeated after an interruption)` when an interrupted run's call was made again
     (its first attempt was paid for too; its tokens are not known)."""
     words = count(len(data.get("calls") or []), "call")
+    hits = int((data.get("usage") or {}).get("cache_hits") or 0)
+    if hits:
+        words += f" ({hits} from the completion cache)"
     repeated = int((data.get("usage") or {}).get("repeated_calls") or 0)
     return f"{words} (+{repeated} repeated after an interruption)" if repeated else words
 
@@ -103,6 +106,8 @@ class Printer:
 
     # -- results -------------------------------------------------------------------------------------------------
     def result(self, job: Job, data: dict[str, Any], stream: TextStream | None = None) -> None:
+        if self.settings.trace:
+            self.trace(data)
         if self.settings.as_json:
             self.json_line(data)
             return
@@ -112,7 +117,10 @@ class Printer:
         else:
             self.display.pause()
         try:
-            if not streamed:
+            if not streamed and data.get("data") is not None:  # --schema: the object is the result
+                self.heading(job)
+                typer.echo(json_line(data["data"], indent=2))  # escaped for the terminal, still the same JSON
+            elif not streamed:
                 self.heading(job)
                 self._text(str(data.get("answer", data.get("summary", "")) or "").strip())
             tail = []
@@ -142,6 +150,13 @@ class Printer:
             self.out.print(printable(line), style="dim", markup=False, highlight=False, soft_wrap=True)
         else:
             self._echo(line)
+
+    def trace(self, data: dict[str, Any]) -> None:
+        from .trace import trace_lines
+
+        with self.display.paused():
+            for line in trace_lines(data):
+                typer.echo(printable(line), err=True)
 
     def output_file(self, path: str) -> None:
         with self.display.paused():

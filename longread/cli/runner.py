@@ -89,6 +89,20 @@ def _check_strategy_options(spec: str) -> None:
         raise FatalError(f"--strategy {spec}: {one_line(reason)}") from exc
 
 
+def _tracer(settings: Settings, stack: ExitStack) -> Any:
+    """--trace-otel: the run's tracer, its spans sent when the run ends (FatalError without the `otel` extra)."""
+    if not settings.trace_otel or settings.dry_run:
+        return None
+    from ..tracing import TracingUnavailable, configure
+
+    try:
+        export = configure()
+    except TracingUnavailable as exc:
+        raise FatalError(str(exc)) from None
+    stack.callback(export.shutdown)
+    return export.tracer()
+
+
 def _with_alias(settings: Settings, message: str) -> str:
     return f"{message} (alias {settings.alias})" if settings.alias else message
 
@@ -112,6 +126,7 @@ class Resources:
     settings: Settings
     stack: ExitStack
     warn: Callable[[str], None] = lambda message: None
+    tracer: Any = None  # --trace-otel: the run's OpenTelemetry tracer
     _model: Any = None
     _checkpointer: Any = None
     _speed: Any = None
@@ -138,7 +153,7 @@ class Resources:
             from ..backends.estimate import estimate_model
 
             return estimate_model(model)
-        return model
+        return client_model(settings, model, self.tracer)
 
     def speed(self) -> Any:
         """A dry run of a local model: its measured speed on this machine (one short real call, once a run)."""
@@ -165,6 +180,19 @@ class Resources:
                     raise FatalError(f"workspace {self.settings.workspace}: cannot create {locks} "
                                      f"({exc.strerror or exc})") from exc
             return self._checkpointer
+
+
+def client_model(settings: Settings, model: Any, tracer: Any = None) -> Any:
+    """The model behind the completion cache (--cache) and tracing (--trace-otel, with the run's tracer)."""
+    if settings.cache:
+        from ..backends.cache import CACHE_FILE, CachedModel
+
+        model = CachedModel(model, settings.workspace / CACHE_FILE)
+    if tracer is not None:
+        from ..tracing import TracedModel
+
+        model = TracedModel(model, tracer)
+    return model
 
 
 # -- one document -----------------------------------------------------------------------------------------------------
@@ -236,7 +264,7 @@ def read_document(settings: Settings, question: str | None, document: Any, model
         if (settings.force if fresh is None else fresh) and checkpointer is not None:
             reader.forget(question)  # start over instead of resuming
         if question is not None:
-            result = reader.ask(question, on_event=counted, on_text=on_text)
+            result = reader.ask(question, schema=settings.schema, on_event=counted, on_text=on_text)
         else:
             result = reader.summarize(on_event=counted, on_text=on_text)
         repeated = lock.repeated_calls if lock is not None and started else 0
@@ -490,6 +518,8 @@ class Run:
                 self.printer.estimate(job, outcome.data, outcome.estimate)
             else:
                 if outcome.files is not None and not settings.as_json:
+                    if settings.trace:
+                        self.printer.trace(outcome.data)
                     self.printer.output_file(str(outcome.files.markdown))
                 else:
                     self.printer.result(job, outcome.data, outcome.stream)
@@ -515,7 +545,7 @@ class Run:
             calls=len(data.get("calls") or []) + int(usage.get("repeated_calls") or 0),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
-            cost_usd=float(usage.get("cost_usd") or 0.0),
+            cost_usd=float(usage.get("cost_usd") or 0.0), cache_hits=int(usage.get("cache_hits") or 0),
             output=str(outcome.files.markdown) if outcome.files is not None and outcome.kind == "done" else None,
             result=data or None,
         )))
@@ -596,7 +626,8 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
                 raise FatalError(f"--out {out}: {exc}") from exc
         with ExitStack() as stack:
             stack.enter_context(display)
-            resources = Resources(settings, stack, warn=lambda message: display.note(message, "yellow"))
+            resources = Resources(settings, stack, warn=lambda message: display.note(message, "yellow"),
+                                  tracer=_tracer(settings, stack))
             current = Run(settings, question, display, printer, resources, outputs, output_settings)
             if settings.ray and not settings.dry_run:
                 from .cluster import read_on_ray

@@ -47,6 +47,11 @@ def _short(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+def hits(record) -> str:  # noqa: ANN001
+    """Calls answered from the completion cache, of all the run's calls (`7/7`: the run called no model)."""
+    return f"{record.cache_hits}/{record.calls}" if record.cache_hits else "-"
+
+
 @app.callback()
 def runs(
     ctx: typer.Context,
@@ -74,17 +79,21 @@ def runs(
         return
     table = Table(header_style="bold")
     folding = ("document", "question", "output")
-    for column in ("id", "when", "command", "document", "question", "model", "strategy", "tokens", "cost", "time",
-                   "output"):
+    # `hits` only when a listed run used the completion cache: the table has little room (120 columns)
+    with_hits = any(r.cache_hits for r in records)
+    columns = ["id", "when", "command", "document", "question", "model", "strategy", "tokens", "hits", "cost",
+               "time", "output"]
+    for column in columns if with_hits else [c for c in columns if c != "hits"]:
         table.add_column(column, overflow="fold", no_wrap=column not in folding,
-                         justify="right" if column in ("id", "tokens", "cost", "time") else "left")
+                         justify="right" if column in ("id", "tokens", "hits", "cost", "time") else "left")
     for r in records:
         when = r.to_dict()["started"][5:16].replace("T", " ")
         output = _short(r.output) if r.output else ("failed: " + (r.error or "") if r.status == "failed" else "stdout")
-        table.add_row(str(r.id), when, r.command, Text(printable(_short(r.document))),
-                      Text(printable(r.question or "-")),
-                      Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}", cost(r.cost_usd),
-                      f"{r.seconds:.1f} s", Text(printable(output), style="red" if r.status == "failed" else ""))
+        cells = [str(r.id), when, r.command, Text(printable(_short(r.document))), Text(printable(r.question or "-")),
+                 Text(printable(r.model)), printable(r.strategy or "-"), f"{r.tokens:,}",
+                 *([hits(r)] if with_hits else []), cost(r.cost_usd), f"{r.seconds:.1f} s",
+                 Text(printable(output), style="red" if r.status == "failed" else "")]
+        table.add_row(*cells)
     Console().print(table)
 
 
@@ -113,7 +122,8 @@ def show(
     echo(f"run {record.id}: {record.command} {record.document}" + (f" {record.question!r}" if record.question else ""))
     echo(f"  {d['started']}, {record.seconds:.1f} s, {record.status}; model {record.model}, strategy "
                f"{record.strategy or '-'}, window {record.window or '-'}, kv {record.kv or '-'}")
-    echo(f"  {record.calls} calls, {record.tokens:,} tokens, {cost(record.cost_usd)}; output: "
+    cached = f" ({record.cache_hits} from the completion cache)" if record.cache_hits else ""
+    echo(f"  {record.calls} calls{cached}, {record.tokens:,} tokens, {cost(record.cost_usd)}; output: "
                f"{record.output or 'stdout'}")
     if record.error:
         echo(f"  error: {record.error}")

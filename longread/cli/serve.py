@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import KvOption, ModelOption, WindowOption, _finite_seconds
+from .options import CacheOption, KvOption, ModelOption, TraceOtelOption, WindowOption, WorkspaceOption
+from .options import _finite_seconds
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,6 +38,9 @@ def serve(
         typer.Option("--name", metavar="NAME", show_default=False,
                      help="The model name clients send (default: `local`, or the folder's name for hf:PATH)."),
     ] = None,
+    cache: CacheOption = False,
+    trace_otel: TraceOtelOption = False,
+    workspace: WorkspaceOption = None,
     max_request_bytes: Annotated[
         Optional[int],
         typer.Option("--max-request-bytes", metavar="BYTES", min=1, show_default=False,
@@ -88,6 +92,7 @@ def serve(
     from ..serve.app import create_app
     from ..serve.limits import DEFAULT_REQUEST_TIMEOUT, ServerLimits
 
+    engine, export = _client_conventions(engine, cache, trace_otel, workspace, err)
     served = name or served_name(given)
     limits = ServerLimits(max_request_bytes, max_prompt_tokens, request_timeout or DEFAULT_REQUEST_TIMEOUT)
     app = create_app(engine, name=served, aliases=tuple({resolved, given} - {served}), api_key=api_key,
@@ -102,4 +107,30 @@ def serve(
               f"{limits.max_prompt_tokens or app.state.engine.window:,} prompt tokens, {limits.request_timeout:g} s")
     # No --window in the hint: longread clients take the server's window and tokenizer from /v1/models.
     note(err, f"  longread ask FILE QUESTION --model openai/{served} --api-base {base}   (Ctrl-C stops)")
-    run_server(app, host, port)
+    try:
+        run_server(app, host, port)
+    finally:
+        if export is not None:
+            export.shutdown()
+
+
+def _client_conventions(engine, cache: bool, trace_otel: bool, workspace, err):  # noqa: ANN001, ANN202
+    """The served model behind the completion cache (--cache) and OpenTelemetry spans (--trace-otel); the span
+    export to shut down at the end, or None."""
+    from ..console import note
+
+    if cache:
+        from ..backends.cache import CACHE_FILE, CachedModel
+        from .settings import default_workspace
+
+        engine = CachedModel(engine, (workspace or default_workspace()) / CACHE_FILE)
+    if not trace_otel:
+        return engine, None
+    from ..tracing import TracedModel, TracingUnavailable, configure
+
+    try:
+        export = configure()
+    except TracingUnavailable as exc:
+        note(err, f"error: {exc}", "red")
+        raise typer.Exit(1) from None
+    return TracedModel(engine, export.tracer()), export

@@ -7,6 +7,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -92,6 +93,10 @@ class Settings:
     jobs: int | None = None  # --jobs: documents read at once (None: the default for the model)
     ray: str | None = None  # --ray: the Ray cluster's address (`auto`: start or join a local instance)
     timeout: float | None = None  # --timeout: seconds per model call (API models); None: the backend's default
+    trace: bool = False  # --trace: what every agent wrote and what the checks made of it, on stderr
+    schema: Any = None  # --schema: the answer as JSON for this structured.OutputSchema (ask)
+    cache: bool = False  # --cache: the completion cache, WORKSPACE/completions.sqlite
+    trace_otel: bool = False  # --trace-otel: OpenTelemetry spans over OTLP
 
     @property
     def api_model(self) -> bool:
@@ -130,7 +135,7 @@ def user_config() -> Config:
 
 def resolve(command: str, *, model: str | None, window: int | None, kv: str | None, strategy: str | None,
             workspace: Path | None, api_base: str | None = None, jobs: int | None = None, ray: str | None = None,
-            timeout: float | None = None, **flags: bool) -> Settings:
+            timeout: float | None = None, schema: Any = None, **flags: bool) -> Settings:
     config = user_config()
     given = model or config.model or DEFAULT_MODEL
     resolved = config.resolve_model(given)
@@ -147,7 +152,7 @@ def resolve(command: str, *, model: str | None, window: int | None, kv: str | No
         command=command, model=resolved, window=window or config.window, kv=kv,
         strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
         alias=given if resolved != given else None, api_base=api_base or None, jobs=jobs,
-        ray=ray or None, timeout=timeout, **flags,
+        ray=ray or None, timeout=timeout, schema=schema, **flags,
     )
 
 

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
-    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
+    ApiBaseOption, CacheOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption,
+    NoStreamOption, QuietOption, RayOption, StrategyOption, TimeoutOption, TraceOption, TraceOtelOption, WindowOption,
+    WorkspaceOption,
 )
 
 
@@ -37,6 +38,9 @@ def summarize(
     jobs: JobsOption = None,
     ray: RayOption = None,
     timeout: TimeoutOption = None,
+    trace: TraceOption = False,
+    cache: CacheOption = False,
+    trace_otel: TraceOtelOption = False,
 ) -> None:
     """Summarize documents and folders of them."""
     from .runner import run
@@ -45,5 +49,5 @@ def summarize(
     settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
                        api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
-                       writes_files=out is not None)
+                       writes_files=out is not None, trace=trace, cache=cache, trace_otel=trace_otel)
     raise typer.Exit(run(list(paths), None, settings, out))

@@ -9,11 +9,13 @@ Fields:
 - the document: `path` (relative to the folder of cases.jsonl, or absolute) or inline `text`, exactly one;
 - `question`: the question, or null (or absent) for a summary of the whole document;
 - the gold, exactly one of: `answers` (a list of acceptable short answers), `choices` ({letter: text}) with
-  `answer` (the gold letter), or `references` (reference summaries; the best match counts);
+  `answer` (the gold letter), `references` (reference summaries; the best match counts), `items` (every value a
+  list question must name: scored by F1 of the values listed) or `count` (the number a counting question must
+  give: scored by exact count);
 - `metadata`: free (needle cases carry `length`, `depth`, `kind`; the report plots what it finds).
 
 A case's task follows from its gold: `choice` (choices), `truefalse` (answers that are all "true"/"false"),
-`summary` (references), else `short`. `longread.eval.metrics.score` scores each task its own way.
+`summary` (references), `list` (items), `count` (count), else `short`. `longread.eval.metrics.score` scores each task its own way.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Iterable, Literal
 from ..documents import Document, load_document
 from ..errors import LongreadError
 
-Task = Literal["choice", "truefalse", "summary", "short"]
+Task = Literal["choice", "truefalse", "summary", "list", "count", "short"]
 _TRUTH = {"true", "false"}
 
 
@@ -45,6 +47,8 @@ class Case:
     choices: dict[str, str] | None = None
     answer: str | None = None
     references: tuple[str, ...] = ()
+    items: tuple[str, ...] = ()
+    count: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     base: Path | None = field(default=None, compare=False)  # the folder a relative `path` is relative to
 
@@ -54,6 +58,10 @@ class Case:
             return "choice"
         if self.references:
             return "summary"
+        if self.items:
+            return "list"
+        if self.count is not None:
+            return "count"
         if self.answers and all(a.strip().lower() in _TRUTH for a in self.answers):
             return "truefalse"
         return "short"
@@ -82,6 +90,10 @@ class Case:
             return self.answer
         if self.task == "summary":
             return list(self.references)
+        if self.task == "list":
+            return list(self.items)
+        if self.task == "count":
+            return self.count
         return list(self.answers)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +108,10 @@ class Case:
             data["answer"] = self.answer
         elif self.references:
             data["references"] = list(self.references)
+        elif self.items:
+            data["items"] = list(self.items)
+        elif self.count is not None:
+            data["count"] = self.count
         else:
             data["answers"] = list(self.answers)
         data["metadata"] = dict(self.metadata)
@@ -122,11 +138,18 @@ class Case:
         question = data.get("question")
         if question is not None and not (isinstance(question, str) and question.strip()):
             raise ValueError("`question` must be a non-empty string, or null for a summary")
-        golds = [name for name in ("answers", "choices", "references") if data.get(name) is not None]
+        golds = [name for name in ("answers", "choices", "references", "items", "count") if data.get(name) is not None]
         if len(golds) != 1:
-            raise ValueError("give exactly one of `answers`, `choices` (with `answer`) and `references`")
+            raise ValueError("give exactly one of `answers`, `choices` (with `answer`), `references`, `items` and "
+                             "`count`")
         answers = _strings(data, "answers")
         references = _strings(data, "references")
+        items = _strings(data, "items")
+        count = data.get("count")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise ValueError("`count` must be a whole number, 0 or more")
+        if (items or count is not None) and question is None:
+            raise ValueError("a list or count case needs a `question`")
         choices = data.get("choices")
         answer = data.get("answer")
         if choices is not None:
@@ -147,11 +170,13 @@ class Case:
             raise ValueError("`metadata` must be an object")
         return cls(
             id=case_id, dataset=dataset, question=question, path=data.get("path"), text=data.get("text"),
-            answers=answers, choices=choices, answer=answer, references=references, metadata=metadata, base=base,
+            answers=answers, choices=choices, answer=answer, references=references, items=items, count=count,
+            metadata=metadata, base=base,
         )
 
 
-_FIELDS = {"id", "dataset", "path", "text", "question", "answers", "choices", "answer", "references", "metadata"}
+_FIELDS = {"id", "dataset", "path", "text", "question", "answers", "choices", "answer", "references", "items", "count",
+           "metadata"}
 
 
 def _strings(data: dict[str, Any], name: str) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ class GreedyOptions(TyperCommand):
     """Lets `--lengths 8000 32000 --depths 0 0.5 1` give several values after one option (click takes one value
     per occurrence): the values up to the next option become repeated occurrences."""
 
-    greedy = ("--lengths", "--depths")
+    greedy = ("--lengths", "--depths", "--sizes")
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         expanded: list[str] = []
@@ -205,16 +205,20 @@ def needles_command(
     repeats: Annotated[int, typer.Option("--repeats", min=1, metavar="N",
                                          help="Different needles per length, depth and kind.")] = 1,
     kind: Annotated[Optional[list[str]], typer.Option("--kind", metavar="KIND", show_default=False,
-                                                      help="Only these kinds: single, pair, distractor "
-                                                      "(default: all three).")] = None,
+                                                      help="Only these kinds: single, pair, distractor, aggregate "
+                                                      "(default: the first three).")] = None,
+    sizes: Annotated[Optional[list[int]], typer.Option("--sizes", metavar="K...", min=1, max=200, show_default=False,
+                                                       help="Aggregate cases: facts per document, several "
+                                                       "(default: 5 10 20).")] = None,
 ) -> None:
-    """Write needle-in-a-haystack cases: single facts, two facts to combine, and distractors one detail apart."""
+    """Write needle-in-a-haystack cases: single facts, two facts to combine, distractors one detail apart, and
+    aggregates (many facts to list or count)."""
     from ..errors import LongreadError
-    from .needles import KINDS, write_needles
+    from .needles import AGGREGATE_SIZES, KINDS, write_needles
 
     try:
         target, count = write_needles(book, [_tokens(v) for v in lengths], depths, seed, out, repeats=repeats,
-                                      kinds=tuple(kind or KINDS))
+                                      kinds=tuple(kind or KINDS), sizes=tuple(sizes or AGGREGATE_SIZES))
     except LongreadError as exc:
         _fail(str(exc))
     typer.echo(f"wrote {count} cases to {target} (documents in {target.parent / 'documents'})")

@@ -7,6 +7,8 @@
   in the document"); the real-world fact after it goes to `metadata.fact`.
 - `squality`: SQuALITY (`document`, `questions[].question_text`, `questions[].responses[].response_text`):
   question-focused summaries scored against the four references.
+- `squality_summary`: the same file as whole-document summaries: one case per story, no question (the strategy
+  summarizes), scored against the four references of its first question, "What is the plot of the story?".
 - `longbench_v2`: the LongBench v2 multiple-choice lines `{id, book, question, choices{A..D}, answer}`, whose
   `book` path is relative to the data folder; the cases reference the book where it lies instead of copying it.
 
@@ -144,6 +146,17 @@ def load_squality(file: Path) -> Iterator[tuple[Case, str | None]]:
             ), text
 
 
+def load_squality_summary(file: Path) -> Iterator[tuple[Case, str | None]]:
+    seen: set[str] = set()
+    for case, text in load_squality(file):
+        document = case.metadata["document"]
+        if document in seen:
+            continue  # the first question of a story is its plot
+        seen.add(document)
+        yield Case(id=f"{document}-summary", dataset="squality_summary", path=case.path, references=case.references,
+                   metadata={**case.metadata, "references_of": case.question}), text
+
+
 def load_longbench_v2(file: Path) -> Iterator[tuple[Case, str | None]]:
     for number, record in _records(file):
         book = _field(file, number, record, "book", str)
@@ -164,6 +177,7 @@ LOADERS: dict[str, Loader] = {
     "quality": load_quality,
     "sci_fi": load_sci_fi,
     "squality": load_squality,
+    "squality_summary": load_squality_summary,
     "longbench_v2": load_longbench_v2,
 }
 

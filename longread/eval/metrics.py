@@ -5,7 +5,13 @@
 - Multiple choice: `choice_letter` reads the letter a reply chose ("The answer is (B)", "B)", "**B**",
   "Answer: b", "(B) the option's text", or the option's text quoted without a letter); `letter_accuracy`.
 - True/false: `truth_value` reads "True"/"False" (also "yes"/"no" at the start).
-- Summaries: `rouge_l`, ROUGE-L F1 by Google's `rouge-score` package (stemmed), the best over the references.
+- Summaries: `rouge_l`, ROUGE-L F1 by Google's `rouge-score` package (stemmed), the best over the references;
+  beside it what ROUGE does not see: `repeated_sentences` (sentences that repeat an earlier one) and
+  `repeated_3gram_share`, `unsupported_per_100_words` (names and numbers of the summary that the document lacks,
+  per 100 words) and `coverage` (the share of the references' names and content words that the summary holds;
+  the best reference).
+- Aggregate questions: `list_f1` (F1 of the values a reply lists against every gold value) and `count_exact`
+  (the reply's first number, in digits or words, equals the gold count).
 - `score(case, answer)`: the case's main score (choice: letter, true/false: the value, short: contains, summary:
   ROUGE-L) and every metric that applies.
 - `bootstrap_interval(values)`: the percentile bootstrap 95% interval of the mean (scipy), fixed seed.
@@ -174,9 +180,95 @@ def truth_accuracy(reply: str, answers: Sequence[str]) -> float:
     return float(value is not None and any(value.lower() == a.strip().lower() for a in answers))
 
 
+# -- summaries beyond ROUGE --------------------------------------------------------------------------------------------
+def summary_metrics(summary: str, references: Sequence[str], document: str | None = None) -> dict[str, Any]:
+    """Repetition, unsupported entities (when the document is known) and coverage of a summary."""
+    from .. import grounding
+
+    words = len(summary.split())
+    metrics: dict[str, Any] = {
+        "repeated_sentences": len(grounding.repeated_sentences(summary)),
+        "repeated_3gram_share": round(grounding.repeated_ngram_share(summary, 3), 4),
+        "coverage": round(max((coverage(summary, r) for r in references), default=0.0), 4),
+        "words": words,
+    }
+    if document is not None:
+        missing = grounding.unsupported_entities(summary, document)
+        metrics["unsupported"] = missing[:50]
+        metrics["unsupported_per_100_words"] = round(100 * len(missing) / words, 3) if words else 0.0
+    return metrics
+
+
+def coverage(summary: str, reference: str) -> float:
+    """The share of a reference's names and content words (stemmed) that the summary holds."""
+    from .. import grounding
+
+    wanted = {grounding.stem(w) for w in grounding.content_words(reference)} | grounding.names(reference)
+    if not wanted:
+        return 0.0
+    held = grounding.stems(summary) | grounding.names(summary)
+    return len(wanted & held) / len(wanted)
+
+
+# -- aggregate questions -------------------------------------------------------------------------------------------------
+def listed_values(reply: str, numeric: bool, question: str = "") -> set[str]:
+    """The values a reply lists: its numbers (numeric gold), else its names; what the question itself says (its
+    names, numbers and words: "Ships" opening the reply) does not count."""
+    from .. import grounding
+
+    asked = grounding.entities(question) | set(grounding.words(question))
+    found = grounding.numbers(reply) if numeric else grounding.names(reply)
+    return {v for v in found if v not in asked}
+
+
+def list_f1(reply: str, items: Sequence[str], question: str = "") -> tuple[float, float, float]:
+    """(F1, precision, recall) of the values a reply lists against every gold value. A gold value counts as
+    listed when it occurs in the reply as whole words (any case); precision's denominator is every distinct
+    value the reply lists (`listed_values`), gold or not."""
+    from .. import grounding
+
+    if not items:
+        return 0.0, 0.0, 0.0
+    numeric = all(grounding.numbers(i) == {grounding.number_value(i)} for i in items)
+    said = grounding.fold(reply).text
+    if numeric:
+        said_numbers = grounding.numbers(reply)
+        found = {i for i in items if grounding.number_value(i) in said_numbers}
+    else:
+        found = {i for i in items if grounding.present(grounding.fold(i).text, said)}
+    listed = listed_values(reply, numeric, question)
+    gold_keys = {grounding.number_value(i) if numeric else grounding.fold(i).text for i in found}
+    extra = {v for v in listed if v not in gold_keys and v not in {k.split()[0] for k in gold_keys if k}}
+    predicted = len(found) + len(extra)
+    recall = len(found) / len(items)
+    precision = len(found) / predicted if predicted else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return f1, precision, recall
+
+
+_COUNT = re.compile(r"\b(\d+|" + "|".join(sorted(
+    ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+     "seventeen eighteen nineteen twenty thirty forty fifty").split(), key=len, reverse=True)) + r")\b", re.I)
+_COUNT_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {"thirty": 30, "forty": 40, "fifty": 50}
+
+
+def stated_count(reply: str, question: str = "") -> int | None:
+    """The first number of a reply, in digits or words ("twelve"), that the question does not already hold."""
+    asked = {m.group(1).lower() for m in _COUNT.finditer(question)}
+    for match in _COUNT.finditer(reply):
+        token = match.group(1).lower()
+        if token in asked:
+            continue
+        return int(token) if token.isdigit() else _COUNT_WORDS[token]
+    return None
+
+
 # -- one case ---------------------------------------------------------------------------------------------------------
-def score(case: "Case", answer: str) -> tuple[float, dict[str, Any]]:
-    """(main score, every metric that applies) of an answer to a case; the main one is also in the dict."""
+def score(case: "Case", answer: str, document: str | None = None) -> tuple[float, dict[str, Any]]:
+    """(main score, every metric that applies) of an answer to a case; the main one is also in the dict.
+    `document`: the case's text, for the metrics that check a summary against it."""
     task = case.task
     if task == "choice":
         letter = choice_letter(answer, case.choices or {})
@@ -186,8 +278,16 @@ def score(case: "Case", answer: str) -> tuple[float, dict[str, Any]]:
         value = truth_accuracy(answer, case.answers)
         return value, {"truth_accuracy": value, "chosen": truth_value(answer)}
     if task == "summary":
-        metrics = {"rouge_l": rouge_l(answer, case.references), "token_f1": token_f1(answer, case.references)}
+        metrics = {"rouge_l": rouge_l(answer, case.references), "token_f1": token_f1(answer, case.references),
+                   **summary_metrics(answer, case.references, document)}
         return metrics["rouge_l"], metrics
+    if task == "list":
+        f1, precision, recall = list_f1(answer, case.items, case.question or "")
+        return f1, {"list_f1": f1, "precision": precision, "recall": recall}
+    if task == "count":
+        stated = stated_count(answer, case.question or "")
+        value = float(stated == case.count)
+        return value, {"count_exact": value, "stated": stated}
     metrics = {
         "contains": contains_match(answer, case.answers),
         "exact": exact_match(answer, case.answers),
@@ -196,7 +296,8 @@ def score(case: "Case", answer: str) -> tuple[float, dict[str, Any]]:
     return metrics["contains"], metrics
 
 
-MAIN_METRIC = {"choice": "letter_accuracy", "truefalse": "truth_accuracy", "summary": "rouge_l", "short": "contains"}
+MAIN_METRIC = {"choice": "letter_accuracy", "truefalse": "truth_accuracy", "summary": "rouge_l", "list": "list_f1",
+               "count": "count_exact", "short": "contains"}
 
 
 # -- intervals --------------------------------------------------------------------------------------------------------

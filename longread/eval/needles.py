@@ -13,6 +13,11 @@ document and one question are written:
   or the second back to the first.
 - `distractor`: the single fact at the depth, and half a document away the same sentence with one identifying
   detail changed (another station, year or port) and so another value; the question names the true detail.
+- `aggregate`: K facts of one template (K from `sizes`, 5 to 20 by default) spread evenly over the document, each
+  with its own value ("One of the ships that ever sailed from Tharmouth was named the Drathel."); asked for all at
+  once, as a list (`items`: scored by F1 of the values listed) and as a count (`count`: scored by exact count).
+  A fixed retrieval budget cannot hold twenty of them: this is where reading every part must win. Depths do not
+  apply (the facts go at (i + u)/K, u seeded in 0.15..0.85); one list and one count case per length and size.
 
 Every name, number and word comes from the seed (invented syllables, random numbers), is checked not to occur in
 the book, and cannot be guessed without reading the needle; the same seed gives the same files. Depth 0 puts a
@@ -34,7 +39,9 @@ import numpy as np
 
 from .cases import Case, CaseError, write_cases
 
-KINDS = ("single", "pair", "distractor")
+KINDS = ("single", "pair", "distractor")  # the default kinds
+ALL_KINDS = (*KINDS, "aggregate")
+AGGREGATE_SIZES = (5, 10, 20)
 TOKENIZER = "o200k_base"
 
 # A sentence ends at . ! ? and any closing quotes or brackets right after; the whitespace that follows is the gap.
@@ -82,6 +89,9 @@ class _Names:
 
     def number(self, low: int = 1000, high: int = 9999) -> str:
         return self._fresh(lambda: str(self.rng.randint(low, high)))
+
+    def name(self) -> str:
+        return self._fresh(lambda: _word(self.rng, 2).capitalize())
 
     def year(self) -> str:
         return self._fresh(lambda: str(self.rng.randint(1701, 1849)))
@@ -167,6 +177,38 @@ PAIR_TEMPLATES = (
                   "At what house number did the cousin to whom {person} gave the little brass key live?",
                   {"person": "person", "cousin": "person", "number": "number", "street": "place"}, "number", "cousin"),
 )
+
+
+@dataclass(frozen=True)
+class _AggregateTemplate:
+    name: str
+    sentence: str  # {where} and {value}
+    list_question: str
+    count_question: str
+    where: str  # the kind of name the shared slot takes
+    value: str  # "number" or "name"
+
+
+AGGREGATE_TEMPLATES = (
+    _AggregateTemplate("milestones", "A milestone on the old road to {where} was carved with the number {value}.",
+                       "List every number carved on a milestone on the old road to {where}.",
+                       "How many milestones on the old road to {where} were carved with a number?", "place", "number"),
+    _AggregateTemplate("ships", "One of the ships that ever sailed from {where} was named the {value}.",
+                       "List the names of all the ships that sailed from {where}.",
+                       "How many ships sailed from {where}?", "place", "name"),
+    _AggregateTemplate("hounds", "Among the hounds kept at {where} there was one called {value}.",
+                       "List the names of every hound kept at {where}.",
+                       "How many hounds were kept at {where}?", "place", "name"),
+)
+
+
+def aggregate_facts(rng: random.Random, names: _Names, size: int) -> tuple[_AggregateTemplate, str, list[str], list[str]]:
+    """(template, the shared place, the K values, the K sentences)."""
+    template = rng.choice(AGGREGATE_TEMPLATES)
+    where = getattr(names, template.where)()
+    # every value unique within the case and absent from the book
+    values = [names.number() if template.value == "number" else names.name() for _ in range(size)]
+    return template, where, values, [template.sentence.format(where=where, value=v) for v in values]
 
 
 def single_fact(rng: random.Random, names: _Names) -> Fact:
@@ -256,28 +298,37 @@ def _depth_label(depth: float) -> str:
 
 
 def generate(book: Book, lengths: Iterable[int], depths: Iterable[float], seed: int, *, repeats: int = 1,
-             kinds: Sequence[str] = KINDS) -> list[tuple[Case, str]]:
-    """(case, document text) for every length x depth x repeat x kind; the case's `path` is documents/<id>.txt."""
+             kinds: Sequence[str] = KINDS, sizes: Sequence[int] = AGGREGATE_SIZES) -> list[tuple[Case, str]]:
+    """(case, document text) for every length x depth x repeat x kind (aggregates: length x size x repeat, a list
+    case and a count case each); the case's `path` is documents/<id>.txt."""
     lengths, depths = list(lengths), list(depths)
+    for size in sizes:
+        if not 1 <= size <= 200:
+            raise CaseError(f"aggregate size {size} is outside 1..200")
     for depth in depths:
         if not 0.0 <= depth <= 1.0:
             raise CaseError(f"depth {depth} is outside 0..1")
     for length in lengths:
         if length < 200:
             raise CaseError(f"length {length} is too short for a haystack (at least 200 tokens)")
-    unknown = set(kinds) - set(KINDS)
+    unknown = set(kinds) - set(ALL_KINDS)
     if unknown:
-        raise CaseError(f"unknown needle kind(s) {', '.join(sorted(unknown))} (known: {', '.join(KINDS)})")
+        raise CaseError(f"unknown needle kind(s) {', '.join(sorted(unknown))} (known: {', '.join(ALL_KINDS)})")
     out: list[tuple[Case, str]] = []
+    point_kinds = [k for k in kinds if k != "aggregate"]
     for length in lengths:
         first = book.start(length, random.Random(f"{seed}:haystack:{length}"))  # one stretch of the book per length
-        for depth in depths:
+        if "aggregate" in kinds:
+            for size in sizes:
+                for repeat in range(repeats):
+                    out += _aggregate_cases(book, length, size, repeat, seed, first)
+        for depth in (depths if point_kinds else []):
             other = round((depth + 0.5) % 1.0, 6)  # where a second needle goes: half a document away
             for repeat in range(repeats):
                 rng = random.Random(f"{seed}:fact:{length}:{depth}:{repeat}")
                 names = _Names(rng, book.lower)
                 fact = single_fact(rng, names)  # the same fact for the single and the distractor case
-                for kind in kinds:
+                for kind in point_kinds:
                     case, text = _case(book, kind, length, depth, other, repeat, seed, first, fact, names)
                     out.append((case, text))
     return out
@@ -312,14 +363,42 @@ def _case(book: Book, kind: str, length: int, depth: float, other: float, repeat
     return case, text
 
 
+def _aggregate_cases(book: Book, length: int, size: int, repeat: int, seed: int, first: int
+                     ) -> list[tuple[Case, str]]:
+    """One document with `size` facts of one template spread over it, and its list case and count case."""
+    rng = random.Random(f"{seed}:aggregate:{length}:{size}:{repeat}")
+    names = _Names(rng, book.lower)
+    template, where, values, sentences = aggregate_facts(rng, names, size)
+    needles = [((i + rng.uniform(0.15, 0.85)) / size, sentence) for i, sentence in enumerate(sentences)]
+    room = sum(book.tokenizer.count(" " + sentence) for sentence in sentences)
+    haystack = book.stretch(first, max(length - room, 50))
+    text, landed = _insert(haystack, needles, book.tokenizer)
+    out = []
+    for ask in ("list", "count"):
+        case_id = f"needle-aggregate-{ask}-{length}-k{size:02d}-{repeat}"
+        metadata = {
+            "kind": "aggregate", "ask": ask, "size": size, "length": length, "tokens": book.tokenizer.count(text),
+            "needle_depths": landed, "needles": sentences, "template": template.name, "values": values,
+            "tokenizer": TOKENIZER, "book": book.name, "seed": seed, "repeat": repeat,
+        }
+        question = (template.list_question if ask == "list" else template.count_question).format(where=where)
+        gold = {"items": tuple(values)} if ask == "list" else {"count": size}
+        # both cases read one document file: the list case's
+        path = f"documents/needle-aggregate-{length}-k{size:02d}-{repeat}.txt"
+        out.append((Case(id=case_id, dataset=f"needle-aggregate-{ask}", question=question, path=path,
+                         metadata=metadata, **gold), text))  # type: ignore[arg-type]
+    return out
+
+
 def write_needles(book_path: str | Path, lengths: Iterable[int], depths: Iterable[float], seed: int,
-                  out_dir: str | Path, *, repeats: int = 1, kinds: Sequence[str] = KINDS) -> tuple[Path, int]:
+                  out_dir: str | Path, *, repeats: int = 1, kinds: Sequence[str] = KINDS,
+                  sizes: Sequence[int] = AGGREGATE_SIZES) -> tuple[Path, int]:
     """Writes OUT/documents/<id>.txt and OUT/cases.jsonl; returns (cases file, number of cases)."""
     from ..documents import load_document
 
     document = load_document(book_path)
     book = Book(document.text, Path(book_path).name)
-    generated = generate(book, lengths, depths, seed, repeats=repeats, kinds=kinds)
+    generated = generate(book, lengths, depths, seed, repeats=repeats, kinds=kinds, sizes=sizes)
     out = Path(out_dir)
     (out / "documents").mkdir(parents=True, exist_ok=True)
     for case, text in generated:

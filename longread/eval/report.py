@@ -180,6 +180,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
     if "accuracy_by_length.png" in plots:
         md += ["", "## Accuracy against document length", "", "![accuracy by document length](accuracy_by_length.png)"]
     md += _needle_section(lines, label, settings, plots)
+    md += _summary_section(lines, label, settings)
     md += _failures(lines, label)
     target = out / "report.md"
     target.write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -206,6 +207,7 @@ def summary_rows(lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "ci95": None if math.isnan(low) else [round(low, 3), round(high, 3)],
             "calls": round(_per_case(group, "calls"), 1), "prompt_tokens": round(_per_case(group, "prompt_tokens")),
             "completion_tokens": round(_per_case(group, "completion_tokens")), "seconds": round(_seconds(group), 1),
+            **_summary_means(group),
         })
     return rows
 
@@ -246,6 +248,45 @@ def _needle_section(lines: Sequence[dict[str, Any]], label: Labeller, settings: 
     md += ["", _table(header, rows)]
     if "needles_heatmap.png" in plots:
         md += ["", "Depth x length, one map per setting and kind:", "", "![needles heat map](needles_heatmap.png)"]
+    return md
+
+
+SUMMARY_COLUMNS = (("rouge_l", "ROUGE-L", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
+                   ("repeated_sentences", "repeated sentences", "{:.2f}"),
+                   ("repeated_3gram_share", "repeated 3-grams", "{:.3f}"),
+                   ("unsupported_per_100_words", "unsupported / 100 words", "{:.2f}"), ("words", "words", "{:.0f}"))
+
+
+def _summary_means(group: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The summary metrics' means of a group of summary lines (none for other tasks)."""
+    done = [l for l in group if l.get("task") == "summary" and not l.get("error")]
+    out = {}
+    for key, _, _ in SUMMARY_COLUMNS[1:]:
+        values = [float(l["metrics"][key]) for l in done if isinstance((l.get("metrics") or {}).get(key), (int, float))]
+        if values:
+            out[key] = round(mean(values), 4)
+    return out
+
+
+def _summary_section(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[str]) -> list[str]:
+    """What ROUGE does not see, per setting: repetition, names and numbers the document lacks, coverage."""
+    summaries = [l for l in lines if l.get("task") == "summary" and not l.get("error")]
+    if not summaries:
+        return []
+    md = ["", "## Summaries", "", "Means over the summaries each setting wrote (docs/evaluation.md, Metrics): ROUGE-L "
+          "and coverage of the best reference, sentences repeated, the share of repeated word 3-grams, and names "
+          "or numbers the document lacks per 100 words."]
+    rows = []
+    for s in settings:
+        group = [l for l in summaries if label(l) == s]
+        if not group:
+            continue
+        row: list[Any] = [s, len(group)]
+        for key, _, fmt in SUMMARY_COLUMNS:
+            values = [float(l["metrics"][key]) for l in group if isinstance((l.get("metrics") or {}).get(key), (int, float))]
+            row.append(fmt.format(mean(values)) if values else "—")
+        rows.append(row)
+    md += ["", _table(["setting", "n", *(title for _, title, _ in SUMMARY_COLUMNS)], rows)]
     return md
 
 

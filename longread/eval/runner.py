@@ -168,7 +168,8 @@ def _one_line(text: str) -> str:
 
 
 def result_line(case: Case, setting: Setting, *, result: Any = None, error: BaseException | None = None,
-                seconds: float = 0.0, model_name: str | None = None) -> dict[str, Any]:
+                seconds: float = 0.0, model_name: str | None = None, document: Document | None = None
+                ) -> dict[str, Any]:
     """The JSON line of one case under one setting (see docs/evaluation.md for the fields)."""
     line: dict[str, Any] = {
         "case": case.id, "dataset": case.dataset, "task": case.task, "strategy": setting.strategy,
@@ -178,7 +179,7 @@ def result_line(case: Case, setting: Setting, *, result: Any = None, error: Base
     }
     if result is not None:
         answer = str(getattr(result, "text", ""))
-        value, metrics = score(case, answer)
+        value, metrics = score(case, answer, document.text if document is not None else None)
         usage = getattr(result, "usage", None)
         line.update(
             score=value, metrics=metrics, answer=answer,
@@ -214,7 +215,8 @@ def run_case(case: Case, document: Document | None, model: Any, setting: Setting
     try:
         result = read(case, document, model, strategy=setting.strategy, window=setting.window, kv=setting.kv,
                       checkpointer=checkpointer)
-        return result_line(case, setting, result=result, seconds=time.monotonic() - started, model_name=model_name)
+        return result_line(case, setting, result=result, seconds=time.monotonic() - started, model_name=model_name,
+                           document=document)
     except Exception as exc:  # a failing case is recorded and the run goes on
         return result_line(case, setting, error=exc, seconds=time.monotonic() - started, model_name=model_name)
 

@@ -1,7 +1,7 @@
 """`longread serve`: an OpenAI-compatible HTTP server over the local engine, so many processes (and Ray tasks) share
 one model, its GPU and its segment prefix cache. Clients reach it as `--model openai/NAME --api-base URL/v1`.
 
-    app.py       the FastAPI app: /v1/chat/completions (streaming too), /v1/models, /health
+    app.py       the FastAPI app: /v1/chat/completions (streaming, response_format), /v1/models[/{id}], /health
     protocol.py  OpenAI's request and reply shapes, and the X-Longread-Cache-Prefix header
     fake.py      a stand-in provider for tests and benchmarks: fixed latency, a capacity, scripted 429s
 

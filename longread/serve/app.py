@@ -4,6 +4,7 @@
                                 `stream_options.include_usage`)
     GET  /v1/models             the model served, with its window (`max_model_len`, vLLM's field) and, for a model
                                 counted with its own tokenizer, `"tokenizer": {"name": ...}`
+    GET  /v1/models/{id}        the same object for its name (or an alias), else a 404
     GET  /v1/tokenizer          that tokenizer's files, so a client counts prompts as the server does
                                 (backends/served.py; longread clients do it by themselves)
     GET  /health                {"status": "ok", ...} and the queue's counters; needs no key
@@ -17,6 +18,10 @@
   characters of its last message as reusable, as longread's own worker calls do in-process; the engine keeps
   that prefix's KV under its --kv policy, shared by every client of the server.
 - With an API key, /v1/* needs `Authorization: Bearer KEY` (compared in constant time); the key is never logged.
+- `response_format` json_object / json_schema (the `openai` client's `parse`, LangChain's `with_structured_output`):
+  the schema goes in the system message, the reply is checked against it and retried once with what is wrong
+  (longread/structured.py); the content is then the JSON value, written compactly. A reply that misses twice is a
+  422 that says why. With `"stream": true` the checked JSON comes as one piece.
 - Limits (limits.py): a body over `--max-request-bytes` or a prompt over `--max-prompt-tokens` is a 413; the
   prompt is counted off the event loop, so one long request never stalls the others; a request past
   `--request-timeout` is a 504, and one whose client disconnected is stopped (the local engine at its next token).
@@ -37,7 +42,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ..backends.base import ChatModel, Completion
+from ..backends.base import CallTag, ChatModel, Completion
 from .limits import BodyLimit, ClientGone, ServerLimits, until_done_or_gone
 from .protocol import CACHE_PREFIX_HEADER, ChatRequest, RequestError, chunk, completion_id, finish, reply, usage
 
@@ -114,7 +119,7 @@ class Engine:
 
     # -- the call ----------------------------------------------------------------------------------------------------
     async def complete(self, messages: list[dict[str, str]], cap: int, temperature: float, prefix: int | None,
-                       on_text: Any = None, cancel: Any = None) -> Completion:
+                       on_text: Any = None, tag: CallTag | None = None, cancel: Any = None) -> Completion:
         stats = self.stats
         stats.requests += 1
         stats.queued += 1
@@ -127,7 +132,8 @@ class Engine:
                 stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                 try:
                     completion = await self.model.acomplete(messages, cap, temperature, window=self.window,
-                                                            cache_prefix=prefix, on_text=on_text, cancel=cancel)
+                                                            cache_prefix=prefix, on_text=on_text, tag=tag,
+                                                            cancel=cancel)
                 finally:
                     stats.in_flight -= 1
         except BaseException:
@@ -204,11 +210,20 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": engine.name, "window": engine.window, **asdict(engine.stats)}
 
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "longread",
+                "max_model_len": engine.window, **_tokenizer_card(engine.model)}
+
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": int(time.time()),
-                                            "owned_by": "longread", "max_model_len": engine.window,
-                                            **_tokenizer_card(engine.model)}]}
+        return {"object": "list", "data": [model_card(engine.name)]}
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(authorized)])
+    async def model_by_id(model_id: str) -> dict[str, Any]:
+        if model_id not in engine.names:
+            raise RequestError(f"model {model_id!r} is not served here; this server serves {engine.name!r}",
+                               status=404, param="model", code="model_not_found")
+        return model_card(model_id)
 
     @app.get("/v1/tokenizer", dependencies=[Depends(authorized)])
     async def tokenizer() -> JSONResponse:
@@ -225,6 +240,9 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
         messages, cap, prefix, _ = await asyncio.to_thread(engine.prepare, body,
                                                            request.headers.get(CACHE_PREFIX_HEADER))
         temperature = body.temperature or 0.0
+        schema = body.output_schema()
+        if schema is not None:
+            return await _json_reply(engine, messages, cap, temperature, prefix, schema, body)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(_stream(engine, messages, cap, temperature, prefix, include_usage),
@@ -247,6 +265,44 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
                                   completion.cached_prompt_tokens))
 
     return app
+
+
+async def _json_reply(engine: Engine, messages: list[dict[str, str]], cap: int, temperature: float,
+                      prefix: int | None, schema: Any, body: ChatRequest) -> Any:
+    """A reply that must be JSON for `schema`: checked, retried once (structured.py), its usage the sum of the
+    calls made. Streamed, it is sent in one piece, since a reply that misses is not sent at all."""
+    from ..structured import FORMATTER, StructuredOutputError, acomplete_json
+
+    async def call(prompt: list[dict[str, str]]) -> Completion:  # the queue and counters, as any request
+        first = len(prompt) == len(messages)  # the prefix header counts characters of the first call's last message
+        return await engine.complete(prompt, cap, temperature, prefix if first else None, tag=FORMATTER)
+
+    try:
+        completions, value = await acomplete_json(engine.model, messages, schema, cap, complete=call)
+    except StructuredOutputError as exc:
+        raise RequestError(str(exc), status=422, param="response_format", code="invalid_json_output") from None
+    except RequestError:
+        raise
+    except Exception as exc:
+        raise _engine_failure(exc) from None
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    prompt = sum(c.prompt_tokens for c in completions)
+    written = sum(c.completion_tokens for c in completions)
+    cached = sum(c.cached_prompt_tokens for c in completions)
+    reason = completions[-1].finish_reason
+    if not body.stream:
+        return JSONResponse(reply(completion_id(), engine.name, text, reason, prompt, written, cached))
+
+    async def events() -> AsyncIterator[str]:
+        ident, created = completion_id(), int(time.time())
+        yield _sse(chunk(ident, engine.name, created, {"role": "assistant", "content": ""}))
+        yield _sse(chunk(ident, engine.name, created, {"content": text}))
+        yield _sse(chunk(ident, engine.name, created, {}, finish(reason)))
+        if body.stream_options and body.stream_options.include_usage:
+            yield _sse(chunk(ident, engine.name, created, None, usage_=usage(prompt, written, cached)))
+        yield _sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 async def _stream(engine: Engine, messages: list[dict[str, str]], cap: int, temperature: float, prefix: int | None,

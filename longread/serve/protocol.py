@@ -2,7 +2,7 @@
 
 Only what a chat client sends to a text model is modelled; unknown fields are accepted and ignored (as vLLM does),
 fields that would change the meaning of a reply and that the engine cannot honour (`n` > 1, tools) are refused with
-a clear 400.
+a clear 400. `response_format` (json_object, json_schema) is honoured: see serve/app.py.
 """
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = "answer"
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")  # `schema` would shadow BaseModel's
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
@@ -58,6 +71,7 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = 1
     tools: list[Any] | None = None
+    response_format: ResponseFormat | None = None
 
     def check(self) -> None:
         if self.n != 1:
@@ -69,8 +83,34 @@ class ChatRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     def chat_messages(self) -> list[dict[str, str]]:
+        """The messages for the engine; with a JSON response_format, the system message says so (and gives the
+        schema), since the local engine has no constrained decoding (longread/structured.py)."""
         # `developer` is OpenAI's newer name for the system role; chat templates know only `system`.
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in self.messages]
+        schema = self.output_schema()
+        if schema is None:
+            return messages
+        from ..structured import with_instruction
+
+        return with_instruction(messages, schema)  # type: ignore[arg-type,return-value]
+
+    def output_schema(self) -> Any:
+        """The structured.OutputSchema the reply must match (`json_object`: any object), or None for text."""
+        fmt = self.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        from ..structured import OutputSchema, SchemaError, as_schema
+
+        if fmt.type == "json_object":
+            return OutputSchema({"type": "object"})
+        if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            raise RequestError("response_format: json_schema needs json_schema.schema", param="response_format")
+        try:
+            schema = as_schema(fmt.json_schema.schema_)
+        except SchemaError as exc:
+            raise RequestError(f"response_format: {exc}", param="response_format") from None
+        return OutputSchema(schema.json_schema, None, fmt.json_schema.name)
 
 
 class RequestError(Exception):

@@ -3,12 +3,13 @@ Augmented Generation or Long-Context LLMs? A Comprehensive Study and Hybrid Appr
 
 Self-Route asks the model to answer from the retrieved chunks or to say the question is unanswerable from them;
 only then does it pay for reading everything. Here the retrieval step is `rag` whose reader may say the excerpts
-do not hold the answer, and the fallback reads the whole document with a chain whose workers each write grounded
-evidence notes from their own part, without the earlier notes (`chain:notes=map`). docs/quality.md measured it
-against the guided `lookback` chain with the same notes on the same 18 needles: 7 found against 3.
+do not hold the answer, and the fallback reads the whole document with the grounded chain (`chain`: checked
+claims, a manager that settles conflicts; docs/quality.md).
 An answer is also sent on when it states a number that the retrieved excerpts do not hold (a small model that
-cannot find a figure writes a plausible one). A summary has no question to retrieve for: it goes straight to the
-fallback. `Result.extras["route"]` says which way a question went, and `route_reason` why.
+cannot find a figure writes a plausible one). Two kinds of reading go straight to the chain, because retrieval
+cannot hold what they need: a summary (no question to retrieve for), and an aggregate question, whose answer is
+spread over the book (list every ..., how many ... there were, compare ...; `aggregate_question`).
+`Result.extras["route"]` says which way a question went, and `route_reason` why.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import ClassVar
 
 from ..agents import DirectReader, Mode, default_caps
 from ..agents.notes import unsupported_numbers
+from ..agents.questions import aggregate_question
 from ..agents.replies import found_nothing
 from ..memory.reading import INSUFFICIENT_PHRASES
 from ..results import Result
@@ -43,7 +45,7 @@ class AutoStrategy(Strategy):
     """Retrieval, then (only when it cannot answer) the whole document with `fallback`."""
 
     name: ClassVar[str] = "auto"
-    fallback: str = "chain:notes=map"
+    fallback: str = "chain"
     budget: int = 0  # the retrieval step's excerpt tokens (rag's `budget`; 0: as many as the window holds)
 
     @property
@@ -60,12 +62,17 @@ class AutoStrategy(Strategy):
         return get_strategy(self.fallback)
 
     def thread_ids(self, ctx: ReadingContext, question: str | None) -> list[str]:
-        route = self.route().thread_ids(ctx, question) if question is not None else []
+        route = self.route().thread_ids(ctx, question) if question is not None and not aggregate_question(question) \
+            else []
         return route + self._fallback().thread_ids(ctx, question)
+
+    AGGREGATE_REASON = "an aggregate question: its answer is spread over the document, so all of it is read"
 
     def run(self, ctx: ReadingContext, question: str | None) -> Result:
         if self.check_mode(question) == "summary":
             return self._relabel(self._fallback().run(ctx, None), "summary: the whole document is read")
+        if aggregate_question(question):
+            return self._relabel(self._fallback().run(ctx, question), self.AGGREGATE_REASON)
         first = self.route().run(ctx, question)
         why = self.why_not_answered(ctx, first, question)
         if why is None:
@@ -75,6 +82,8 @@ class AutoStrategy(Strategy):
     async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
         if self.check_mode(question) == "summary":
             return self._relabel(await self._fallback().arun(ctx, None), "summary: the whole document is read")
+        if aggregate_question(question):
+            return self._relabel(await self._fallback().arun(ctx, question), self.AGGREGATE_REASON)
         first = await self.route().arun(ctx, question)
         why = self.why_not_answered(ctx, first, question)
         if why is None:

@@ -18,11 +18,15 @@ import bisect
 from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
-from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, lookback_text
+from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, default_caps, lookback_text
+from ..agents.bridges import DocumentIndex
+from ..agents.claims import claims_from_dicts
+from ..agents.grounded import ClaimManager, ClaimWorker
 from ..results import CallRecord, Citation, Result, unique_citations
 from ..segmenting import Segment
 from .base import ReadingContext, Strategy
 from .chain_of_agents import ChainHooks, build_chain_graph, initial_state
+from .grounded_graph import build_grounded_graph, dropped_claims, initial_grounded_state, used_claims
 from .runs import arun_graph, run_graph
 
 
@@ -39,7 +43,18 @@ class ChainRun:
     manager: Manager
     path: int | None
     order: list[int]
-    worker: Worker | None = None
+    worker: "Worker | ClaimWorker | None" = None
+    grounded: bool = False  # claims notes: the graph of grounded_graph.py
+    concurrency: int | None = None  # map form: how many workers may run at once
+
+    @property
+    def steps(self) -> int:
+        """Super-steps the run may take (LangGraph's recursion limit): one per worker, the collapse rounds, the
+        manager and the fix."""
+        return 2 * len(self.segments) + 8 if self.grounded else len(self.segments) + 1
+
+    def initial(self) -> dict[str, Any]:
+        return dict(initial_grounded_state()) if self.grounded else dict(initial_state())
 
 
 def lookback_passages(ctx: ReadingContext, manager: Manager, segments: Sequence[Segment], notes: CommunicationUnit,
@@ -123,10 +138,16 @@ class ChainStrategy(Strategy):
     name: ClassVar[str] = "chain"
     lookback: bool = False
     guided: bool = False
-    # "rewrite": each worker rewrites the notes it received (CoA); "evidence": each worker answers from its part
-    # with a quote, grounded and appended by code (agents/notes.py); "map": evidence, but a worker does not see
-    # the earlier notes (LLM x MapReduce's map step: small models copy what they are shown).
-    notes: str = "rewrite"
+    # "claims" (the default): each worker lists claims with verbatim quotes, checked by code before they travel
+    # (agents/claims.py), and the manager reads only checked claims, conflicts settled (agents/resolve.py).
+    # "rewrite": each worker rewrites the notes it received (the paper's CoA); "evidence": each worker answers
+    # from its part with a quote, grounded and appended by code (agents/notes.py); "map": evidence, but a worker
+    # does not see the earlier notes (LLM x MapReduce's map step: small models copy what they are shown).
+    notes: str = "claims"
+    # claims only: "chain" shows each worker the checked claims so far (later parts build on earlier ones), "map"
+    # does not, so the workers are independent and read at once; "auto": chain for a question, map for a summary.
+    form: str = "auto"
+    concurrency: int = 16  # the map form: workers at once (a local engine batches them; an API gets that many)
     # `segment`: at most this many tokens a segment (0: as many as the window holds); a small model reads a short
     # part more reliably. `top`: read only the `top` segments most similar to the question (their best retrieval
     # chunk), in document order (0: every segment): retrieval chooses the parts, the chain reads them.
@@ -134,8 +155,16 @@ class ChainStrategy(Strategy):
     top: int = 0
 
     def __post_init__(self) -> None:
-        if self.notes not in ("rewrite", "evidence", "map"):
-            raise ValueError(f"notes must be rewrite, evidence or map, got {self.notes!r}")
+        if self.notes not in ("claims", "rewrite", "evidence", "map"):
+            raise ValueError(f"notes must be claims, rewrite, evidence or map, got {self.notes!r}")
+        if self.form not in ("auto", "chain", "map"):
+            raise ValueError(f"form must be auto, chain or map, got {self.form!r}")
+        if self.form != "auto" and self.notes != "claims":
+            raise ValueError("form applies to notes=claims only")
+        if self.guided and self.notes == "claims":
+            raise ValueError("guided works with notes=rewrite, evidence or map")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.segment < 0 or self.top < 0:
             raise ValueError(f"segment and top must be 0 (off) or positive, got {self.segment} and {self.top}")
 
@@ -143,17 +172,37 @@ class ChainStrategy(Strategy):
     def spec(self) -> str:
         base = "lookback" if self.lookback else "chain"
         options = [f"{k}=true" for k in ("guided",) if getattr(self, k)]
-        if self.notes != "rewrite":
+        if self.notes != "claims":
             options.append(f"notes={self.notes}")
+        if self.form != "auto":
+            options.append(f"form={self.form}")
         options += [f"{k}={getattr(self, k)}" for k in ("segment", "top") if getattr(self, k)]
         return f"{base}:{','.join(options)}" if options else base
 
     def focus_room(self, ctx: ReadingContext) -> int:
         return min(2 * FOCUS_CHUNK_TOKENS + 24, ctx.window // 12) if self.guided else 0
 
+    def shared(self, mode: Mode) -> bool:
+        """Whether workers see the checked claims so far (the chain form) rather than reading alone (map)."""
+        return self.form == "chain" or (self.form == "auto" and mode == "query")
+
+    def claims_prompts(self, ctx: ReadingContext, mode: Mode) -> Any:
+        p = ctx.prompts
+        shared = self.shared(mode)
+        return p.with_overrides(
+            worker_query_task=p.worker_claims_task if shared else p.worker_claims_map_task,
+            worker_summary_task=p.worker_claims_summary_task,
+            previous_notes_heading=p.claims_notes_heading if shared else "",
+            no_notes_yet=p.no_claims_yet if shared else "",
+            manager_query_task=p.manager_claims_task,
+            manager_summary_task=p.manager_claims_summary_task,
+        )
+
     def plan(self, ctx: ReadingContext, question: str | None, *, order: Sequence[int] | None = None,
              path: int | None = None, memory: bool = True) -> ChainRun:
         mode = self.check_mode(question)
+        if self.notes == "claims":
+            return self.plan_claims(ctx, mode, question, order=order, path=path, memory=memory)
         guided = self.guided and mode == "query"
         evidence = self.notes in ("evidence", "map") and mode == "query"
         if evidence:  # the worker's task is the evidence task: budgets count it
@@ -202,33 +251,75 @@ class ChainStrategy(Strategy):
         return ChainRun(mode, question, budget, segments, graph, ctx.thread_id("coa", *parts), manager, path,
                         reading_order, worker)
 
+    def plan_claims(self, ctx: ReadingContext, mode: Mode, question: str | None, *, order: Sequence[int] | None,
+                    path: int | None, memory: bool) -> ChainRun:
+        """The grounded chain: claim workers (chain or map form), the collapse stage, the claims manager."""
+        shared = self.shared(mode)
+        ctx = replace(ctx, prompts=self.claims_prompts(ctx, mode))
+        # claims carry their quotes: a worker gets a summary's room for them (window/8), a question's too
+        budget = ctx.budget(mode, question, notes_tokens=default_caps(ctx.window, "summary")[0])
+        segments = ctx.segments(min(budget.segment_tokens, self.segment or budget.segment_tokens))
+        if self.top and mode == "query":
+            assert question is not None
+            chosen = set(top_segments(ctx, question, segments, self.top))
+            order = [i for i in (range(len(segments)) if order is None else order) if i in chosen]
+        worker = ClaimWorker(ctx.model, ctx.prompts, mode, question, budget, shared=shared)
+        if shared and question is not None:
+            worker.rank = item_ranker(ctx, question)
+        manager = ClaimManager(ctx.model, ctx.prompts, mode, question, budget,
+                               DocumentIndex(ctx.document.text, [s.start for s in segments]))
+        hooks = ctx.hooks(len(segments), path, stream=path is None)
+        if memory and ctx.memory is not None:
+            reading = ctx.memory
+            reading.recalled.clear()
+            hooks.archive = reading.archive
+            hooks.recall = lambda notes: reading.recall(question, notes.text, lambda texts: manager.fits(notes.text, texts))
+        if self.lookback and mode == "query":
+            assert question is not None
+            hooks.lookback = lambda notes, extra: lookback_passages(ctx, manager, segments, notes, extra, question)
+        graph = build_grounded_graph(segments, worker, manager, ctx.document.text, checkpointer=ctx.checkpointer,
+                                     hooks=hooks, order=order, path=path)
+        parts: list[Any] = [mode, question, "claims", "chain" if shared else "map"]
+        if self.lookback:
+            parts.append("lookback")
+        if self.segment:
+            parts.append(f"segment={self.segment}")
+        if order is not None:
+            parts.append(list(order))
+        reading_order = list(range(len(segments))) if order is None else list(order)
+        return ChainRun(mode, question, budget, segments, graph, ctx.thread_id("coa", *parts), manager, path,  # type: ignore[arg-type]
+                        reading_order, worker, grounded=True, concurrency=None if shared else self.concurrency)
+
     @staticmethod
     def prefill_ahead(plan: ChainRun) -> None:
         """The segments' `[system][segment]` prefixes (question- and notes-free) into the model's prefix cache in
         batches before the first worker runs, where the model does that (the local engine on a GPU)."""
         worker = plan.worker
         fill = getattr(worker.model, "prefill_ahead", None) if worker is not None else None
-        if fill is not None and worker.focus is None:
-            fill([worker.messages(plan.segments[i], CommunicationUnit()) for i in plan.order])
+        if fill is not None and getattr(worker, "focus", None) is None:
+            empty: Any = () if plan.grounded else CommunicationUnit()
+            fill([worker.messages(plan.segments[i], empty) for i in plan.order])
 
     def run(self, ctx: ReadingContext, question: str | None) -> Result:
         plan = self.plan(ctx, question)
         self.prefill_ahead(plan)
-        final, reused = run_graph(plan.graph, plan.thread_id, initial_state(), steps=len(plan.segments) + 1,
-                                  fresh=ctx.fresh)
+        final, reused = run_graph(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps, fresh=ctx.fresh,
+                                  concurrency=plan.concurrency)
         return self.result(ctx, plan, final, reused)
 
     async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
         plan = self.plan(ctx, question)
         await asyncio.to_thread(self.prefill_ahead, plan)
-        final, reused = await arun_graph(plan.graph, plan.thread_id, initial_state(), steps=len(plan.segments) + 1,
-                                         fresh=ctx.fresh)
+        final, reused = await arun_graph(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps,
+                                         fresh=ctx.fresh, concurrency=plan.concurrency)
         return self.result(ctx, plan, final, reused)
 
     def thread_ids(self, ctx: ReadingContext, question: str | None) -> list[str]:
         return [self.plan(ctx, question).thread_id]
 
     def result(self, ctx: ReadingContext, plan: ChainRun, final: dict[str, Any], reused: bool) -> Result:
+        if plan.grounded:
+            return self.claims_result(ctx, plan, final, reused)
         notes = CommunicationUnit.from_dict(final.get("notes", {}))
         segments = plan.segments
         citations = [Citation(i, segments[i].start, segments[i].end) for i in notes.evidence if i < len(segments)]
@@ -243,5 +334,32 @@ class ChainStrategy(Strategy):
             self.spec, plan.mode, plan.question, final.get("output", ""), citations=citations,
             segments=len(segments), calls=[CallRecord.from_dict(c) for c in final.get("calls", [])],
             window=plan.budget.window, notes=notes.text, document_tokens=sum(s.tokens for s in segments),
+            extras=extras,
+        )
+
+    def claims_result(self, ctx: ReadingContext, plan: ChainRun, final: dict[str, Any], reused: bool) -> Result:
+        """The answer with citations to the sentences of the claims it rests on, every checked claim, every
+        dropped one with its reason, and the manager's trace (resolution, collapse, summary check)."""
+        segments = plan.segments
+        answer = final.get("output", "")
+        used = [] if final.get("not_found") else used_claims(final, answer, plan.question)
+        spans = [Citation(c.part, s, e) for c in used for s, e in c.spans]
+        extras: dict[str, Any] = {
+            "not_found": bool(final.get("not_found")), "reused": reused,
+            "claims": [c.to_dict() for c in claims_from_dicts(final.get("claims", []))],
+            "dropped": [d.to_dict() for d in dropped_claims(final)],
+            "trace": {k: v for k, v in final.get("trace", {}).items() if k != "shown"},
+            "form": "chain" if isinstance(plan.worker, ClaimWorker) and plan.worker.shared else "map",
+        }
+        if self.lookback:
+            extras["lookback"] = list(final.get("lookback", []))
+        citations = unique_citations(spans)
+        if ctx.memory is not None and plan.path in (None, 0):
+            citations = unique_citations([*citations, *ctx.memory.recalled_citations()])
+            extras.update(recalled=[item.id for item in ctx.memory.recalled], session=ctx.memory.session)
+        return ctx.result(
+            self.spec, plan.mode, plan.question, answer, citations=citations, segments=len(segments),
+            calls=[CallRecord.from_dict(c) for c in final.get("calls", [])], window=plan.budget.window,
+            notes=final.get("notes", {}).get("text", ""), document_tokens=sum(s.tokens for s in segments),
             extras=extras,
         )

@@ -21,7 +21,6 @@ from ..backends.base import Completion
 from ..results import CallRecord, Result, unique_citations
 from .base import ReadingContext, Strategy
 from .chain import ChainRun, ChainStrategy
-from .chain_of_agents import initial_state
 from .runs import CallState, arun_graph, one_call_graph, run_graph
 
 
@@ -51,7 +50,7 @@ class MultipathStrategy(Strategy):
     paths: int = 3
     lookback: bool = False
     guided: bool = False
-    notes: str = "rewrite"
+    notes: str = "claims"
 
     def __post_init__(self) -> None:
         if self.paths < 1:
@@ -60,7 +59,7 @@ class MultipathStrategy(Strategy):
     @property
     def spec(self) -> str:
         options = [f"paths={self.paths}"] + [f"{k}=true" for k in ("lookback", "guided") if getattr(self, k)]
-        options += [f"notes={self.notes}"] if self.notes != "rewrite" else []
+        options += [f"notes={self.notes}"] if self.notes != "claims" else []
         return "multipath:" + ",".join(options)
 
     def _plans(self, ctx: ReadingContext, question: str | None) -> list[ChainRun]:
@@ -108,13 +107,13 @@ class MultipathStrategy(Strategy):
         plans = self._plans(ctx, question)
 
         def read(plan: ChainRun) -> tuple[dict[str, Any], bool]:
-            return run_graph(plan.graph, plan.thread_id, initial_state(), steps=len(plan.segments) + 1,
-                             fresh=ctx.fresh)
+            return run_graph(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps, fresh=ctx.fresh,
+                             concurrency=plan.concurrency)
 
         with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="longread-path") as pool:
             outcomes = list(pool.map(read, plans))
-        if len(plans) == 1:
-            return self._single(ctx, plans[0], *outcomes[0])
+        if len(plans) == 1 or all(final.get("not_found") for final, _ in outcomes):
+            return self._single(ctx, plans, list(outcomes))
         finals = [final for final, _ in outcomes]
         judged, _ = run_graph(self._judge_graph(ctx, plans, finals), self._judge_thread(ctx, plans), {}, steps=1,
                               fresh=ctx.fresh)
@@ -123,22 +122,28 @@ class MultipathStrategy(Strategy):
     async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
         plans = self._plans(ctx, question)
         outcomes = await asyncio.gather(*(
-            arun_graph(p.graph, p.thread_id, initial_state(), steps=len(p.segments) + 1, fresh=ctx.fresh)
+            arun_graph(p.graph, p.thread_id, p.initial(), steps=p.steps, fresh=ctx.fresh, concurrency=p.concurrency)
             for p in plans
         ))
-        if len(plans) == 1:
-            return self._single(ctx, plans[0], *outcomes[0])
+        if len(plans) == 1 or all(final.get("not_found") for final, _ in outcomes):
+            return self._single(ctx, plans, list(outcomes))
         finals = [final for final, _ in outcomes]
         judged, _ = await arun_graph(self._judge_graph(ctx, plans, finals), self._judge_thread(ctx, plans), {},
                                      steps=1, fresh=ctx.fresh)
         return self._result(ctx, plans, list(outcomes), judged)
 
-    def _single(self, ctx: ReadingContext, plan: ChainRun, final: dict[str, Any], reused: bool) -> Result:
-        """One distinct order (a one-segment document): the path's answer is the answer; no judge call."""
-        result = ChainStrategy(lookback=self.lookback, guided=self.guided, notes=self.notes).result(ctx, plan, final, reused)
+    def _single(self, ctx: ReadingContext, plans: list[ChainRun], outcomes: list[tuple[dict[str, Any], bool]]
+                ) -> Result:
+        """One distinct order (a one-segment document), or no path found anything: the first path's answer is the
+        answer, with every path's calls; no judge call (a judge of "not found" answers could only invent)."""
+        chain = ChainStrategy(lookback=self.lookback, guided=self.guided, notes=self.notes)
+        result = chain.result(ctx, plans[0], *outcomes[0])
+        calls = [call for plan, outcome in zip(plans, outcomes) for call in chain.result(ctx, plan, *outcome).calls]
+        if ctx.on_text is not None:  # the paths do not stream (only a judge's answer would): this is the answer
+            ctx.on_text(result.text)
         return ctx.result(self.spec, result.mode, result.question, result.text, citations=result.citations,
-                          segments=result.segments, calls=result.calls, window=result.window, notes=result.notes,
-                          document_tokens=result.document_tokens, extras={**result.extras, "paths": 1})
+                          segments=result.segments, calls=calls, window=result.window, notes=result.notes,
+                          document_tokens=result.document_tokens, extras={**result.extras, "paths": len(plans)})
 
     def _result(self, ctx: ReadingContext, plans: list[ChainRun], outcomes: list[tuple[dict[str, Any], bool]],
                 judged: dict[str, Any]) -> Result:

@@ -15,15 +15,19 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, TypedDict
 
 
-def run_config(thread_id: str, steps: int) -> dict[str, Any]:
-    # One super-step per call plus slack; LangGraph's default limit of 25 would stop any book.
-    return {"configurable": {"thread_id": thread_id}, "recursion_limit": steps + 10}
+def run_config(thread_id: str, steps: int, concurrency: int | None = None) -> dict[str, Any]:
+    # One super-step per call plus slack; LangGraph's default limit of 25 would stop any book. `concurrency` caps
+    # the tasks of one super-step that run at once (a fan-out of independent workers).
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}, "recursion_limit": steps + 10}
+    if concurrency is not None:
+        config["max_concurrency"] = concurrency
+    return config
 
 
-def run_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False
-              ) -> tuple[dict[str, Any], bool]:
+def run_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
+              concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
     """(final state, whether it was a finished thread's state, reused without a call)."""
-    config = run_config(thread_id, steps)
+    config = run_config(thread_id, steps, concurrency)
     start: dict[str, Any] | None = initial
     if graph.checkpointer is not None:
         if fresh:
@@ -47,9 +51,9 @@ def _durability(graph: Any) -> dict[str, Any]:
     return {"durability": "sync"} if graph.checkpointer is not None else {}
 
 
-async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False
-                     ) -> tuple[dict[str, Any], bool]:
-    config = run_config(thread_id, steps)
+async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
+                     concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
+    config = run_config(thread_id, steps, concurrency)
     start: dict[str, Any] | None = initial
     if graph.checkpointer is not None:
         if fresh:
