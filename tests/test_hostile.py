@@ -644,7 +644,8 @@ def post_then_leave(url: str, body: dict, leave: threading.Event) -> None:
         assert leave.wait(10), "the engine never started decoding"
 
 
-@pytest.mark.parametrize("how", ["client gone", "client gone, batched", "client gone while streaming", "deadline"])
+@pytest.mark.parametrize("how", ["client gone", "client gone, batched", "client gone, JSON reply",
+                                 "client gone while streaming", "deadline"])
 def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadline(smollm_tokenizer, monkeypatch,
                                                                                      how):
     """A reply of 1,000 tokens at 10 ms a token (10 s): the client leaves once the engine is decoding, or the
@@ -674,6 +675,8 @@ def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadl
     timeout = 2.0 if how == "deadline" else 600.0
     app = create_app(model, name="local", limits=ServerLimits(request_timeout=timeout))
     body = {"model": "local", "messages": USER, "max_tokens": 1000, "temperature": 1.0}  # sampled: no loop to cut
+    if "JSON" in how:  # a reply checked against a schema (structured.py) is stopped the same way
+        body["response_format"] = {"type": "json_object"}
     with Background(app) as server:
         url = f"{server.url}/v1/chat/completions"
         if how.startswith("client gone,") or how == "client gone":

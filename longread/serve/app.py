@@ -242,7 +242,7 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
         temperature = body.temperature or 0.0
         schema = body.output_schema()
         if schema is not None:
-            return await _json_reply(engine, messages, cap, temperature, prefix, schema, body)
+            return await _json_reply(engine, messages, cap, temperature, prefix, schema, body, request.receive)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(_stream(engine, messages, cap, temperature, prefix, include_usage),
@@ -268,20 +268,28 @@ def create_app(model: ChatModel, *, name: str | None = None, aliases: Sequence[s
 
 
 async def _json_reply(engine: Engine, messages: list[dict[str, str]], cap: int, temperature: float,
-                      prefix: int | None, schema: Any, body: ChatRequest) -> Any:
+                      prefix: int | None, schema: Any, body: ChatRequest, receive: Any) -> Any:
     """A reply that must be JSON for `schema`: checked, retried once (structured.py), its usage the sum of the
     calls made. Streamed, it is sent in one piece, since a reply that misses is not sent at all."""
     from ..structured import FORMATTER, StructuredOutputError, acomplete_json
 
-    async def call(prompt: list[dict[str, str]]) -> Completion:  # the queue and counters, as any request
-        first = len(prompt) == len(messages)  # the prefix header counts characters of the first call's last message
-        return await engine.complete(prompt, cap, temperature, prefix if first else None, tag=FORMATTER)
+    def calls(cancel: threading.Event) -> Any:  # the queue and counters, as any request; stopped as any request
+        async def call(prompt: list[dict[str, str]]) -> Completion:
+            first = len(prompt) == len(messages)  # the prefix header counts the first call's last message
+            return await engine.complete(prompt, cap, temperature, prefix if first else None, tag=FORMATTER,
+                                         cancel=cancel)
+
+        return acomplete_json(engine.model, messages, schema, cap, complete=call)
 
     try:
-        completions, value = await acomplete_json(engine.model, messages, schema, cap, complete=call)
+        completions, value = await until_done_or_gone(calls, receive, engine.limits.request_timeout)
+    except ClientGone:
+        engine.stats.cancelled += 1
+        raise
     except StructuredOutputError as exc:
         raise RequestError(str(exc), status=422, param="response_format", code="invalid_json_output") from None
-    except RequestError:
+    except RequestError as exc:
+        engine.stats.cancelled += exc.status == 504
         raise
     except Exception as exc:
         raise _engine_failure(exc) from None
