@@ -438,6 +438,10 @@ def run_chat(settings: ChatSettings) -> int:
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
             history = stack.enter_context(sqlite_saver(folder / "chat.sqlite", _warn(settings)))
+            from .cli.workspace import label_threads
+
+            label_threads(history, [reader.session], f"the turn history of session {reader.session}",
+                          "the session goes on without its earlier turns (its memory is kept)")
             chat = ChatSession(reader, history, out, err,
                                as_json=settings.as_json, quiet=settings.quiet, stream=settings.stream)
             chat.note(f"longread chat: {document.title or document.source} | session {reader.session} | "

@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import re
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "Document",
     "EncodingFallbackWarning",
     "as_document",
+    "check_archive",
     "fetch_url",
     "find_documents",
     "link_problem",
@@ -57,7 +59,9 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".markdown", ".html", ".
 TEXT_SOURCE = "<text>"
 STDIN = "-"
 STDIN_SOURCE = "<stdin>"
-URL_TIMEOUT_SECONDS = 30.0
+URL_TIMEOUT_SECONDS = 30.0  # the longest network wait of a download (to connect, or for the next bytes)
+URL_DEADLINE_SECONDS = 300.0  # a whole download, however slowly the bytes drip
+MAX_REDIRECTS = 10
 
 # as_document treats a longer string, or one with a newline, as text even if it ends in ".txt".
 _MAX_PATH_CHARS = 4096
@@ -196,6 +200,8 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
                 source, f"too large: {_size(size)}, over the limit of {_size(max_bytes)} (pass max_bytes to raise it)")
         if size == 0:
             raise DocumentError(source, "empty file (0 bytes)")
+        if extension not in _NOT_ARCHIVES:
+            check_archive(file, source, max_bytes)
         text, title, metadata = _read_with(loader, extension, file, source)
     except plugins.PluginError as exc:
         raise DocumentError(source, str(exc)) from exc
@@ -209,6 +215,41 @@ def load_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
 
 
 Loaded = tuple[str, str, dict[str, Any]]  # text, title ("" for none), metadata
+
+# The built-in formats whose loaders never inflate a zip archive; every other one (EPUB, a plugin's .docx) may be one.
+_NOT_ARCHIVES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf"})
+# Deflate gains at most 1032:1, on runs of one byte; text and XHTML give 3-10:1. A member of a book over
+# MAX_ZIP_RATIO:1 is a bomb, not a chapter (small members may compress as well as they like).
+MAX_ZIP_RATIO = 100
+_ZIP_RATIO_FLOOR = 1 << 20
+MAX_ZIP_MEMBERS = 100_000
+
+
+def check_archive(file: Path, source: str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Refuses a zip archive (EPUB, or a plugin's format) that would inflate past `max_bytes` in all, or whose
+    members inflate suspiciously well, from its central directory alone: nothing is inflated. zipfile stops reading
+    a member at the size the directory declares, so a directory that lies cannot get past this. Files that are not
+    zip archives pass (their loader says what is wrong with them)."""
+    if not zipfile.is_zipfile(file):
+        return
+    try:
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+        return  # the loader reports a damaged archive in its own words
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise DocumentError(source, f"unsafe archive: {len(members):,} members, over the limit of "
+                                    f"{MAX_ZIP_MEMBERS:,} (a zip bomb?)")
+    total = sum(member.file_size for member in members)
+    if total > max_bytes:
+        raise DocumentError(source, f"unsafe archive: it would inflate to {_size(total)}, over the limit of "
+                                    f"{_size(max_bytes)} (pass max_bytes to raise it)")
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > _ZIP_RATIO_FLOOR and ratio > MAX_ZIP_RATIO:
+            raise DocumentError(source, f"unsafe archive: {_one_line(member.filename)[:80]} would inflate to "
+                                        f"{_size(member.file_size)} from {_size(member.compress_size)} "
+                                        f"({ratio:,.0f}:1, more than {MAX_ZIP_RATIO}:1 is refused as a zip bomb)")
 
 
 def _load_text(file: Path, source: str) -> Loaded:
@@ -447,45 +488,17 @@ _CONTENT_TYPES = {
 }
 
 
-def fetch_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = URL_TIMEOUT_SECONDS) -> Document:
-    """Downloads an http(s) URL (at most max_bytes) into a Document; the format comes from the Content-Type,
-    else the URL's extension, else the bytes. Offline, unreachable, an HTTP error or too large: a DocumentError.
-    The standard library's urllib is enough for one GET; no dependency is added for it."""
-    import socket
-    import urllib.error
-    import urllib.request
+def fetch_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = URL_TIMEOUT_SECONDS,
+              deadline: float | None = None) -> Document:
+    """Downloads an http(s) URL into a Document; the format comes from the Content-Type, else the URL's extension,
+    else the bytes. Every failure is a DocumentError naming the URL: offline, unreachable, an HTTP error, a reply
+    that is malformed or shorter than its declared length, a redirect to anything but http(s), a body over
+    `max_bytes` once decoded, no answer within `timeout` seconds, or a download not finished within `deadline`
+    seconds (default URL_DEADLINE_SECONDS) in all."""
     from urllib.parse import unquote, urlparse
 
-    from . import __version__
-
-    request = urllib.request.Request(url, headers={"User-Agent": f"longread/{__version__}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise DocumentError(url, f"too large: {_size(int(declared))}, over the limit of {_size(max_bytes)}")
-            data = response.read(max_bytes + 1)
-            content_type = (response.headers.get_content_type() or "").lower()
-            final_url = response.geturl() or url
-    except DocumentError:
-        raise
-    except urllib.error.HTTPError as exc:
-        raise DocumentError(url, f"cannot fetch: HTTP {exc.code} {exc.reason}") from exc
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, socket.gaierror):
-            why = "the host name does not resolve (offline, or a wrong address)"
-        elif isinstance(reason, (TimeoutError, socket.timeout)):
-            why = f"no answer within {timeout:g} s"
-        else:
-            why = _one_line(str(getattr(reason, "strerror", None) or reason))
-        raise DocumentError(url, f"cannot fetch: {why}") from exc
-    except (TimeoutError, socket.timeout) as exc:
-        raise DocumentError(url, f"cannot fetch: no answer within {timeout:g} s") from exc
-    except (OSError, ValueError) as exc:
-        raise DocumentError(url, f"cannot fetch: {_describe(exc)}") from exc
-    if len(data) > max_bytes:
-        raise DocumentError(url, f"too large: over the limit of {_size(max_bytes)}")
+    data, content_type, final_url = _download(url, max_bytes, timeout,
+                                              URL_DEADLINE_SECONDS if deadline is None else deadline)
     if not data:
         raise DocumentError(url, "empty response (0 bytes)")
     path = unquote(urlparse(final_url).path)
@@ -496,6 +509,83 @@ def fetch_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 
     name = Path(path).stem or urlparse(final_url).hostname or "document"
     return load_bytes(data, url, extension=extension, name=name, max_bytes=max_bytes,
                       metadata={"url": final_url, "content_type": content_type})
+
+
+def _download(url: str, max_bytes: int, timeout: float, deadline: float) -> tuple[bytes, str, str]:
+    """(the decoded body, its content type, the URL it came from after redirects), or a DocumentError.
+
+    httpx does the HTTP (it refuses malformed status lines, broken chunks, over-long headers and bodies cut
+    short); this follows redirects itself so that each hop's scheme is checked, and reads the body in pieces so
+    that the size cap applies to the decoded bytes and the deadline to the whole download (each network wait is
+    bounded by `timeout`, and by the time left)."""
+    import httpx
+
+    from . import __version__
+
+    started = time.monotonic()
+
+    def left() -> float:
+        return deadline - (time.monotonic() - started)
+
+    def late() -> DocumentError:
+        return DocumentError(url, f"cannot fetch: not finished within {deadline:g} s")
+
+    try:
+        with httpx.Client(headers={"User-Agent": f"longread/{__version__}"}, follow_redirects=False) as client:
+            request = client.build_request("GET", url)
+            for _hop in range(MAX_REDIRECTS + 1):
+                if left() <= 0:
+                    raise late()
+                request.extensions["timeout"] = httpx.Timeout(max(0.001, min(timeout, left()))).as_dict()
+                response = client.send(request, stream=True)
+                try:
+                    if response.next_request is not None:  # a redirect
+                        request = response.next_request
+                        if request.url.scheme not in ("http", "https"):
+                            raise DocumentError(url, f"cannot fetch: redirected to {_one_line(str(request.url))[:200]}:"
+                                                     " only http and https are followed")
+                        continue
+                    if response.status_code >= 400:
+                        raise DocumentError(url, f"cannot fetch: HTTP {response.status_code} "
+                                                 f"{_one_line(response.reason_phrase)[:100]}".rstrip())
+                    declared = response.headers.get("Content-Length", "")
+                    if declared.isdigit() and not response.headers.get("Content-Encoding") and int(declared) > max_bytes:
+                        raise DocumentError(url, f"too large: {_size(int(declared))}, over the limit of {_size(max_bytes)}")
+                    pieces, size = [], 0
+                    for piece in response.iter_bytes():
+                        size += len(piece)
+                        if size > max_bytes:
+                            raise DocumentError(url, f"too large: over the limit of {_size(max_bytes)}")
+                        if left() <= 0:
+                            raise late()
+                        pieces.append(piece)
+                    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    return b"".join(pieces), content_type, str(response.url)
+                finally:
+                    response.close()
+            raise DocumentError(url, f"cannot fetch: more than {MAX_REDIRECTS} redirects")
+    except DocumentError:
+        raise
+    except httpx.TimeoutException as exc:
+        raise (late() if left() <= 0 else DocumentError(url, f"cannot fetch: no answer within {timeout:g} s")) from exc
+    except httpx.ConnectError as exc:
+        raise DocumentError(url, f"cannot fetch: {_connect_failure(exc)}") from exc
+    except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+        raise DocumentError(url, f"cannot fetch: the server's reply is malformed or cut short "
+                                 f"({_one_line(str(exc))[:200]})") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever else fails, it is this URL's failure, not the run's
+        raise DocumentError(url, f"cannot fetch: {_describe(exc)[:300]}") from exc
+
+
+def _connect_failure(exc: BaseException) -> str:
+    import socket
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve (offline, or a wrong address)"
+        cause = cause.__cause__ or cause.__context__
+    return f"cannot connect ({_one_line(str(exc)) or type(exc).__name__})"
 
 
 def load_source(spec: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:

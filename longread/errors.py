@@ -53,3 +53,8 @@ class DocumentTooLong(LongreadError):
             f"{what} needs {needed:,} tokens in one call (text, instructions and answer), over the model's context "
             f"of {limit:,}: use another --strategy (chain reads it in parts) or a model with a longer context"
         )
+
+
+class DamagedDataWarning(UserWarning):
+    """Part of a file longread keeps (a memory item, a runs-log row, a results line) could not be read and was left
+    out; the message names the file and what is lost. The rest of the file is used as before."""

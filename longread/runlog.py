@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import warnings
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .errors import DamagedDataWarning
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -85,6 +88,25 @@ class RunRecord:
 
 
 _COLUMNS = [f.name for f in fields(RunRecord) if f.name != "id"]
+_NUMBERS = {"started": float, "seconds": float, "cost_usd": float, "segments": int, "calls": int,
+            "prompt_tokens": int, "completion_tokens": int}
+_TEXTS = ("command", "document", "model", "status")
+
+
+def _record(values: dict[str, Any]) -> RunRecord:
+    """A row as a RunRecord; ValueError or TypeError for a row whose values are not what the log writes."""
+    for name, kind in _NUMBERS.items():
+        if isinstance(values[name], (str, bytes)):
+            raise TypeError(f"{name} is text, not a number")
+        values[name] = kind(values[name])
+    for name in _TEXTS:
+        if not isinstance(values[name], str):
+            raise TypeError(f"{name} is {type(values[name]).__name__}, not text")
+    result = json.loads(values["result"]) if values["result"] else None
+    if result is not None and not isinstance(result, dict):
+        raise TypeError(f"result is a JSON {type(result).__name__}, not an object")
+    values["result"] = result
+    return RunRecord(**values)
 
 
 def runs_path(workspace: Path) -> Path:
@@ -127,9 +149,11 @@ class RunLog:
             rows = conn.execute(query, params).fetchall()
         records = []
         for row in rows:
-            values = dict(zip(["id", *_COLUMNS], row))
-            values["result"] = json.loads(values["result"]) if values["result"] else None
-            records.append(RunRecord(**values))
+            try:
+                records.append(_record(dict(zip(["id", *_COLUMNS], row))))
+            except (ValueError, TypeError) as exc:  # a damaged row: the others are still the history
+                warnings.warn(f"{self.path}: run {row[0]} cannot be read ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:120]}); left out", DamagedDataWarning, stacklevel=3)
         return records
 
     def recent(self, limit: int = 20) -> list[RunRecord]:

@@ -132,14 +132,16 @@ def test_a_call_renders_and_tokenizes_its_prompt_once(tokenizer, monkeypatch):
     monkeypatch.setattr(tokenizer, "apply_chat_template", lambda *a, **k: renders.append(1) or original(*a, **k))
     messages = [{"role": "user", "content": "The lighthouse stood on the point. Who kept the lamp?"}]
     completion = model.complete(messages, 4, window=512, cache_prefix=len("The lighthouse stood on the point."))
-    assert len(renders) == 1 == model.stats.prompt_renders  # the window check and the run shared one
+    assert model.stats.prompt_renders == 1  # the window check and the run shared one
+    once = len(renders)  # (the prefix and the rest are two renders: HFTokenizer.encode_chat)
     fresh = original(messages, tokenize=False, add_generation_prompt=True)
     assert abs(completion.prompt_tokens - len(tokenizer.encode(fresh, add_special_tokens=False))) <= 2
     model.complete([{"role": "user", "content": "Ada kept the lamp lit."}], 4)
-    assert len(renders) == 2  # another prompt is rendered anew
+    assert model.stats.prompt_renders == 2 and len(renders) > once  # another prompt is rendered anew
+    seen = len(renders)
     twin = model.with_kv("quant:4")
     twin.complete(messages, 4, cache_prefix=len("The lighthouse stood on the point."))
-    assert len(renders) == 2  # the twin shares the tokenizer, so the tokenized prompts too
+    assert len(renders) == seen  # the twin shares the tokenizer, so the tokenized prompts too
 
 
 def test_a_changed_message_is_never_served_from_the_memo(tokenizer):

@@ -8,6 +8,7 @@ max_new_tokens exceed the window raises WindowExceeded before any model is calle
 from __future__ import annotations
 
 import asyncio
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypedDict
@@ -78,11 +79,13 @@ class ChatModel(ABC):
 
     # Backends that can stream set `streams = True` and take `on_text` in `_complete`/`_acomplete`; backends that
     # route by role (the MockModel) set `accepts_tag = True` and take `tag`; backends that can ask the provider for
-    # JSON (litellm) set `accepts_response_format = True` and take `response_format` (OpenAI's shape). Everything
-    # else keeps one signature.
+    # JSON (litellm) set `accepts_response_format = True` and take `response_format` (OpenAI's shape); backends that
+    # can stop a call midway set `cancellable = True` and take `cancel` (a threading.Event: set, the call ends at
+    # its next token). Everything else keeps one signature.
     streams: bool = False
     accepts_tag: bool = False
     accepts_response_format: bool = False
+    cancellable: bool = False
 
     async def acomplete(
         self,
@@ -95,12 +98,19 @@ class ChatModel(ABC):
         tag: CallTag | None = None,
         on_text: TextCallback | None = None,
         response_format: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Completion:
         """One call. `on_text` receives the text as it is written (pieces, in order), or all of it at the end
         when the backend does not stream. `response_format` (OpenAI's `{"type": "json_schema", ...}`) reaches the
-        backends that can pass it on; the others ignore it (longread/structured.py validates the reply anyway)."""
-        prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
-        extra = self._extra(tag, on_text, response_format)
+        backends that can pass it on; the others ignore it (longread/structured.py validates the reply anyway).
+        `cancel`, once set, stops a cancellable backend's call early (its finish_reason is then "cancelled";
+        `longread serve` sets it for a client that has gone)."""
+        if self.is_local:  # a local model counts with its own tokenizer: CPU work, kept off the event loop
+            prompt_tokens = await asyncio.to_thread(self._checked_prompt_tokens, messages, max_new_tokens, window,
+                                                    cache_prefix)
+        else:
+            prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
+        extra = self._extra(tag, on_text, response_format, cancel)
         completion = await self._acomplete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix,
                                            **extra)
         if on_text is not None and "on_text" not in extra:
@@ -118,16 +128,18 @@ class ChatModel(ABC):
         tag: CallTag | None = None,
         on_text: TextCallback | None = None,
         response_format: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Completion:
         prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
-        extra = self._extra(tag, on_text, response_format)
+        extra = self._extra(tag, on_text, response_format, cancel)
         completion = self._complete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
         if on_text is not None and "on_text" not in extra:
             on_text(completion.text)
         return completion
 
     def _extra(self, tag: CallTag | None, on_text: TextCallback | None,
-               response_format: dict[str, Any] | None = None) -> dict[str, Any]:
+               response_format: dict[str, Any] | None = None,
+               cancel: threading.Event | None = None) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if self.accepts_tag:
             extra["tag"] = tag
@@ -135,6 +147,8 @@ class ChatModel(ABC):
             extra["on_text"] = on_text
         if self.accepts_response_format and response_format is not None:
             extra["response_format"] = response_format
+        if self.cancellable and cancel is not None:
+            extra["cancel"] = cancel
         return extra
 
     def _checked_prompt_tokens(

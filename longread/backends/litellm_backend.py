@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import threading
@@ -72,6 +73,9 @@ _SECRET_KWARG_SUFFIXES = ("_key", "_token", "_secret", "_password", "credentials
 _SECRET_NAME_PARTS = frozenset({"KEY", "APIKEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL",
                                 "CREDENTIALS"})
 _SECRET_NAME_ENDINGS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+# Short words that name a credential only as the last part (DB_PASS, GITHUB_PAT, PROXY_AUTH): elsewhere in a name
+# they are often something else (PASS_THROUGH, AUTH_METHOD).
+_SECRET_LAST_PARTS = frozenset({"PASS", "PAT", "AUTH"})
 _MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary text
 _MIN_ENV_SECRET_LENGTH = 8  # a setting such as USE_KEY=true is not a key; credentials are long
 DEFAULT_TIMEOUT_SECONDS = 120.0  # per attempt: a long answer fits, a stalled server costs two minutes
@@ -127,7 +131,8 @@ def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name says it holds a credential (see _SECRET_NAME_PARTS)."""
     name = name.upper()
     parts = re.split(r"[^A-Z0-9]+", name)
-    return name.endswith(_SECRET_NAME_ENDINGS) or any(part in _SECRET_NAME_PARTS for part in parts)
+    return (name.endswith(_SECRET_NAME_ENDINGS) or any(part in _SECRET_NAME_PARTS for part in parts)
+            or parts[-1] in _SECRET_LAST_PARTS)
 
 
 def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:
@@ -221,6 +226,9 @@ def _delta(chunk: Any) -> str:
     return getattr(delta, "content", None) or ""
 
 
+_UNKNOWN = object()  # not asked yet
+
+
 class LiteLLMModel(ChatModel):
     """A litellm model string as a ChatModel (see the module docstring for what it adds to litellm)."""
 
@@ -254,8 +262,8 @@ class LiteLLMModel(ChatModel):
             raise ValueError(f"max_retries counts attempts and must be at least 1, got {max_retries}")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout}")
         if context_window is not None and context_window < 1:
             raise ValueError(f"context_window must be positive, got {context_window}")
         for owned in ("num_retries", "max_retries", "timeout", "model", "messages", "max_tokens", "temperature"):
@@ -263,7 +271,7 @@ class LiteLLMModel(ChatModel):
                 raise ValueError(f"{owned!r} is set by LiteLLMModel itself; pass it as a LiteLLMModel argument")
 
         self.name = model
-        self.tokenizer = tokenizer_for_api_model(model)
+        self._tiktoken = tokenizer_for_api_model(model)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_concurrency = int(max_concurrency)
@@ -279,6 +287,8 @@ class LiteLLMModel(ChatModel):
         self._init_slots()
 
     def _init_slots(self) -> None:
+        self._served_model: Any = _UNKNOWN  # what the --api-base server says of the model (backends/served.py)
+        self._served_lock = threading.Lock()
         self._thread_slots = threading.BoundedSemaphore(self.max_concurrency)
         # asyncio semaphores bind to the loop that first waits on them: one per loop, forgotten with the loop.
         self._loop_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -291,7 +301,8 @@ class LiteLLMModel(ChatModel):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_credentials", "_thread_slots", "_loop_slots", "_loop_slots_lock", "_pause"):
+        for name in ("_credentials", "_thread_slots", "_loop_slots", "_loop_slots_lock", "_pause", "_served_model",
+                     "_served_lock"):
             state.pop(name, None)
         return state
 
@@ -305,8 +316,29 @@ class LiteLLMModel(ChatModel):
     @property
     def context_window(self) -> int:  # type: ignore[override]  (resolved on first need: it imports litellm)
         if self._context_window is None:
-            self._context_window = int(self._model_info().get("max_input_tokens") or DEFAULT_CONTEXT_WINDOW)
+            served = self._served()
+            self._context_window = int((served.window if served is not None else None)
+                                       or self._model_info().get("max_input_tokens") or DEFAULT_CONTEXT_WINDOW)
         return self._context_window
+
+    @property
+    def tokenizer(self) -> Any:  # type: ignore[override]
+        """The server's own tokenizer when `--api-base` is a `longread serve` that lists one, else tiktoken."""
+        served = self._served()
+        return served.tokenizer if served is not None and served.tokenizer is not None else self._tiktoken
+
+    def _served(self) -> Any:
+        """What the --api-base server says of this model (its window, its tokenizer), asked once; None without
+        --api-base or when it says nothing."""
+        if self._served_model is _UNKNOWN:
+            with self._served_lock:
+                if self._served_model is _UNKNOWN:
+                    from .served import discover
+
+                    key = self._credentials.as_kwargs().get("api_key") or os.environ.get("OPENAI_API_KEY")
+                    self._served_model = (discover(self.api_base, self.name, key, self.timeout)
+                                          if self.api_base else None)
+        return self._served_model
 
     def _model_info(self) -> dict[str, Any]:
         provider = self.name.split("/", 1)[0].lower() if "/" in self.name else ""
@@ -324,7 +356,11 @@ class LiteLLMModel(ChatModel):
         return self._prices
 
     def count_prompt_tokens(self, messages: Sequence[Message], cache_prefix: int | None = None) -> int:
-        return sum(self.tokenizer.count(m.get("content") or "") + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
+        tokenizer = self.tokenizer
+        if tokenizer is not self._tiktoken:  # the server's tokenizer and chat template: its own count, exactly
+            prefix, rest = tokenizer.encode_chat(messages, cache_prefix if self.api_base else None)
+            return len(prefix) + len(rest)
+        return sum(tokenizer.count(m.get("content") or "") + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
 
     # -- calls -------------------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class ModelWrapper(ChatModel):
         # Class-level flags of ChatModel are found on this class before __getattr__ runs: copied from the inner.
         self.is_local = inner.is_local
         self.streams = inner.streams
+        self.cancellable = inner.cancellable  # a client that has gone stops the inner model's call too
 
     @property
     def context_window(self) -> int:  # type: ignore[override]  (an API model resolves it on first need)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -66,10 +67,20 @@ def relative_name(file: Path, root: Path) -> PurePath:
 
 
 def url_name(url: str) -> PurePath:
-    """The output name of a URL: its host and path (`example.org/books/moby.html`)."""
+    """The output name of a URL: its host and path (`example.org/books/moby.html`); a query adds a hash of itself
+    to the last part (`example.org/page-q1a2b3c4d`), so pages that differ only in their query get their own files.
+    Control characters (a `%00` in the path) become `_`: they cannot be in a file name."""
+    import hashlib
+
     parsed = urlparse(url)
     parts = [parsed.hostname or "url", *[p for p in unquote(parsed.path).split("/") if p not in ("", ".", "..")]]
+    parts = [_CONTROL.sub("_", part) for part in parts]
+    if parsed.query:
+        parts[-1] += f"-q{hashlib.sha256(parsed.query.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
     return PurePath(*parts)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def collect_jobs(specs: list[str], *, exclude: Path | None = None) -> tuple[list[Job], list[Failure]]:

@@ -20,6 +20,15 @@ def _checked_kv(policy: str | None) -> str | None:
     return policy
 
 
+def _finite_seconds(seconds: float | None) -> float | None:
+    """`inf` and `nan` parse as floats and pass a minimum (nan compares false): a timeout must be a real wait."""
+    import math
+
+    if seconds is not None and not math.isfinite(seconds):
+        raise typer.BadParameter(f"{seconds} is not a finite number of seconds")
+    return seconds
+
+
 def kv_help() -> str:
     from ..backends.kv import valid_forms
 
@@ -79,6 +88,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No
 TimeoutOption = Annotated[
     Optional[float],
     typer.Option("--timeout", metavar="SECONDS", envvar="LONGREAD_TIMEOUT", min=0.01, show_default=False,
+                 callback=_finite_seconds,
                  help="Seconds an API model has to answer one call before it is tried again (default 120; with "
                  "streaming, the longest wait for the next words). Local models ignore it."),
 ]

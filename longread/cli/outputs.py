@@ -177,6 +177,17 @@ WRITE_ID = re.compile(r"<!-- longread write (\w+) -->\s*\Z")
 class SummaryFiles:
     markdown: Path
     json: Path
+    locks: Path | None = None  # where the lock of these files goes (the --out folder)
+
+    def lock(self) -> Any:
+        """The lock of these files, shared by every run that writes them whatever its workspace: a WorkLock with no
+        checkpoint threads, a hidden file in the --out folder while it is held (none is left after a run)."""
+        from .workspace import WorkLock
+
+        if self.locks is None:
+            return None
+        key = hashlib.sha256(str(self.markdown.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return WorkLock(self.locks, f".longread-{key}", [])
 
     def finished(self) -> bool:
         return self.markdown.is_file() and self.json.is_file()
@@ -257,7 +268,8 @@ class OutputFolder:
         if not parts:
             raise DocumentError(job.name, "no usable name for its summary files")
         base = self.root.joinpath(*parts)
-        files = SummaryFiles(base.with_name(base.name + ".summary.md"), base.with_name(base.name + ".summary.json"))
+        files = SummaryFiles(base.with_name(base.name + ".summary.md"), base.with_name(base.name + ".summary.json"),
+                             self.root)
         for target in (files.markdown, files.json):
             # resolve() follows symlinks already in DIR (a folder or a file linking out), so they are caught too.
             try:

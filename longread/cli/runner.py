@@ -39,7 +39,7 @@ from .jobs import Failure, Job, collect_jobs, failure_of, one_line
 from .outputs import OutputError, OutputFolder, OutputSettings, SummaryFiles, prompts_fingerprint, summary_markdown
 from .printing import Printer, done_line
 from .settings import DEFAULT_MODEL, Settings, fitted_window
-from .workspace import WorkLock, WorkspaceError, checkpoint_failure, lock_key, move_aside
+from .workspace import WorkLock, WorkspaceError, checkpoint_failure, label_threads, lock_key, move_aside
 from .workspace import open_checkpointer as _open_checked
 
 EXIT_INTERRUPTED = 130
@@ -84,6 +84,20 @@ def preflight(settings: Settings) -> None:
     if name not in strategy_names():
         raise FatalError(f"--strategy {settings.strategy}: unknown strategy (choose one of "
                          f"{', '.join(strategy_names())})")
+    _check_strategy_options(settings.strategy)
+
+
+def _check_strategy_options(spec: str) -> None:
+    """An option the strategy refuses fails once here, not once per document (the strategy is only built)."""
+    from ..workflows import get_strategy
+    from .strategies import install_plugin_strategies
+
+    install_plugin_strategies()
+    try:
+        get_strategy(spec)
+    except LongreadError as exc:  # StrategyError, or a plugin that cannot be imported
+        reason = str(exc).removeprefix(f"strategy {spec!r}: ")
+        raise FatalError(f"--strategy {spec}: {one_line(reason)}") from exc
 
 
 def _tracer(settings: Settings, stack: ExitStack) -> Any:
@@ -204,7 +218,8 @@ class Busy(Exception):
 def read_document(settings: Settings, question: str | None, document: Any, model: Any, checkpointer: Any, *,
                   on_event: Any = None, on_text: Any = None, wait: bool = True, fresh: bool | None = None,
                   stopped: Callable[[], str | None] | None = None, done_meanwhile: Callable[[], bool] | None = None,
-                  then: Callable[[Any, int], None] | None = None) -> tuple[Any, int]:
+                  then: Callable[[Any, int], None] | None = None,
+                  output_lock: WorkLock | None = None) -> tuple[Any, int]:
     """The reading of one document with the run's strategy and checkpoints -> (Result, repeated calls). Runs in
     this process or in a Ray task (cluster.py), so it depends on nothing but its arguments.
 
@@ -215,7 +230,9 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     stops the run. `stopped()`, asked before each call, says why the run stopped (another document's failure):
     then the call is not made (FatalError). `done_meanwhile()`, asked once the lock is held, says the document was
     finished by the run that held it (then nothing is read: (None, 0)); `then(result, repeated)` runs before the
-    lock is let go (the outputs are written under it, so two runs never write one document's files at once)."""
+    lock is let go (the outputs are written under it, so two runs never write one document's files at once).
+    `output_lock`, the lock of the document's summary files (under --out), is taken first the same way: runs with
+    different workspaces share no work lock, but one --out folder."""
     from ..reader import Reader
     from .strategies import install_plugin_strategies
 
@@ -223,18 +240,20 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
                     strategy=settings.strategy)
     lock: WorkLock | None = None
+    output_lock = output_lock if checkpointer is not None else None
     if checkpointer is not None:
         threads = reader.thread_ids(question)
         lock = WorkLock(settings.workspace / "locks", lock_key(threads), threads)
-        if not lock.acquire(wait=wait):
-            raise Busy(lock.holder())
+        label_threads(checkpointer, threads, f"the saved reading of {document.source}",
+                      "that document is read again from its start")
+        _acquire(output_lock, lock, wait)
         try:
             finished = done_meanwhile is not None and done_meanwhile()
         except BaseException:
-            lock.release()
+            _release(lock, output_lock)
             raise
         if finished:
-            lock.release()
+            _release(lock, output_lock)
             return None, 0
         lock.observe(checkpointer)
     started = 0
@@ -268,8 +287,27 @@ def read_document(settings: Settings, question: str | None, document: Any, model
         raise
     finally:
         if lock is not None:
-            lock.release(checkpointer, keep_marker=not clean)
+            _release(lock, output_lock, checkpointer, keep_marker=not clean)
     return result, repeated
+
+
+def _acquire(output_lock: WorkLock | None, lock: WorkLock, wait: bool) -> None:
+    """The summary files' lock, then the work's (always in this order, so two runs cannot each hold one and wait
+    for the other); Busy when either is held and `wait` is False."""
+    if output_lock is not None and not output_lock.acquire(wait=wait):
+        raise Busy(output_lock.holder())
+    if not lock.acquire(wait=wait):
+        if output_lock is not None:
+            output_lock.release()
+        raise Busy(lock.holder())
+
+
+def _release(lock: WorkLock, output_lock: WorkLock | None, saver: Any = None, *, keep_marker: bool = False) -> None:
+    try:
+        lock.release(saver, keep_marker=keep_marker)
+    finally:
+        if output_lock is not None:
+            output_lock.release()
 
 
 @dataclass
@@ -337,14 +375,17 @@ class Run:
                 on_event = self._opening(line.on_event) if first else line.on_event
                 files = outcome.files
 
-                def done_meanwhile() -> bool:  # after waiting for another run's lock: it may have written them
-                    return (wait and files is not None and not self.settings.force
+                def done_meanwhile() -> bool:
+                    # Once the locks are held: another run may have written them since prepare() looked (after
+                    # we waited for it, or a run of another workspace that finished just before we took them).
+                    return (files is not None and not self.settings.force
                             and self._up_to_date(outcome, files, quiet=True))
 
                 read_document(self.settings, self.question, document, model, checkpointer, on_event=on_event,
                               on_text=stream, wait=wait, fresh=self.settings.force and not wait,
                               stopped=lambda: self.stop_reason, done_meanwhile=done_meanwhile,
-                              then=lambda result, repeated: self.finish(outcome, result, model, repeated))
+                              then=lambda result, repeated: self.finish(outcome, result, model, repeated),
+                              output_lock=files.lock() if files is not None else None)
         except Busy as busy:
             self.display.drop(outcome.line)
             outcome.kind, outcome.holder, outcome.line, outcome.stream = "busy", busy.holder, None, None

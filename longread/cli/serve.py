@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .options import CacheOption, KvOption, ModelOption, TraceOtelOption, WindowOption, WorkspaceOption
+from .options import _finite_seconds
 
 
 def _is_loopback(host: str) -> bool:
@@ -40,6 +41,23 @@ def serve(
     cache: CacheOption = False,
     trace_otel: TraceOtelOption = False,
     workspace: WorkspaceOption = None,
+    max_request_bytes: Annotated[
+        Optional[int],
+        typer.Option("--max-request-bytes", metavar="BYTES", min=1, show_default=False,
+                     help="A larger request body is refused (413) unread (default: 64 bytes per token of the "
+                     "window, at least 1 MiB)."),
+    ] = None,
+    max_prompt_tokens: Annotated[
+        Optional[int],
+        typer.Option("--max-prompt-tokens", metavar="TOKENS", min=1, show_default=False,
+                     help="A longer prompt is refused (413) before it waits for the engine (default: the window)."),
+    ] = None,
+    request_timeout: Annotated[
+        Optional[float],
+        typer.Option("--request-timeout", metavar="SECONDS", min=0.01, callback=_finite_seconds, show_default=False,
+                     help="A request still unanswered after this long, queue included, is stopped (504; default "
+                     "600)."),
+    ] = None,
 ) -> None:
     """Serve a local model over HTTP, OpenAI-compatible: `--model openai/NAME --api-base http://HOST:PORT/v1`."""
     from .. import backends
@@ -72,19 +90,23 @@ def serve(
                   f"({engine.context_window})", "red")
         raise typer.Exit(1)
     from ..serve.app import create_app
+    from ..serve.limits import DEFAULT_REQUEST_TIMEOUT, ServerLimits
 
     engine, export = _client_conventions(engine, cache, trace_otel, workspace, err)
     served = name or served_name(given)
+    limits = ServerLimits(max_request_bytes, max_prompt_tokens, request_timeout or DEFAULT_REQUEST_TIMEOUT)
     app = create_app(engine, name=served, aliases=tuple({resolved, given} - {served}), api_key=api_key,
-                     window=window)
+                     window=window, limits=limits)
     if not _is_loopback(host) and not api_key:
         note(err, f"warning: --host {host} without --api-key: anyone who reaches this machine can use the model",
              "yellow")
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/v1"
     note(err, f"serving {engine.name} as {served!r} (kv {getattr(engine, 'kv', 'full')}, window "
               f"{app.state.engine.window}) on {base}{', API key required' if api_key else ''}")
-    note(err, f"  longread ask FILE QUESTION --model openai/{served} --api-base {base} --window "
-              f"{app.state.engine.window}   (Ctrl-C stops)")
+    note(err, f"  limits: {limits.body_cap(app.state.engine.window):,} bytes a request, "
+              f"{limits.max_prompt_tokens or app.state.engine.window:,} prompt tokens, {limits.request_timeout:g} s")
+    # No --window in the hint: longread clients take the server's window and tokenizer from /v1/models.
+    note(err, f"  longread ask FILE QUESTION --model openai/{served} --api-base {base}   (Ctrl-C stops)")
     try:
         run_server(app, host, port)
     finally:

@@ -102,7 +102,13 @@ def open_checkpointer(path: Path, warn: Warn = lambda message: None) -> Iterator
     # check_same_thread=False: the saver guards the connection with its own lock, and the async paths of the
     # graph touch it from worker threads.
     conn = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_SECONDS, check_same_thread=False)
-    saver = saver_class(conn)
+
+    def damaged(what: str, lost: str, exc: BaseException) -> None:
+        why = " ".join(str(exc).split())[:200]
+        warn(f"warning: {path}: {what} cannot be read ({type(exc).__name__}{': ' + why if why else ''}); "
+             f"dropped: {lost}")
+
+    saver = saver_class(conn, damaged)
     try:
         yield saver
     finally:
@@ -123,11 +129,29 @@ def _observed_saver_class() -> Any:
 
         class ObservedSaver(SqliteSaver):
             """A SqliteSaver that tells the observer of a thread each time a finished step's writes are saved (they
-            are what a resumed run takes instead of running that step again)."""
+            are what a resumed run takes instead of running that step again).
 
-            def __init__(self, conn: sqlite3.Connection):
+            A thread whose rows SQLite reads but LangGraph cannot decode (a damaged blob, JSON that is not a
+            checkpoint) is dropped and `on_damaged(what, lost, exc)` says so: that run starts over instead of
+            failing every rerun. `labels` names threads for that line (see `label_threads`)."""
+
+            def __init__(self, conn: sqlite3.Connection, on_damaged: Callable[[str, str, BaseException], None]):
                 super().__init__(conn)
                 self.observers: dict[str, Callable[[], None]] = {}
+                self.labels: dict[str, tuple[str, str]] = {}
+                self.on_damaged = on_damaged
+
+            def get_tuple(self, config):  # type: ignore[no-untyped-def]
+                try:
+                    return _checked_shape(super().get_tuple(config))
+                except sqlite3.Error:
+                    raise  # the file itself: the caller stops the run (checkpoint_failure)
+                except Exception as exc:  # noqa: BLE001 - any decoding failure of one thread's rows
+                    thread = str(config.get("configurable", {}).get("thread_id"))
+                    self.delete_thread(thread)
+                    what, lost = self.labels.get(thread, (f"checkpoint thread {thread}", "that run starts over"))
+                    self.on_damaged(what, lost, exc)
+                    return None
 
             def put_writes(self, config, writes, task_id, task_path=""):  # type: ignore[no-untyped-def]
                 super().put_writes(config, writes, task_id, task_path)
@@ -137,6 +161,28 @@ def _observed_saver_class() -> Any:
 
         _SAVER_CLASS = ObservedSaver
     return _SAVER_CLASS
+
+
+def _checked_shape(saved: Any) -> Any:
+    """A decoded checkpoint tuple, or ValueError when what decoded is not a checkpoint (JSON of another shape)."""
+    if saved is None:
+        return None
+    checkpoint, metadata = saved.checkpoint, saved.metadata
+    maps = ("channel_values", "channel_versions", "versions_seen")
+    if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(key), dict) for key in maps):
+        raise ValueError(f"a {type(checkpoint).__name__} where a checkpoint should be")
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata that is a {type(metadata).__name__}, not a mapping")
+    return saved
+
+
+def label_threads(saver: Any, threads: list[str], what: str, lost: str) -> None:
+    """Names `threads` for the line said if their saved state cannot be read: `what` cannot be read ...;
+    dropped: `lost`. (Savers other than ours have no labels: nothing to do.)"""
+    labels = getattr(saver, "labels", None)
+    if isinstance(labels, dict):
+        for thread in threads:
+            labels[thread] = (what, lost)
 
 
 def checkpoint_failure(exc: sqlite3.Error, path: Path) -> str:

@@ -174,17 +174,16 @@ def run_command(
 
 @contextmanager
 def _saver(path: Path) -> Iterator[Any]:
-    """LangGraph's SqliteSaver on `path` (its lock guards the connection across the --jobs threads)."""
-    import sqlite3
+    """LangGraph's SqliteSaver on `path` (its lock guards the connection across the --jobs threads), checked as
+    the workspace's are: a damaged file is moved aside, a thread whose rows cannot be read starts over."""
+    from ..cli.workspace import WorkspaceError, open_checkpointer
+    from ..console import note, stderr_console
 
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False)
     try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
+        with open_checkpointer(path, lambda message: note(stderr_console(), message, "yellow")) as saver:
+            yield saver
+    except WorkspaceError as exc:
+        _fail(str(exc))
 
 
 def _tokens(value: str) -> int:

@@ -41,6 +41,8 @@ def _records(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         lines = file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise CaseError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CaseError(f"{file}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:

@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import product
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..documents import Document
+from ..errors import DamagedDataWarning
 from .cases import Case
 from .metrics import score
 
@@ -132,18 +134,32 @@ class ResultsFile:
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Every line of a results file that parses (a half-written one is skipped)."""
+    """Every line of a results file that parses. A half-written last line is skipped; any other line that is not
+    a JSON object in UTF-8 is left out with a DamagedDataWarning naming the file and the line (its case counts as
+    not run)."""
     lines = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for raw in handle:
-            if raw.strip():
-                try:
-                    line = json.loads(raw)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(line, dict):
-                    lines.append(line)
+    raws = Path(path).read_bytes().split(b"\n")
+    for number, raw in enumerate(raws, 1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            _left_out(path, number, "is not valid UTF-8")
+            continue
+        except json.JSONDecodeError:
+            if number < len(raws):  # the last line may be one a killed run was writing
+                _left_out(path, number, "is not JSON")
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+        else:
+            _left_out(path, number, f"is a JSON {type(line).__name__}, not an object")
     return lines
+
+
+def _left_out(path: str | Path, number: int, why: str) -> None:
+    warnings.warn(f"{path}: line {number} {why}; left out", DamagedDataWarning, stacklevel=3)
 
 
 # -- one case -----------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import json
 import sqlite3
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import LongreadError
+from ..errors import DamagedDataWarning, LongreadError
 from ..tokenizers import Tokenizer, tiktoken_tokenizer
 from .embedders import Embedder, MiniLMEmbedder, words
 
@@ -145,6 +146,11 @@ class MemoryItem:
         }
 
 
+def _signature_of(value: str) -> tuple[str, int]:
+    stored = json.loads(value)
+    return (str(stored["name"]), int(stored["dims"]))
+
+
 def _item(row: Sequence[Any]) -> MemoryItem:
     id_, session, kind, text, summary, tokens, spans, created, accessed, embedder, dims = row
     return MemoryItem(
@@ -161,6 +167,8 @@ class SessionVectors:
         self._matrix = np.zeros((0, dims), dtype=np.float32)
         self._words = np.zeros(0, dtype=np.int32)
         self.n = 0
+        self.skipped: set[int] = set()  # ids of rows whose embedding could not be read (left out)
+        self._seen = 0  # the last id read, a skipped one included
 
     def append(self, ids: np.ndarray, matrix: np.ndarray, word_counts: np.ndarray) -> None:
         need = self.n + len(ids)
@@ -176,10 +184,17 @@ class SessionVectors:
         self._matrix[self.n : need] = matrix
         self._words[self.n : need] = word_counts
         self.n = need
+        if len(ids):
+            self._seen = max(self._seen, int(ids[-1]))
+
+    def skip(self, id_: int) -> None:
+        self.skipped.add(id_)
+        self._seen = max(self._seen, id_)
 
     @property
     def last_id(self) -> int:
-        return int(self._ids[self.n - 1]) if self.n else 0
+        """The last id read from the file (rows after it are new)."""
+        return self._seen
 
     @property
     def ids(self) -> np.ndarray:
@@ -221,6 +236,7 @@ class MemoryStream:
         self._signature = (self.embedder.name, int(self.embedder.dims))
         self._lock = threading.RLock()
         self._vectors: dict[str, SessionVectors] = {}
+        self._said: set[Any] = set()  # damaged items already warned about
         if self.path.is_dir():
             raise MemoryStoreError(self.path, "is a folder, not a memory file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,8 +287,20 @@ class MemoryStream:
             if "embedder" not in meta:
                 self._set_signature(self._signature)
                 return self._signature
-            stored = json.loads(meta["embedder"])
-            return (stored["name"], int(stored["dims"]))
+            try:
+                return _signature_of(meta["embedder"])
+            except (ValueError, TypeError, KeyError) as exc:
+                return self._rebuild_signature(exc)
+
+    def _rebuild_signature(self, exc: Exception) -> tuple[str, int]:
+        """The embedder record, rebuilt from the items' own columns (or this stream's, for a file without items)
+        when it cannot be read; said with a DamagedDataWarning. Inside the caller's write transaction."""
+        row = self._db.execute("SELECT embedder, dims FROM items ORDER BY id DESC LIMIT 1").fetchone()
+        signature = (str(row[0]), int(row[1])) if row is not None else self._signature
+        self._set_signature(signature)
+        warnings.warn(f"{self.path}: its record of the embedder was damaged ({type(exc).__name__}); rebuilt from "
+                      f"its items ({signature[0]}, {signature[1]} dims)", DamagedDataWarning, stacklevel=4)
+        return signature
 
     def _set_signature(self, signature: tuple[str, int]) -> None:
         value = json.dumps({"name": signature[0], "dims": signature[1]})
@@ -282,8 +310,11 @@ class MemoryStream:
 
     def _stored_signature(self) -> tuple[str, int]:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
-        stored = json.loads(row[0])
-        return (stored["name"], int(stored["dims"]))
+        try:
+            return _signature_of(row[0])
+        except (ValueError, TypeError, KeyError) as exc:  # damaged by another process since we opened it
+            raise MemoryStoreError(self.path, f"its record of the embedder cannot be read ({exc}); reopen it "
+                                              "to rebuild the record") from exc
 
     def _check_signature(self) -> None:
         stored = self._stored_signature()
@@ -472,9 +503,27 @@ class MemoryStream:
     def get(self, id: int) -> MemoryItem:
         with self._lock:
             row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (int(id),)).fetchone()
-        if row is None:
-            raise KeyError(f"no memory item {id} in {self.path}")
-        return _item(row)
+        readable = self._readable([row] if row is not None else [])
+        if not readable:
+            raise KeyError(f"no {'readable ' if row is not None else ''}memory item {id} in {self.path}")
+        return readable[0]
+
+    def _readable(self, rows: Sequence[Sequence[Any]]) -> list[MemoryItem]:
+        """The items of rows that can be read; each that cannot is left out with a DamagedDataWarning."""
+        items = []
+        for row in rows:
+            try:
+                items.append(_item(row))
+            except (ValueError, TypeError, KeyError) as exc:
+                self._left_out(row[0], f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}")
+        return items
+
+    def _left_out(self, id_: Any, why: str) -> None:
+        if id_ in self._said:
+            return
+        self._said.add(id_)
+        warnings.warn(f"{self.path}: memory item {id_} cannot be read ({why}); left out", DamagedDataWarning,
+                      stacklevel=3)
 
     def get_many(self, ids: Sequence[int]) -> list[MemoryItem]:
         """Items in the order of ids (ids that no longer exist are left out)."""
@@ -485,7 +534,7 @@ class MemoryStream:
             rows = self._db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN ({','.join('?' * len(ids))})", ids
             ).fetchall()
-        by_id = {row[0]: _item(row) for row in rows}
+        by_id = {item.id: item for item in self._readable(rows)}
         return [by_id[i] for i in ids if i in by_id]
 
     def items(self, session: str, *, kinds: Iterable[str] | None = None, last: int | None = None) -> list[MemoryItem]:
@@ -500,7 +549,7 @@ class MemoryStream:
             query += f" LIMIT {int(last)}"
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [_item(row) for row in reversed(rows)]
+        return self._readable(list(reversed(rows)))
 
     def flash(self, session: str) -> MemoryItem | None:
         """Flash memory: the session's latest item, or None for an empty session."""
@@ -539,9 +588,17 @@ class MemoryStream:
         if not rows:
             return
         dims = self._signature[1]
+        good = []
+        for row in rows:  # a damaged row is left out of retrieval, not the session
+            if isinstance(row[1], bytes) and len(row[1]) == 4 * dims and isinstance(row[2], int):
+                good.append(row)
+            else:
+                index.skip(int(row[0]))
+                self._left_out(row[0], f"its embedding is not {dims} float32 values")
+        rows = good
+        if not rows:
+            return
         matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
-        if matrix.size != len(rows) * dims:
-            raise MemoryStoreError(self.path, f"session {session!r} holds embeddings that are not {dims}-dimensional")
         index.append(
             np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
             matrix.reshape(len(rows), dims),
@@ -557,7 +614,7 @@ class MemoryStream:
         for session, index in list(self._vectors.items()):
             self._append_rows(session, index, after=index.last_id)
             (count,) = self._db.execute("SELECT count(*) FROM items WHERE session = ?", (session,)).fetchone()
-            if count != index.n:  # rows were removed elsewhere (a clear): rebuild from the file
+            if count != index.n + len(index.skipped):  # rows were removed elsewhere (a clear): rebuild
                 fresh = SessionVectors(self._signature[1])
                 self._append_rows(session, fresh, after=0)
                 self._vectors[session] = fresh

@@ -59,6 +59,44 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class Background:
+    """Any ASGI app served by uvicorn on 127.0.0.1 in a background thread while the `with` block lasts."""
+
+    def __init__(self, app: Any, *, port: int | None = None):
+        self.app = app
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Background":
+        import uvicorn
+
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error", access_log=False,
+                                lifespan="off", backlog=256)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="background-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the background server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "Background":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class FakeProvider:
     """The stand-in server, run by uvicorn in a background thread while the `with` block lasts."""
 
@@ -77,10 +115,9 @@ class FakeProvider:
         self.in_flight = 0
         self.peak_in_flight = 0
         self._lock = threading.Lock()
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._background = Background(self.app)
+        self.port = self._background.port
+        self.base_url = f"{self._background.url}/v1"
         self.app.middleware("http")(self._count)
 
     @property
@@ -132,25 +169,11 @@ class FakeProvider:
 
     # -- the server's life -------------------------------------------------------------------------------------------
     def start(self) -> "FakeProvider":
-        import uvicorn
-
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error", access_log=False,
-                                lifespan="off", backlog=256)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="fake-provider", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake provider did not start")
-            time.sleep(0.01)
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._background.stop()
 
     def __enter__(self) -> "FakeProvider":
         return self.start()

@@ -97,6 +97,7 @@ class LocalModel(ChatModel):
 
     is_local = True
     streams = True  # takes on_text
+    cancellable = True  # takes cancel: decoding stops at the next token once it is set
 
     def __init__(
         self,
@@ -206,15 +207,8 @@ class LocalModel(ChatModel):
 
     def _tokenize(self, messages: Sequence[Message], cache_prefix: int | None) -> tuple[list[int], list[int]]:
         self.stats.prompt_renders += 1
-        rendered = self.hf_tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        if not cache_prefix:
-            return [], self.tokenizer.encode(rendered)
-        last = messages[-1]["content"]
-        at = rendered.rfind(last)
-        if at < 0:
-            return [], self.tokenizer.encode(rendered)
-        cut = at + min(cache_prefix, len(last))
-        return self.tokenizer.encode(rendered[:cut]), self.tokenizer.encode(rendered[cut:])
+        # Control tokens in the messages' text stay text (HFTokenizer.encode_chat): no document opens a turn.
+        return self.tokenizer.encode_chat(messages, cache_prefix)
 
     def count_prompt_tokens(self, messages: Sequence[Message], cache_prefix: int | None = None) -> int:
         prefix, rest = self.prompt_ids(messages, cache_prefix)
@@ -327,7 +321,8 @@ class LocalModel(ChatModel):
         return size
 
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
-                  **extra) -> Completion:
+                  cancel=None, **extra) -> Completion:
+        stop = cancel.is_set if cancel is not None else None
         prefix, rest = self.prompt_ids(messages, cache_prefix)
         guard = RepetitionGuard()
         streamer = TextStreamer(self.hf_tokenizer, on_text, guard) if on_text is not None else None
@@ -343,7 +338,7 @@ class LocalModel(ChatModel):
 
             decoding = Decoding(max_new_tokens, self.eos_ids, temperature=temperature,
                                 repetition_penalty=self.repetition_penalty, guard=guard, device=self.device,
-                                on_token=streamer.push if streamer is not None else None)
+                                on_token=streamer.push if streamer is not None else None, stop=stop)
             engine = self.resolved_engine()
             request = Request(start, decoding, self.kv_policy, prefill_chunk=self.prefill_chunk, engine=engine,
                               window=self._static_window(len(prefix) + len(rest) + max_new_tokens))
@@ -366,6 +361,7 @@ class LocalModel(ChatModel):
                     repetition_penalty=self.repetition_penalty,
                     guard=guard,
                     on_token=streamer.push if streamer is not None else None,
+                    stop=stop,
                 )
         with self._stats_lock:
             self.stats.calls += 1

@@ -97,8 +97,10 @@ class Decoding:
 
     def __init__(self, max_new_tokens: int, eos_ids: set[int], *, temperature: float = 0.0,
                  repetition_penalty: float = 1.1, guard: RepetitionGuard | None = None, seed: int = 0,
-                 device: Any = "cpu", on_token: Callable[[int], None] | None = None):
+                 device: Any = "cpu", on_token: Callable[[int], None] | None = None,
+                 stop: Callable[[], bool] | None = None):
         self.max_new_tokens = max_new_tokens
+        self.stop = stop  # asked at every token: True ends the sequence ("cancelled": its caller has gone)
         self.eos_ids = eos_ids
         self.temperature = temperature
         self.repetition_penalty = repetition_penalty
@@ -130,6 +132,9 @@ class Decoding:
     def accept(self, token: int) -> bool:
         """Takes a chosen token; True when the sequence goes on (the token is then fed back to the model)."""
         if self.done:
+            return False
+        if self.stop is not None and self.stop():
+            self.finish, self.done = "cancelled", True
             return False
         self.decoded += 1
         out = self.out
@@ -172,12 +177,14 @@ def generate(
     guard: RepetitionGuard | None = None,
     seed: int = 0,
     on_token: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> GenerationResult:
     """Greedy (temperature 0) or sampled decoding of up to max_new_tokens after prompt_ids.
 
     `cache` may already hold `start_position` tokens of a reused prefix; prompt_ids continue from there.
     Positions are passed explicitly: after eviction the cache is shorter than the text (physical vs logical
-    length), and RoPE must keep counting the text. `on_token` sees each token kept, as it is decoded (streaming).
+    length), and RoPE must keep counting the text. `on_token` sees each token kept, as it is decoded (streaming);
+    `stop()`, asked at every token, ends the call early when True.
     """
     import time
 
@@ -188,7 +195,7 @@ def generate(
         torch.cuda.synchronize(device)  # so seconds_prefill is the prefill's, not the first decode step's
     t1 = time.perf_counter()
     state = Decoding(max_new_tokens, eos_ids, temperature=temperature, repetition_penalty=repetition_penalty,
-                     guard=guard, seed=seed, device=device, on_token=on_token)
+                     guard=guard, seed=seed, device=device, on_token=on_token, stop=stop)
     position = start_position + len(prompt_ids)
     while not state.done:
         token = state.step(logits)
