@@ -11,6 +11,7 @@ each. The segments stay out of the state; the claims travel as dicts (agents/cla
 
 from __future__ import annotations
 
+import functools
 import operator
 from typing import Annotated, Any, Literal, Sequence, TypedDict
 
@@ -67,12 +68,9 @@ def build_grounded_graph(
     hooks = hooks or ChainHooks()
     order = list(range(len(segments))) if order is None else list(order)
     total = len(order)
-    folded_document: list[grounding.Folded] = []  # folded on first need, once
-
-    def folded() -> grounding.Folded:
-        if not folded_document:
-            folded_document.append(grounding.fold(document))
-        return folded_document[0]
+    @functools.cache
+    def folded() -> grounding.Folded:  # the document folded on first need (a summary's check), once
+        return grounding.fold(document)
 
     def started(agent: Agent, segment: int | None) -> None:
         if hooks.started:
