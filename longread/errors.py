@@ -53,3 +53,8 @@ class DocumentTooLong(LongreadError):
             f"{what} needs {needed:,} tokens in one call (text, instructions and answer), over the model's context "
             f"of {limit:,}: use another --strategy (chain reads it in parts) or a model with a longer context"
         )
+
+
+class GPUMemoryExceeded(ModelError):
+    """A call cannot fit the GPU memory the local engine may use (--gpu-memory), even with nothing else running.
+    Raised before the model runs; the message names the sizes."""
