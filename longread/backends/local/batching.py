@@ -193,6 +193,19 @@ def batched_prefill(model: Any, prompts: list[list[int]], caches: list[Any], chu
 
 
 # -- the scheduler ------------------------------------------------------------------------------------------------
+class Signal(threading.Event):
+    """A threading.Event that also calls `callbacks` when set (an asyncio caller wakes its loop from there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.callbacks: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        super().set()
+        for callback in self.callbacks:
+            callback()
+
+
 @dataclass
 class Request:
     """One call: `start()` (run by the driver) returns (cache, prompt ids left to prefill, start position).
@@ -210,7 +223,7 @@ class Request:
     tokens: int = 0
     prefill_bytes: int = 0
     budget: Any = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: Signal = field(default_factory=Signal)
     result: GenerationResult | None = None
     error: BaseException | None = None
     cancelled: bool = False
@@ -222,6 +235,7 @@ class Request:
     seconds_prefill: float = 0.0
     started_decode: float = 0.0
     static: Any = None  # the static engine holding (or having claimed) its row
+    reused: int = 0  # prompt tokens its start found in the prefix cache
 
 
 class Batcher:
