@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .options import (
-    ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
+    ApiBaseOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
     QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 
@@ -31,6 +31,7 @@ def ask(
     jobs: JobsOption = None,
     ray: RayOption = None,
     timeout: TimeoutOption = None,
+    gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
     from .runner import run
@@ -39,6 +40,6 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
     settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout, gpu_memory=gpu_memory,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream)
     raise typer.Exit(run([path], question, settings, None))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import KvOption, ModelOption, WindowOption
+from .options import GpuMemoryOption, KvOption, ModelOption, WindowOption
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,6 +37,7 @@ def serve(
         typer.Option("--name", metavar="NAME", show_default=False,
                      help="The model name clients send (default: `local`, or the folder's name for hf:PATH)."),
     ] = None,
+    gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Serve a local model over HTTP, OpenAI-compatible: `--model openai/NAME --api-base http://HOST:PORT/v1`."""
     from .. import backends
@@ -60,7 +61,7 @@ def serve(
             raise ModelError(f"--model {resolved}: longread serve runs local models (`local`, `hf:PATH`); an API "
                              "model is served by its provider already")
         backends.check_model(resolved, need_key=True)
-        engine = backends.get_model(resolved, kv=kv)
+        engine = backends.get_model(resolved, kv=kv, **({"gpu_memory": gpu_memory} if gpu_memory else {}))
     except (LongreadError, ValueError, ImportError, OSError) as exc:
         note(err, f"error: {one_line(str(exc))}", "red")
         raise typer.Exit(1) from None

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    ApiBaseOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
+    ApiBaseOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
     QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 
@@ -37,13 +37,14 @@ def summarize(
     jobs: JobsOption = None,
     ray: RayOption = None,
     timeout: TimeoutOption = None,
+    gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Summarize documents and folders of them."""
     from .runner import run
     from .settings import resolve
 
     settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout,
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout, gpu_memory=gpu_memory,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
                        writes_files=out is not None)
     raise typer.Exit(run(list(paths), None, settings, out))

@@ -99,13 +99,16 @@ def place(batcher: Batcher, request: Request, busy: bool = False) -> Any:
 
 
 def _grow(engine: Any, request: Request, transient: int) -> bool:
-    """Grows `engine` by at least one row within the budget (the old buffers are alive while the new are filled)."""
+    """Grows `engine` by at least one row within the budget: the old rows and the new are both held while the live
+    rows are copied over, then the old ones are freed before the call is prefilled."""
     if engine.capacity >= engine.batch:
         return False
+    held = engine.stored_bytes()
     wanted = engine.capacity + 1
     doubled = 1 << (wanted - 1).bit_length()
     for capacity in dict.fromkeys((min(engine.batch, doubled), wanted)):
-        if _fits(request, capacity * engine.row_bytes + transient):
+        grown = capacity * engine.row_bytes
+        if _fits(request, grown) and _fits(request, grown - held + transient):
             engine.grow(capacity)
             return True
     return False

@@ -257,7 +257,7 @@ class Batcher:
         self._waiting: list[Request] = []
         self._driver: threading.Thread | None = None
         self._static: dict[tuple[str, int], Any] = {}
-        self.steps = 0  # batched decode steps run (tests and benchmarks read them)
+        self.steps = 0  # decode steps run, each over every call in it (tests and benchmarks read them)
         self.peak_batch = 0
         self.prefill_forwards = 0  # forwards of admission prefills run with several calls in them
 
@@ -368,8 +368,8 @@ class Batcher:
     def _static_block(self, key: Any, engine: Any) -> None:
         from .failures import block_failed
 
-        self.steps += 1
         self.peak_batch = max(self.peak_batch, len(engine.rows))
+        before = engine.steps_run
         try:
             finished = engine.run_block()
         except Exception as exc:  # noqa: BLE001 - the engine's calls fail; the batcher and other engines go on
@@ -378,6 +378,8 @@ class Batcher:
                 engine.release()
                 del self._static[key]
             return
+        finally:
+            self.steps += engine.steps_run - before
         for _, request in finished:
             self._finish(request)
 

@@ -94,7 +94,8 @@ def budget_for(device: Any, fraction: float | None = None) -> MemoryBudget | Non
 
 
 def gb(nbytes: float) -> str:
-    return f"{nbytes / GB:.2f} GB"
+    """Bytes for a message: GB, or MB under 0.1 GB."""
+    return f"{nbytes / GB:.2f} GB" if nbytes >= 0.1 * GB else f"{nbytes / 1e6:.1f} MB"
 
 
 # -- the sizing rule --------------------------------------------------------------------------------------------

@@ -174,6 +174,7 @@ class StaticEngine:
         self.rows: list[Any] = []  # (decoding, owner) of the live rows, in row order
         self.claimed = 0  # rows promised to sequences being prefilled
         self.capacity = 0
+        self.steps_run = 0  # decode steps run (a block runs up to sync_every)
         self.cache: StaticPolicyCache | None = None
         self.rules: DeviceRules | None = None
         self.graphs: dict[tuple[int, bool], Any] = {}
@@ -327,6 +328,7 @@ class StaticEngine:
         if graph is None and self._use_graphs:
             graph = self.graphs[(n, sampling)] = self._capture(n, sampling)
         self.rules.step_index.zero_()
+        self.steps_run += steps
         for _ in range(steps):
             if graph is not None:
                 graph.replay()
