@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .fp8 import FP8_MAX
 from .quant_attention import BLOCK_N, _Scratch, _gp, _iters, merge, splits_for, triton
 
 if triton is not None:
@@ -64,6 +65,47 @@ if triton is not None:
         tl.store(m_ptr + at, m_i, mask=row_ok)
         tl.store(l_ptr + at, l_i, mask=row_ok)
         tl.store(acc_ptr + at[:, None] * D + dims[None, :], acc, mask=row_ok[:, None])
+
+
+if triton is not None:
+
+    @triton.jit
+    def _quantize_into(x_ptr, codes_ptr, scale_ptr, dims, FMAX: tl.constexpr):
+        x = tl.load(x_ptr + dims).to(tl.float32)
+        scale = (tl.math.div_rn(tl.max(tl.abs(x), axis=0), FMAX)).to(tl.float16)
+        safe = tl.where(scale.to(tl.float32) > 0, scale.to(tl.float32), 1.0)
+        codes = tl.minimum(tl.maximum(tl.math.div_rn(x, safe), -FMAX), FMAX).to(tl.float8e4nv,
+                                                                                fp_downcast_rounding="rtne")
+        tl.store(codes_ptr + dims, codes.to(tl.uint8, bitcast=True))
+        tl.store(scale_ptr, scale)
+
+    @triton.jit
+    def _fp8_write(k_ptr, v_ptr, slot_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kv_heads,
+                   sx_b, sx_h, sv_b, sv_h, sc_b, sc_h, sc_n, ss_b, ss_h, D: tl.constexpr, FMAX: tl.constexpr):
+        """Quantizes one (row, kv head)'s new key and value and writes them at the row's slot."""
+        pid = tl.program_id(0)
+        b = pid // kv_heads
+        h = pid % kv_heads
+        dims = tl.arange(0, D)
+        slot = tl.load(slot_ptr + b)
+        at = b * sc_b + h * sc_h + slot * sc_n
+        scale_at = b * ss_b + h * ss_h + slot
+        _quantize_into(k_ptr + b * sx_b + h * sx_h, kc_ptr + at, ks_ptr + scale_at, dims, FMAX)
+        _quantize_into(v_ptr + b * sv_b + h * sv_h, vc_ptr + at, vs_ptr + scale_at, dims, FMAX)
+
+
+def fp8_write(keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, k_codes: torch.Tensor,
+              k_scale: torch.Tensor, v_codes: torch.Tensor, v_scale: torch.Tensor) -> None:
+    """kv/fp8.quantize_fp8 of one token's keys and values (n, kv, 1, d), written at `slot` of each row, in one
+    launch (the PyTorch path takes about eight kernels for each of the two)."""
+    n, kv_heads, _, d = keys.shape
+    assert keys.stride(-1) == values.stride(-1) == 1 and k_codes.stride() == v_codes.stride()
+    _fp8_write[(n * kv_heads,)](
+        keys, values, slot, k_codes, k_scale, v_codes, v_scale, kv_heads,
+        keys.stride(0), keys.stride(1), values.stride(0), values.stride(1),
+        k_codes.stride(0), k_codes.stride(1), k_codes.stride(2), k_scale.stride(0), k_scale.stride(1),
+        D=d, FMAX=FP8_MAX, num_warps=1,
+    )
 
 
 def fp8_attention(query: torch.Tensor, k_codes: torch.Tensor, k_scale: torch.Tensor, v_codes: torch.Tensor,

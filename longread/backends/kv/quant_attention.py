@@ -48,11 +48,16 @@ def interpreted() -> bool:
     return triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def kernels_on(tensor: torch.Tensor) -> bool:
+    """The kernels for this CUDA tensor (or any, under the interpreter) when Triton is there, unless
+    LONGREAD_QUANT_KERNEL=0 or a kernel failed earlier in this process (then the reference path)."""
+    return (triton is not None and (tensor.is_cuda or interpreted()) and not _DISABLED
+            and os.environ.get("LONGREAD_QUANT_KERNEL", "1") != "0")
+
+
 def use_kernel(query: torch.Tensor) -> bool:
-    """The kernels for one-token queries on CUDA when Triton is there, unless LONGREAD_QUANT_KERNEL=0 or a kernel
-    failed earlier in this process (then the reference path)."""
-    return (triton is not None and (query.is_cuda or interpreted()) and query.shape[2] == 1 and not _DISABLED
-            and _head_dim_ok(query.shape[-1]) and os.environ.get("LONGREAD_QUANT_KERNEL", "1") != "0")
+    """The attention kernels for one-token queries (see kernels_on)."""
+    return query.shape[2] == 1 and _head_dim_ok(query.shape[-1]) and kernels_on(query)
 
 
 def disable(reason: str) -> None:

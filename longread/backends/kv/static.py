@@ -505,7 +505,7 @@ class _QuantAttention:
 
         n = query.shape[0]
         codes = self.codes[index]
-        if quant_attention.use_kernel(query):
+        if quant_attention.use_kernel(query) and quant_attention.codes_supported(codes.bits, self.head_dim):
             return quant_attention.decode_attention(query, codes, self.low[:n], self.keys[index][:n],
                                                     self.values[index][:n], self._exact_filled(n), scaling)
         keys, values = codes.dequantize(slice(0, n), None, query.dtype)

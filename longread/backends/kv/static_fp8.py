@@ -35,8 +35,14 @@ class StaticFP8(StaticPolicyCache):
         return [*self.keys, *self.values, *self.k_scale, *self.v_scale]
 
     def write(self, index: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        from . import fp8_attention, quant_attention
+
         n = key_states.shape[0]
         slot = self.write_slot[:n]
+        if key_states.shape[2] == 1 and quant_attention.kernels_on(key_states):
+            fp8_attention.fp8_write(key_states, value_states, slot, self.keys[index], self.k_scale[index],
+                                    self.values[index], self.v_scale[index])
+            return
         k_codes, k_scale = quantize_fp8(key_states)
         v_codes, v_scale = quantize_fp8(value_states)
         self._scatter(self.keys[index], slot, k_codes)

@@ -1,7 +1,7 @@
 """Which waiting calls start in a round of the batcher, where their rows go, and their prefill (issue 21).
 
-A static call needs a row in a static engine of its policy whose rows hold its tokens (prompt + answer cap). In
-order: a free row of such an engine (the smallest window first, so calls of several windows share one engine); an
+A static call needs a row in a static engine of its policy whose rows hold its tokens (prompt + answer cap); the
+calls of a round are placed largest first. In order: a free row of such an engine (the smallest window first, so calls of several windows share one engine); an
 engine grown by rows (to the next power of two, or by one) if the budget holds the new rows and the call's
 prefill; a new engine of the call's window. When the budget is short, idle engines are freed first. A call that
 fits nowhere now waits for rows to free; a call that cannot fit even with every engine of its model idle is
@@ -29,7 +29,8 @@ def admit(batcher: Batcher, joining: list[Request], live: list[Request]) -> list
     waiting: list[Request] = []
     admitted: list[Request] = []
     room = batcher.max_batch - len(live)
-    for request in joining:
+    # The largest calls are placed first, so that smaller ones of the same round can share their engines' rows.
+    for request in sorted(joining, key=lambda r: -(r.tokens or r.window) if r.engine == "static" else 0):
         if batcher._drop_cancelled(request):
             continue
         if request.engine == "static":
@@ -50,7 +51,8 @@ def admit(batcher: Batcher, joining: list[Request], live: list[Request]) -> list
         admitted.append(request)
     if admitted:
         prefill_admitted(batcher, admitted, live)
-    return waiting
+    order = {id(r): i for i, r in enumerate(joining)}
+    return sorted(waiting, key=lambda r: order[id(r)])
 
 
 # -- rows -----------------------------------------------------------------------------------------------------------
