@@ -14,6 +14,7 @@ from its start, so one call's failure (a prompt too long for the memory left, sa
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import torch
@@ -30,12 +31,19 @@ def admit(batcher: Batcher, joining: list[Request], live: list[Request]) -> list
     admitted: list[Request] = []
     room = batcher.max_batch - len(live)
     # The largest calls are placed first, so that smaller ones of the same round can share their engines' rows.
-    for request in sorted(joining, key=lambda r: -(r.tokens or r.window) if r.engine == "static" else 0):
+    ordered = sorted(joining, key=lambda r: -(r.tokens or r.window) if r.engine == "static" else 0)
+    # Rows the round asks of each engine size: a new or grown engine gets them at once (one allocation, no copies).
+    demand = Counter((r.policy.name, r.window) for r in ordered if r.engine == "static")
+    for request in ordered:
         if batcher._drop_cancelled(request):
             continue
         if request.engine == "static":
+            key = (request.policy.name, request.window)
             try:
-                engine = place(batcher, request, busy=bool(live or admitted))
+                # The calls admitted before it in this round are prefilled with it: their transients add up.
+                engine = place(batcher, request, busy=bool(live or admitted), rows=demand[key],
+                               pending=sum(r.prefill_bytes for r in admitted))
+                demand[key] -= 1
             except Exception as exc:  # noqa: BLE001 - this call cannot run: its error
                 fail(request, call_error(exc, f"making room for a call of {request.tokens} tokens"))
                 continue
@@ -60,12 +68,14 @@ def _fits(request: Request, nbytes: int) -> bool:
     return request.budget is None or request.budget.fits(nbytes)
 
 
-def place(batcher: Batcher, request: Request, busy: bool = False) -> Any:
-    """A static engine with a row claimed for `request`, or None (wait); GPUMemoryExceeded if it can never fit."""
+def place(batcher: Batcher, request: Request, busy: bool = False, rows: int = 1, pending: int = 0) -> Any:
+    """A static engine with a row claimed for `request`, or None (wait); GPUMemoryExceeded if it can never fit.
+    `rows`: how many calls of this round want a row of this size (this one included); `pending`: the prefill
+    bytes of the calls admitted before it in this round."""
     from .static_engine import StaticEngine
 
     tokens = request.tokens or request.window
-    transient = request.prefill_bytes
+    transient = request.prefill_bytes + pending
     fitting = sorted((e for e in batcher._static.values()
                       if e.policy.name == request.policy.name and e.window >= tokens), key=lambda e: e.window)
     for engine in fitting:  # idle ones included: they have free rows
@@ -73,7 +83,7 @@ def place(batcher: Batcher, request: Request, busy: bool = False) -> Any:
             engine.claim()
             return engine
     for engine in fitting:
-        if _grow(engine, request, transient):
+        if _grow(engine, request, transient, rows):
             engine.claim()
             return engine
     if any(e.window == request.window for e in fitting):
@@ -85,8 +95,9 @@ def place(batcher: Batcher, request: Request, busy: bool = False) -> Any:
     if not _fits(request, row + transient):
         _free_idle(batcher)
     if _fits(request, row + transient):
+        start = max([1] + [n for n in range(2, min(rows, batcher.max_batch) + 1) if _fits(request, n * row + transient)])
         engine = StaticEngine(model, request.policy, batch=batcher.max_batch, window=request.window,
-                              guard=request.decoding.guard, rows=1)
+                              guard=request.decoding.guard, rows=start)
         batcher._static[(request.policy.name, request.window, id(engine))] = engine
         engine.claim()
         return engine
@@ -100,14 +111,15 @@ def place(batcher: Batcher, request: Request, busy: bool = False) -> Any:
         "(raise --gpu-memory, shorten the document or the window, or use a compressed --kv such as quant:4 or fp8)")
 
 
-def _grow(engine: Any, request: Request, transient: int) -> bool:
-    """Grows `engine` by at least one row within the budget: the old rows and the new are both held while the live
-    rows are copied over, then the old ones are freed before the call is prefilled."""
+def _grow(engine: Any, request: Request, transient: int, rows: int = 1) -> bool:
+    """Grows `engine` by at least one row within the budget (to the next power of two that holds the round's
+    `rows`, else by one): the old rows and the new are both held while the live rows are copied over, then the old
+    ones are freed before the call is prefilled."""
     if engine.capacity >= engine.batch:
         return False
     held = engine.stored_bytes()
     wanted = engine.capacity + 1
-    doubled = 1 << (wanted - 1).bit_length()
+    doubled = 1 << (engine.capacity + max(1, rows) - 1).bit_length()
     for capacity in dict.fromkeys((min(engine.batch, doubled), wanted)):
         grown = capacity * engine.row_bytes
         if _fits(request, grown) and _fits(request, grown - held + transient):
