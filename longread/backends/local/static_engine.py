@@ -281,6 +281,12 @@ class StaticEngine:
         self.rules.done.fill_(True)
         self.rules.step_index.zero_()
 
+    def warm(self, sampling: bool = False) -> None:
+        """Captures now the graph the live rows' next block replays (a benchmark times replays, not the capture)."""
+        n = self.size_for(len(self.rows))
+        if self._use_graphs and (n, sampling) not in self.graphs:
+            self.graphs[(n, sampling)] = self._capture(n, sampling)
+
     def size_for(self, live: int) -> int:
         return next(s for s in self.sizes if s >= live)
 
