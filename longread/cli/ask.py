@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from .options import (
-    ApiBaseOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
+    ApiBaseOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption, ModelOption,
+    NoStreamOption,
     QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (
-    ApiBaseOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption, ModelOption, NoStreamOption,
+    ApiBaseOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption, ModelOption,
+    NoStreamOption,
     QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from .base import KVPolicy
 
 __all__ = [
-    "FP8Policy", "FullLayer", "FullPolicy", "KVLayer", "KVPolicy", "MixedPolicy", "PolicyCache", "PolicyForm", "QuantPolicy",
+    "FP8Policy", "FullLayer", "FullPolicy", "KVLayer", "KVPolicy", "MixedPolicy", "PolicyCache", "PolicyForm",
+    "QuantPolicy",
     "SinkPolicy", "SnapPolicy", "bf16_bytes_per_token", "cache_bytes", "export_state", "import_state",
     "install_query_hooks", "make_cache", "parse_policy", "policy_forms", "register_policy", "validate_policy",
     "valid_forms", "window_scores",
@@ -43,7 +44,8 @@ __all__ = [
 _LAZY = {
     "FullLayer": "base", "KVLayer": "base", "KVPolicy": "base", "PolicyCache": "base", "bf16_bytes_per_token": "base",
     "cache_bytes": "base", "export_state": "base", "import_state": "base", "layer_kinds": "base",
-    "FP8Policy": "fp8", "FullPolicy": "full", "QuantPolicy": "kivi", "MixedPolicy": "mixed", "SinkPolicy": "sink", "SnapPolicy": "snap",
+    "FP8Policy": "fp8", "FullPolicy": "full", "QuantPolicy": "kivi", "MixedPolicy": "mixed", "SinkPolicy": "sink",
+    "SnapPolicy": "snap",
     "install_query_hooks": "observe", "window_scores": "observe",
 }
 

@@ -338,7 +338,8 @@ def codes_partials(query: torch.Tensor, codes: Any, low: torch.Tensor, scaling: 
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), ks.stride(0), ks.stride(1),
         ks.stride(2), vc.stride(0), vc.stride(1), vc.stride(2), vs.stride(0), vs.stride(1), vs.stride(2),
         BITS=codes.bits, GROUP=codes.group, VGROUP=codes.value_group, D=d, G=group, GP=_gp(group), BLOCK=BLOCK_N,
-        SPLITS=splits, ITERS=_iters(codes.capacity, splits), KROW=codes.group % BLOCK_N == 0, VROW=codes.value_group == d, num_warps=4,
+        SPLITS=splits, ITERS=_iters(codes.capacity, splits), KROW=codes.group % BLOCK_N == 0,
+        VROW=codes.value_group == d, num_warps=4,
     )
     return m, l, acc
 

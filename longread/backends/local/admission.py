@@ -1,7 +1,8 @@
 """Which waiting calls start in a round of the batcher, where their rows go, and their prefill (issue 21).
 
 A static call needs a row in a static engine of its policy whose rows hold its tokens (prompt + answer cap); the
-calls of a round are placed largest first. In order: a free row of such an engine (the smallest window first, so calls of several windows share one engine); an
+calls of a round are placed largest first. In order: a free row of such an engine (the smallest window first, so
+calls of several windows share one engine); an
 engine grown by rows (to the next power of two, or by one) if the budget holds the new rows and the call's
 prefill; a new engine of the call's window. When the budget is short, idle engines are freed first. A call that
 fits nowhere now waits for rows to free; a call that cannot fit even with every engine of its model idle is
@@ -95,7 +96,8 @@ def place(batcher: Batcher, request: Request, busy: bool = False, rows: int = 1,
     if not _fits(request, row + transient):
         _free_idle(batcher)
     if _fits(request, row + transient):
-        start = max([1] + [n for n in range(2, min(rows, batcher.max_batch) + 1) if _fits(request, n * row + transient)])
+        start = max([1] + [n for n in range(2, min(rows, batcher.max_batch) + 1)
+                           if _fits(request, n * row + transient)])
         engine = StaticEngine(model, request.policy, batch=batcher.max_batch, window=request.window,
                               guard=request.decoding.guard, rows=start)
         batcher._static[(request.policy.name, request.window, id(engine))] = engine

@@ -161,7 +161,8 @@ def prefill_together(model: Any, caches: list[Any], prompts: list[list[int]], st
                      batched: bool = True) -> tuple[list[torch.Tensor | None], int]:
     """Prefills several prompts into their own caches, each from its own start position; (the logits (1, vocab) of
     each prompt's last position (None for an empty prompt), the forwards that held several prompts). Chunk k of
-    every prompt that still has a whole chunk k runs in one forward; the tails run one prompt at a time. Each prompt keeps its own chunk boundaries (those
+    every prompt that still has a whole chunk k runs in one forward; the tails run one prompt at a time. Each prompt
+    keeps its own chunk boundaries (those
     `prefill` uses), so each cache ends as its own chunked prefill leaves it (the tests compare the two)."""
     if any(getattr(c, "wants_queries", False) for c in caches):
         from ..kv import install_query_hooks

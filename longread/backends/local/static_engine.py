@@ -202,6 +202,7 @@ class StaticEngine:
                 new[:live].copy_(old[:live])
             rules.eos = self.rules.eos
         self.graphs.clear()  # they point at the old buffers
+        self._pool = None  # and their memory pool goes with them
         self.cache, self.rules, self.capacity = cache, rules, capacity
         self._stub_mask = torch.ones(capacity, 1, 1, 1, dtype=torch.bool, device=self.device)
         self.sizes = graph_sizes(capacity)
