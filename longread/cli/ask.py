@@ -8,8 +8,7 @@ import typer
 
 from .options import (
     ApiBaseOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption, ModelOption,
-    NoStreamOption,
-    QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
+    NoStreamOption, QuietOption, RayOption, StrategyOption, TimeoutOption, WindowOption, WorkspaceOption,
 )
 
 
