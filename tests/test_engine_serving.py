@@ -374,3 +374,39 @@ def test_eval_cases_run_at_once_in_one_process_through_the_batcher(net, tokenize
     runner.join(timeout=300)
     assert box[0].ran == 3 and box[0].failed == 0
     assert batcher.peak_batch == 3
+
+
+@pytest.mark.parametrize("policy", ["full", "quant:4", "fp8", "snap:24"])
+def test_an_engine_grown_under_a_live_row_decodes_what_a_large_one_does(policy):
+    """grow() copies the live rows' buffers, counters, host mirrors and device rules: a row that joins after the
+    growth and the row that lived through it write what they write in an engine that never grew."""
+    from longread.backends.local import attention
+
+    net = tiny_net(128)
+    attention.install(net)
+    parsed = kv.parse_policy(policy)
+    if isinstance(parsed, kv.QuantPolicy):
+        parsed = kv.QuantPolicy(bits=4, group=16, residual=8)
+
+    def schedule(rows: int | None, grow: bool) -> list[list[int]]:
+        engine = StaticEngine(net, parsed, batch=4, window=256, sync_every=8, rows=rows)
+        decodings = []
+        for seed in (1, 2):
+            prompt = torch.randint(0, 128, (40 + 9 * seed,), generator=torch.Generator().manual_seed(seed)).tolist()
+            cache = kv.PolicyCache(parsed, net.config)
+            from longread.backends.local.generation import Decoding
+
+            decoding = Decoding(30, set())
+            token = decoding.step(prefill(net, prompt, cache, chunk=16))
+            decodings.append((decoding, cache, token, len(prompt)))
+        engine.add(*decodings[0])
+        engine.run_block()
+        if grow:
+            assert engine.capacity == 1 and engine.free == 0
+            engine.grow(2)
+        engine.add(*decodings[1])
+        while engine.rows:
+            engine.run_block()
+        return [d.out for d, *_ in decodings]
+
+    assert schedule(1, grow=True) == schedule(None, grow=False)
