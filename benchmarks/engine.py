@@ -1,10 +1,12 @@
 """The local engine's GPU path against today's eager loop and transformers' StaticCache + CUDA graph (issue 14).
 
 Sections (all side by side in one run, on one machine):
-- decode: tokens/s of one sequence at 4k/16k/64k contexts for full, quant:4, quant:8, sink, snap: the eager
+- decode: tokens/s of one sequence at 4k/16k/64k contexts for full, quant:4, quant:8, fp8, sink, snap: the eager
   engine (generation.generate: host rules every token), the static engine (static caches, device rules, one CUDA
   graph per step, a host read every 16 steps), and for `full` transformers' StaticCache with one captured decode
-  step. The fraction of the bandwidth limit is (weight bytes + KV bytes the policy stores) / bandwidth / step time.
+  step. The fraction of the bandwidth limit is (weight bytes + KV bytes the policy stores) / bandwidth / step time,
+  the bandwidth being the card's (benchmarks/_cards.py: its datasheet figure by name, and a measured copy beside
+  it); every row records the peak GPU memory allocated while it ran.
   The caches are filled with random keys and values (each policy's own update rule applied to them), which
   costs the same per decode step as a real prompt's and spares a 64k-token prefill per policy.
 - batch: aggregate tokens/s at batch 1, 4, 16 (full, 4k): static engine, StaticCache + graph, and the eager
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cards import card  # noqa: E402
 from _common import REPO, SHARED_DATA, machine, write_record  # noqa: E402
 
 import torch  # noqa: E402
@@ -41,7 +44,8 @@ from longread.backends import kv  # noqa: E402
 from longread.backends.local.generation import Decoding, RepetitionGuard, generate  # noqa: E402
 from longread.backends.local.static_engine import StaticEngine  # noqa: E402
 
-BANDWIDTH = 4.8e12  # H200 datasheet, bytes/s
+BANDWIDTH = 4.8e12  # bytes/s: replaced in main() by the card's (an H200's datasheet figure until then)
+MEASURED_BANDWIDTH: float | None = None
 NO_LOOP = RepetitionGuard(min_span=400)  # runs every step, never fires within the 32-256 tokens measured
 SHAPES = {
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -108,8 +112,17 @@ def filled_cache(model: Any, policy: Any, context: int, seed: int = 0) -> Any:
     return cache
 
 
-def limit_ms(model: Any, kv_bytes: int, batch: int = 1) -> float:
-    return (weight_bytes(model) + batch * kv_bytes) / BANDWIDTH * 1e3
+def limit_ms(model: Any, kv_bytes: int, batch: int = 1, bandwidth: float | None = None) -> float:
+    return (weight_bytes(model) + batch * kv_bytes) / (bandwidth or BANDWIDTH) * 1e3
+
+
+def peak_reset() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_bytes() -> int | None:
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
 def eager_decode(model: Any, cache: Any, context: int, steps: int) -> float:
@@ -130,6 +143,7 @@ def static_decode(model: Any, policy: Any, caches: list[Any], context: int, step
         d.accept(1)
         engine.add(d, cache, 1, context)
         decodings.append(d)
+    engine.warm()  # the graph is captured outside the timed steps
     sync(model.device)
     started = time.perf_counter()
     while engine.rows:
@@ -200,10 +214,15 @@ def guarded(label: str, fn, *args, **kwargs):
 
 def row(shape, engine, policy, batch, context, seconds, model, kv_bytes, section="decode") -> dict:
     limit = limit_ms(model, kv_bytes, batch)
-    return {"section": section, "shape": shape, "engine": engine, "policy": policy,
-            "batch": batch, "context": context, "ms_per_step": round(seconds * 1e3, 3),
-            "decode_tok_s": round(batch / seconds, 1), "bandwidth_limit_ms": round(limit, 3),
-            "fraction_of_bandwidth_limit": round(limit / (seconds * 1e3), 3), "kv_bytes_per_sequence": kv_bytes}
+    out = {"section": section, "shape": shape, "engine": engine, "policy": policy,
+           "batch": batch, "context": context, "ms_per_step": round(seconds * 1e3, 3),
+           "decode_tok_s": round(batch / seconds, 1), "bandwidth_bytes_s": BANDWIDTH,
+           "bandwidth_limit_ms": round(limit, 3), "fraction_of_bandwidth_limit": round(limit / (seconds * 1e3), 3),
+           "kv_bytes_per_sequence": kv_bytes, "peak_gpu_bytes": peak_bytes()}
+    if MEASURED_BANDWIDTH:
+        measured = limit_ms(model, kv_bytes, batch, MEASURED_BANDWIDTH)
+        out["fraction_of_measured_copy_bandwidth"] = round(measured / (seconds * 1e3), 3)
+    return out
 
 
 def section_decode(shape: str, model: Any, contexts: list[int], policies: list[str], steps: int,
@@ -218,6 +237,7 @@ def section_decode(shape: str, model: Any, contexts: list[int], policies: list[s
             for engine in engines:
                 if engine == "hf-static-graph" and name != "full":
                     continue
+                peak_reset()
                 if engine == "eager":
                     seconds = guarded(f"eager {name} {context}", eager_decode, model, copy.deepcopy(base), context,
                                       steps)
@@ -252,6 +272,7 @@ def section_batch(shape: str, model: Any, context: int, batches: list[int], step
     eager = guarded("eager batch", eager_decode, model, copy.deepcopy(base), context, steps)
     for batch in batches:
         results = {}
+        peak_reset()
         if eager:
             results["eager"] = eager * batch  # one call after the other
         out = guarded(f"static batch {batch}", static_decode, model, policy,
@@ -351,7 +372,7 @@ def main() -> None:
     parser.add_argument("--sections", default="decode,batch,chain")
     parser.add_argument("--shapes", default="8b,smollm2")
     parser.add_argument("--contexts", default="4096,16384,65536")
-    parser.add_argument("--policies", default="full,quant:4,quant:8,sink:2048,snap:2048")
+    parser.add_argument("--policies", default="full,quant:4,quant:8,fp8,sink:2048,snap:2048")
     parser.add_argument("--engines", default="eager,static,hf-static-graph")
     parser.add_argument("--batches", default="1,4,16")
     parser.add_argument("--steps", type=int, default=64)
@@ -363,19 +384,30 @@ def main() -> None:
     parser.add_argument("--book", type=Path, default=SHARED_DATA / "books" / "moby_dick.txt")
     parser.add_argument("--name", default="engine-gpu")
     parser.add_argument("--log", type=Path, default=None, help="also write the rows here as they come")
+    parser.add_argument("--bandwidth", type=float, default=None,
+                        help="bytes/s of the card's memory (default: its datasheet figure by name, else measured)")
+    parser.add_argument("--no-measure-bandwidth", action="store_true", help="skip the 2 GiB copy that measures it")
     args = parser.parse_args()
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `timeout` still writes what was measured
     if args.cpu:
         args.device, args.shapes, args.contexts, args.steps = "cpu", "tiny", "256,1024", 12
-        args.policies = "full,quant:4,sink:64,snap:64"
+        args.policies = "full,quant:4,fp8,sink:64,snap:64"
         args.batches, args.chain_tokens, args.chain_window = "1,4", 3000, 1024
         args.name = args.name if args.name != "engine-gpu" else "engine-cpu-dry-run"
     device = args.device
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    global BANDWIDTH, MEASURED_BANDWIDTH
+    gpu = None
     if device.startswith("cuda"):
         torch.backends.cuda.enable_cudnn_sdp(False)  # docs: the cuDNN backend costs 1.5-2 ms of host time a call
+        gpu = card(device, measure=not args.no_measure_bandwidth)
+        MEASURED_BANDWIDTH = gpu["measured_bytes_s"]
+        BANDWIDTH = args.bandwidth or gpu["bandwidth_bytes_s"]
+        print(json.dumps({"card": gpu, "bandwidth_used": BANDWIDTH}), flush=True)
+    elif args.bandwidth:
+        BANDWIDTH = args.bandwidth
     sections = args.sections.split(",")
     tokenizer = args.tokenizer
     if tokenizer is None and "chain" in sections:
@@ -405,6 +437,8 @@ def main() -> None:
     finally:
         name = torch.cuda.get_device_name() if torch.cuda.is_available() and device.startswith("cuda") else machine()
         command = "python3 benchmarks/engine.py " + " ".join(sys.argv[1:])
+        if gpu is not None:
+            rows.insert(0, {"section": "card", **gpu, "bandwidth_used": BANDWIDTH})
         path = write_record(args.name, command, rows, f"{name}; {machine()}")
         if args.log:
             args.log.write_text(json.dumps(LOG, indent=1))

@@ -1,5 +1,9 @@
 """`longread eval` settings over cases in N processes with one local model each, resumable and time-boxed.
 
+Superseded for new runs by `longread eval --jobs N` (issue 21): one process serves the cases at once, their calls
+decoding together in the local model's batcher within one GPU memory budget (`--gpu-memory`). This script stays
+to reproduce docs/quality.md's runs (prompt variants, time boxes).
+
 How docs/quality.md was measured on the GPU machine: the local engine decodes one sequence at a time and is
 host-bound there, so 14 processes on its 16 cores read 14 cases at once. Each case goes through the harness's own
 `run_case` (so the lines are those of `longread eval`, and `longread eval report` reads them).

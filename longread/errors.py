@@ -58,3 +58,8 @@ class DocumentTooLong(LongreadError):
 class DamagedDataWarning(UserWarning):
     """Part of a file longread keeps (a memory item, a runs-log row, a results line) could not be read and was left
     out; the message names the file and what is lost. The rest of the file is used as before."""
+
+
+class GPUMemoryExceeded(ModelError):
+    """A call cannot fit the GPU memory the local engine may use (--gpu-memory), even with nothing else running.
+    Raised before the model runs; the message names the sizes."""

@@ -1,5 +1,5 @@
 """The eval runner: one line per case per setting, resume without recomputing, failures recorded, the model built
-once per (model, kv), --jobs for API models only, and the real read path on a MockModel."""
+once per (model, kv), --jobs for API and local models, and the real read path on a MockModel."""
 
 from __future__ import annotations
 
@@ -75,8 +75,9 @@ class CountingFactory:
         self.built: list[tuple[str, str | None]] = []
         self.local = local
 
-    def __call__(self, model, kv=None):
+    def __call__(self, model, kv=None, **options):
         self.built.append((model, kv))
+        self.options = options
         built = MockModel(name=model)
         built.is_local = self.local
         return built
@@ -189,15 +190,22 @@ def test_a_model_that_cannot_be_built_skips_its_cases_with_one_note(tmp_path):
     assert {l["model"] for l in lines_of(tmp_path / "r.jsonl")} == {"mock"}
 
 
-def test_jobs_run_api_cases_at_once_and_local_ones_alone(tmp_path):
+def test_jobs_run_cases_at_once_on_api_and_local_models(tmp_path):
+    """A local model's concurrent cases meet in its batcher (tests/test_engine_serving.py shows they decode
+    together); --gpu-memory reaches local models only."""
     api = CountingRead(delay=0.05)
+    api_factory = CountingFactory()
     run_eval(make_cases(6), [Setting("chain", "openai/gpt-4o-mini", 512)], tmp_path / "api.jsonl", jobs=3,
-             read=api, model_factory=CountingFactory())
+             read=api, model_factory=api_factory, gpu_memory=0.5)
     assert api.most_active > 1 and len(lines_of(tmp_path / "api.jsonl")) == 6
-    local = CountingRead(delay=0.02)
+    assert api_factory.options == {}
+    local = CountingRead(delay=0.05)
+    local_factory = CountingFactory(local=True)
     run_eval(make_cases(4), [Setting("chain", "hf:/models/x", 512)], tmp_path / "local.jsonl", jobs=3,
-             read=local, model_factory=CountingFactory(local=True))
-    assert local.most_active == 1 and len(lines_of(tmp_path / "local.jsonl")) == 4
+             read=local, model_factory=local_factory, gpu_memory=0.5)
+    assert local.most_active > 1 and len(lines_of(tmp_path / "local.jsonl")) == 4
+    assert local_factory.options == {"gpu_memory": 0.5} and len(local_factory.built) == 1
+    assert all(line["gpu_peak_bytes"] is None for line in lines_of(tmp_path / "local.jsonl"))  # no CUDA here
 
 
 def test_limit_takes_the_first_cases(tmp_path):

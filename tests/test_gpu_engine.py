@@ -24,7 +24,7 @@ from longread.backends.local.static_engine import DeviceRules, StaticEngine
 
 ATOL = 1e-4
 # Small budgets so that every policy evicts, flushes or demotes within a few dozen steps.
-POLICIES = ["full", "sink:24", "snap:24", "quant:4", "quant:8", "mixed:32:4"]
+POLICIES = ["full", "sink:24", "snap:24", "quant:4", "quant:8", "mixed:32:4", "fp8"]
 
 
 def small(policy: str):
@@ -130,7 +130,7 @@ def test_static_caches_give_the_dynamic_logits_through_evictions_and_flushes(mod
     assert worst < ATOL, f"{policy}: logits differ by {worst}"
 
 
-@pytest.mark.parametrize("policy", ["full", "sink:24", "snap:24", "quant:4", "mixed:32:4"])
+@pytest.mark.parametrize("policy", ["full", "sink:24", "snap:24", "quant:4", "mixed:32:4", "fp8"])
 def test_static_caches_hold_the_dynamic_positions_after_eviction(llama, policy):
     parsed = small(policy)
     dynamic, static, _ = side_by_side(llama, parsed, prompt=40, steps=30)
@@ -238,7 +238,7 @@ def test_device_rules_stop_where_the_host_rules_stop(case):
 
 
 # -- the static engine against the eager loop ---------------------------------------------------------------------
-@pytest.mark.parametrize("policy", ["full", "sink:24", "snap:24", "quant:4"])
+@pytest.mark.parametrize("policy", ["full", "sink:24", "snap:24", "quant:4", "fp8"])
 def test_the_static_engine_writes_the_eager_loops_tokens(llama, policy):
     parsed = small(policy)
     prompt = ids(30, 5)

@@ -53,19 +53,20 @@ def chunked_logits(model, tokens: list[int], policy: str, chunk: int = 32) -> tu
 @pytest.mark.parametrize(
     "text, canonical",
     [("full", "full"), (" Quant:4 ", "quant:4"), ("quant:2", "quant:2"), ("quant:8", "quant:8"),
-     ("sink:256", "sink:256"), ("snap:1024", "snap:1024"), ("mixed:512:2", "mixed:512:2")],
+     ("sink:256", "sink:256"), ("snap:1024", "snap:1024"), ("mixed:512:2", "mixed:512:2"), (" FP8", "fp8")],
 )
 def test_valid_policies_are_canonicalised(text, canonical):
     assert kv.validate_policy(text) == canonical
 
 
-@pytest.mark.parametrize("text", ["", "fp16", "quant:3", "quant", "sink:4", "snap:x", "mixed:512", "mixed:512:5", "h2o:64"])
+@pytest.mark.parametrize("text", ["", "fp16", "quant:3", "quant", "sink:4", "snap:x", "mixed:512", "mixed:512:5", "h2o:64",
+                                  "fp8:4"])
 def test_bad_policies_name_the_valid_forms(text):
     with pytest.raises(ValueError) as info:
         kv.validate_policy(text)
     message = str(info.value)
     assert repr(text) in message
-    for form in ("full", "quant:BITS", "sink:N", "snap:N", "mixed:N:BITS"):
+    for form in ("full", "quant:BITS", "sink:N", "snap:N", "mixed:N:BITS", "fp8"):
         assert form in message
 
 

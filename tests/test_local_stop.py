@@ -53,6 +53,18 @@ def test_stopping_fails_the_call_in_flight_and_ends_the_driver_thread():
         batcher.submit(batching.Request(start, Decoding(8, {0}), policy=None))  # no new call after a stop
 
 
+def test_after_a_stop_the_same_model_gets_a_fresh_batcher():
+    # A notebook (or a console) that caught the Ctrl-C goes on with the model it holds: its next call is served.
+    model = tiny_llama()
+    stopped = batching.batcher_for(model)
+    stop_local_engines()
+    fresh = batching.batcher_for(model)
+    assert fresh is not stopped
+    with pytest.raises(KeyboardInterrupt):
+        stopped.submit(batching.Request(lambda: None, Decoding(8, {0}), policy=None))
+    assert not fresh._stopping  # (the flag the submit above raised on)
+
+
 def test_stop_without_a_local_model_loads_nothing(monkeypatch):
     import sys
 

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from .options import (
-    ApiBaseOption, CacheOption, DryRunOption, ForceOption, JobsOption, JsonOption, KvOption, ModelOption,
-    NoStreamOption, QuietOption, RayOption, SchemaOption, StrategyOption, TimeoutOption, TraceOption, TraceOtelOption,
-    WindowOption, WorkspaceOption,
+    ApiBaseOption, CacheOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption,
+    ModelOption, NoStreamOption, QuietOption, RayOption, SchemaOption, StrategyOption, TimeoutOption, TraceOption,
+    TraceOtelOption, WindowOption, WorkspaceOption,
 )
 
 
@@ -36,6 +36,7 @@ def ask(
     schema: SchemaOption = None,
     cache: CacheOption = False,
     trace_otel: TraceOtelOption = False,
+    gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
     from .runner import run
@@ -44,7 +45,7 @@ def ask(
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
     settings = resolve("ask", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
-                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout, schema=schema,
+                       api_base=api_base, jobs=jobs, ray=ray, timeout=timeout, schema=schema, gpu_memory=gpu_memory,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet,
                        stream=not no_stream and schema is None,  # the JSON object is printed, not the prose
                        trace=trace, cache=cache, trace_otel=trace_otel)

@@ -98,6 +98,14 @@ ApiBaseOption = Annotated[
                  help="The server of an API model: `longread serve` or vLLM (`--model openai/NAME --api-base "
                  "http://127.0.0.1:8000/v1`, `hosted_vllm/NAME`), a proxy, another endpoint of the provider."),
 ]
+GpuMemoryOption = Annotated[
+    Optional[float],
+    typer.Option("--gpu-memory", metavar="FRACTION", envvar="LONGREAD_GPU_MEMORY", min=0.01, max=1.0,
+                 show_default=False,
+                 help="Share of the GPU's memory the local engine may use for weights, KV caches and activations "
+                 "(default 0.9). Calls that cannot fit even alone are refused before they run; concurrent calls "
+                 "wait for room. Ignored on the CPU and by API models."),
+]
 JobsOption = Annotated[
     Optional[int],
     typer.Option("--jobs", "-j", metavar="N", min=1, show_default=False,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import CacheOption, KvOption, ModelOption, TraceOtelOption, WindowOption, WorkspaceOption
+from .options import CacheOption, GpuMemoryOption, KvOption, ModelOption, TraceOtelOption, WindowOption, WorkspaceOption
 from .options import _finite_seconds
 
 
@@ -58,6 +58,7 @@ def serve(
                      help="A request still unanswered after this long, queue included, is stopped (504; default "
                      "600)."),
     ] = None,
+    gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Serve a local model over HTTP, OpenAI-compatible: `--model openai/NAME --api-base http://HOST:PORT/v1`."""
     from .. import backends
@@ -81,7 +82,7 @@ def serve(
             raise ModelError(f"--model {resolved}: longread serve runs local models (`local`, `hf:PATH`); an API "
                              "model is served by its provider already")
         backends.check_model(resolved, need_key=True)
-        engine = backends.get_model(resolved, kv=kv)
+        engine = backends.get_model(resolved, kv=kv, **({"gpu_memory": gpu_memory} if gpu_memory else {}))
     except (LongreadError, ValueError, ImportError, OSError) as exc:
         note(err, f"error: {one_line(str(exc))}", "red")
         raise typer.Exit(1) from None

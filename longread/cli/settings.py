@@ -98,6 +98,7 @@ class Settings:
     cache: bool = False  # --cache: the completion cache, WORKSPACE/completions.sqlite
     trace_otel: bool = False  # --trace-otel: OpenTelemetry spans over OTLP
     window_source: str | None = None  # the settings file the window came from (None: --window, or the default)
+    gpu_memory: float | None = None  # --gpu-memory: share of the GPU the local engine may use (None: its default)
 
     @property
     def api_model(self) -> bool:
@@ -116,6 +117,8 @@ class Settings:
             options["api_base"] = self.api_base
         if self.timeout is not None:
             options["timeout"] = self.timeout
+        if self.gpu_memory is not None and not self.api_model:
+            options["gpu_memory"] = self.gpu_memory
         if self.api_model and self.workers() > DEFAULT_CALLS_IN_FLIGHT:
             # One cap for every document's calls (multipath's paths too): --jobs 16 may have 16 calls in flight.
             options["max_concurrency"] = self.workers()
@@ -136,7 +139,8 @@ def user_config() -> Config:
 
 def resolve(command: str, *, model: str | None, window: int | None, kv: str | None, strategy: str | None,
             workspace: Path | None, api_base: str | None = None, jobs: int | None = None, ray: str | None = None,
-            timeout: float | None = None, schema: Any = None, **flags: bool) -> Settings:
+            timeout: float | None = None, schema: Any = None, gpu_memory: float | None = None,
+            **flags: bool) -> Settings:
     config = user_config()
     given = model or config.model or DEFAULT_MODEL
     resolved = config.resolve_model(given)
@@ -153,7 +157,7 @@ def resolve(command: str, *, model: str | None, window: int | None, kv: str | No
         command=command, model=resolved, window=window or config.window, kv=kv,
         strategy=strategy or config.strategy or DEFAULT_STRATEGY, workspace=workspace or default_workspace(),
         alias=given if resolved != given else None, api_base=api_base or None, jobs=jobs,
-        ray=ray or None, timeout=timeout, schema=schema,
+        ray=ray or None, timeout=timeout, schema=schema, gpu_memory=gpu_memory,
         window_source=str(config.path) if not window and config.window else None, **flags,
     )
 

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from ..cli.options import GpuMemoryOption
+
 EXIT_INTERRUPTED = 130
 
 
@@ -127,7 +129,9 @@ def run_command(
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, metavar="N", show_default=False,
                                                  help="Only the first N cases of the file.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N",
-                                      help="Cases run at once for API models (local models run one at a time).")] = 1,
+                                      help="Cases run at once. A local model serves them in one process: their "
+                                      "calls decode together in its batcher.")] = 1,
+    gpu_memory: GpuMemoryOption = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors",
                                                help="Run again the cases that failed in an earlier run.")] = False,
     checkpoints: Annotated[Optional[Path], typer.Option(
@@ -156,7 +160,7 @@ def run_command(
             saver = stack.enter_context(_saver(checkpoints)) if checkpoints else None
             stack.enter_context(progress)
             summary = run_eval(loaded, settings, out, jobs=jobs, limit=limit, retry_errors=retry_errors,
-                               progress=progress, on_note=progress.print, checkpointer=saver)
+                               progress=progress, on_note=progress.print, checkpointer=saver, gpu_memory=gpu_memory)
     except KeyboardInterrupt:
         from ..backends import stop_local_engines
 

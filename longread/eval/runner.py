@@ -6,7 +6,10 @@ again, and the report keeps the last line of a key). A line is written whole and
 done, so a killed run loses only the cases in flight; a half-written last line is cut off on the next start.
 
 The model is built once per (model, kv), only when a case needs it, and reused by every case and setting of it.
-Cases run one at a time on a local model; with `jobs` > 1 an API model runs that many cases at once (threads).
+With `jobs` > 1 that many cases run at once (threads), on any model: an API model gets that many requests at
+once, and a local model's calls meet in its batcher and decode together (one process, one copy of the weights,
+one GPU memory budget: `gpu_memory`). Where CUDA is in use each line records the peak GPU memory allocated
+(`gpu_peak_bytes`): the case's own with `jobs` 1, the process's since its model was built with more.
 Within one (model, kv) the order is case-major (each case under every window and strategy, then the next), so a
 run stopped early still compares the strategies on the same cases.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 import threading
 import time
 import warnings
@@ -167,15 +171,26 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def gpu_peak_bytes(reset: bool = False) -> int | None:
+    """torch.cuda.max_memory_allocated() where torch is loaded and CUDA is there (None elsewhere: an API-only run
+    never imports torch for it); `reset` starts a new peak."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return int(torch.cuda.max_memory_allocated())
+
+
 def result_line(case: Case, setting: Setting, *, result: Any = None, error: BaseException | None = None,
-                seconds: float = 0.0, model_name: str | None = None, document: Document | None = None
-                ) -> dict[str, Any]:
+                seconds: float = 0.0, model_name: str | None = None, document: Document | None = None,
+                gpu_peak: int | None = None) -> dict[str, Any]:
     """The JSON line of one case under one setting (see docs/evaluation.md for the fields)."""
     line: dict[str, Any] = {
         "case": case.id, "dataset": case.dataset, "task": case.task, "strategy": setting.strategy,
         "model": setting.model, "window": setting.window, "kv": setting.kv,
         "score": None, "metrics": {}, "answer": "", "calls": [], "usage": {}, "seconds": round(seconds, 3),
-        "document_tokens": None, "segments": None, "error": None,
+        "document_tokens": None, "segments": None, "error": None, "gpu_peak_bytes": gpu_peak,
     }
     if result is not None:
         answer = str(getattr(result, "text", ""))
@@ -206,19 +221,24 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_case(case: Case, document: Document | None, model: Any, setting: Setting, read: ReadFunction,
-             load_error: BaseException | None = None, checkpointer: Any = None) -> dict[str, Any]:
-    """Reads and scores one case; any failure becomes the line's error, never an exception."""
+             load_error: BaseException | None = None, checkpointer: Any = None, own_peak: bool = False
+             ) -> dict[str, Any]:
+    """Reads and scores one case; any failure becomes the line's error, never an exception. `own_peak`: the case
+    runs alone, so the GPU peak is reset first and the line's is the case's own."""
     started = time.monotonic()
     model_name = getattr(model, "name", None)
     if load_error is not None:
         return result_line(case, setting, error=load_error, model_name=model_name)
+    if own_peak:
+        gpu_peak_bytes(reset=True)
     try:
         result = read(case, document, model, strategy=setting.strategy, window=setting.window, kv=setting.kv,
                       checkpointer=checkpointer)
         return result_line(case, setting, result=result, seconds=time.monotonic() - started, model_name=model_name,
-                           document=document)
+                           document=document, gpu_peak=gpu_peak_bytes())
     except Exception as exc:  # a failing case is recorded and the run goes on
-        return result_line(case, setting, error=exc, seconds=time.monotonic() - started, model_name=model_name)
+        return result_line(case, setting, error=exc, seconds=time.monotonic() - started, model_name=model_name,
+                           gpu_peak=gpu_peak_bytes())
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -266,10 +286,12 @@ def run_eval(
     progress: Any = None,  # an EvalProgress (set_total, describe, finished)
     on_note: Callable[[str], None] | None = None,
     checkpointer: Any = None,
+    gpu_memory: float | None = None,
 ) -> RunSummary:
     """Runs what `out` does not hold yet; see the module docstring. `read` and `model_factory` (default
     `longread.backends.get_model`) are the seams tests replace. A `checkpointer` (LangGraph saver) is passed to
-    every read, so a long case killed half-way resumes at its last worker step."""
+    every read, so a long case killed half-way resumes at its last worker step. `gpu_memory` (a fraction of the
+    card) goes to local models."""
     if model_factory is None:
         from ..backends import get_model as model_factory  # type: ignore[no-redef]
     note = on_note or (lambda message: None)
@@ -296,14 +318,17 @@ def run_eval(
         label = f"{model_string}" + (f" kv {kv}" if kv else "")
         if progress is not None:
             progress.describe(f"loading {label}")
+        options: dict[str, Any] = {"kv": kv}
+        if gpu_memory is not None and _is_local(model_string):
+            options["gpu_memory"] = gpu_memory
         try:
-            model = model_factory(model_string, kv=kv)
+            model = model_factory(model_string, **options)
         except Exception as exc:  # every case of this model would fail the same way: say it once, go on
             note(f"error: --model {model_string}{' --kv ' + kv if kv else ''}: {_one_line(exc)}; its "
                  f"{len(work)} case(s) are not run")
             summary.models_failed.append(model_string)  # type: ignore[union-attr]
             continue
-        workers = 1 if _is_local(model_string) or getattr(model, "is_local", False) else max(1, jobs)
+        workers = max(1, jobs)
         if progress is not None:
             progress.describe(label)
         try:
@@ -327,8 +352,9 @@ def _run_group(work: list[tuple[Case, Setting]], model: Any, workers: int, read:
     if workers == 1:
         for case, setting in work:
             document, error = documents.get(case)
-            finish(run_case(case, document, model, setting, read, error, checkpointer))
+            finish(run_case(case, document, model, setting, read, error, checkpointer, own_peak=True))
         return
+    gpu_peak_bytes(reset=True)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="longread-eval")
     queue: Iterable[tuple[Case, Setting]] = iter(work)
     running: set[Future] = set()

@@ -7,6 +7,7 @@
 | `sink:N`        | 4 attention sinks + the most recent tokens, N in all       | StreamingLLM (Xiao et al. 2023) |
 | `snap:N`        | keep the N tokens an observation window attends to most    | SnapKV (Li et al. 2024), H2O    |
 | `mixed:N:BITS`  | those N at full precision, the rest quantized, not dropped | MiKV (Yang et al. 2024)         |
+| `fp8`           | every token as an e4m3 float, one scale per token and head | FP8 KV of serving engines       |
 
     cache = make_cache("snap:1024", model.config)   # a fresh transformers Cache for one call
     model(input_ids=..., position_ids=..., past_key_values=cache)
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from .base import KVPolicy
 
 __all__ = [
-    "FullLayer", "FullPolicy", "KVLayer", "KVPolicy", "MixedPolicy", "PolicyCache", "PolicyForm", "QuantPolicy",
+    "FP8Policy", "FullLayer", "FullPolicy", "KVLayer", "KVPolicy", "MixedPolicy", "PolicyCache", "PolicyForm",
+    "QuantPolicy",
     "SinkPolicy", "SnapPolicy", "bf16_bytes_per_token", "cache_bytes", "export_state", "import_state",
     "install_query_hooks", "make_cache", "parse_policy", "policy_forms", "register_policy", "validate_policy",
     "valid_forms", "window_scores",
@@ -42,7 +44,8 @@ __all__ = [
 _LAZY = {
     "FullLayer": "base", "KVLayer": "base", "KVPolicy": "base", "PolicyCache": "base", "bf16_bytes_per_token": "base",
     "cache_bytes": "base", "export_state": "base", "import_state": "base", "layer_kinds": "base",
-    "FullPolicy": "full", "QuantPolicy": "kivi", "MixedPolicy": "mixed", "SinkPolicy": "sink", "SnapPolicy": "snap",
+    "FP8Policy": "fp8", "FullPolicy": "full", "QuantPolicy": "kivi", "MixedPolicy": "mixed", "SinkPolicy": "sink",
+    "SnapPolicy": "snap",
     "install_query_hooks": "observe", "window_scores": "observe",
 }
 
@@ -76,6 +79,12 @@ def _full() -> Any:
     from .full import FullPolicy
 
     return FullPolicy()
+
+
+def _fp8() -> Any:
+    from .fp8 import FP8Policy
+
+    return FP8Policy()
 
 
 def _quant(bits: str) -> Any:
@@ -115,12 +124,13 @@ for _form in (
     PolicyForm("sink", "sink:N", _sink),
     PolicyForm("snap", "snap:N (N tokens kept per layer, N >= 8, e.g. snap:1024)", _snap),
     PolicyForm("mixed", "mixed:N:BITS (e.g. mixed:512:2)", _mixed),
+    PolicyForm("fp8", "fp8", _fp8),
 ):
     register_policy(_form)
 
 VALID_FORMS = (
     "full; quant:BITS with BITS 2, 4 or 8 (e.g. quant:4); sink:N, snap:N (N tokens kept per layer, N >= 8, "
-    "e.g. snap:1024); mixed:N:BITS (e.g. mixed:512:2)"
+    "e.g. snap:1024); mixed:N:BITS (e.g. mixed:512:2); fp8"
 )
 
 

@@ -16,6 +16,7 @@ the dynamic one at every step:
 | `snap:N` | K, V, positions at N + 1; the last `window` queries (a ring) | slot = filled count | at N + 1 filled: the dynamic rule's top-k down to N - slack |
 | `quant:B` | codes, scales, zero points for the window; an exact part of sinks + residual + one block | exact slot = its filled count | at a full block: quantize it, shift the residual down |
 | `mixed:N:B` | snap's buffers (the full-precision set) and quant's codes | slot = filled count | at N + 1: demote a block of the least attended into codes |
+| `fp8` | e4m3 codes and a scale per token and head, for the window (static_fp8.py) | slot = filled count, quantized on the device | nothing |
 
 Why the extra slot: the dynamic layers attend to what they stored plus the new token, then evict. A static
 layer writes the new token first, so it needs room for the budget plus one to attend to the same keys.
@@ -504,7 +505,7 @@ class _QuantAttention:
 
         n = query.shape[0]
         codes = self.codes[index]
-        if quant_attention.use_kernel(query):
+        if quant_attention.use_kernel(query) and quant_attention.codes_supported(codes.bits, self.head_dim):
             return quant_attention.decode_attention(query, codes, self.low[:n], self.keys[index][:n],
                                                     self.values[index][:n], self._exact_filled(n), scaling)
         keys, values = codes.dequantize(slice(0, n), None, query.dtype)
@@ -603,6 +604,12 @@ _FORMS: dict[type, type[StaticPolicyCache]] = {
     FullPolicy: StaticFull, SinkPolicy: StaticSink, SnapPolicy: StaticSnap, QuantPolicy: StaticQuant,
     MixedPolicy: StaticMixed,
 }
+
+# fp8's form lives in its own module, built on the classes above (imported here, after them, so the table is whole).
+from .fp8 import FP8Policy  # noqa: E402
+from .static_fp8 import StaticFP8  # noqa: E402
+
+_FORMS[FP8Policy] = StaticFP8
 
 
 def make_static_cache(policy: Any, config: Any, *, batch: int, window: int, device: Any,

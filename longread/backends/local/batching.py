@@ -70,6 +70,9 @@ def stop_all(timeout: float = 30.0) -> None:
     an active exception", exit 134) instead of letting it exit 130."""
     with _REGISTRY_LOCK:
         batchers = list(_BATCHERS.values())
+        # A stopped batcher takes no new call; the model's next call (a notebook, a test, a console after Ctrl-C)
+        # gets a fresh one instead of the KeyboardInterrupt meant for the calls this stop ended.
+        _BATCHERS.clear()
     for batcher in batchers:
         batcher.stop(timeout)
 
@@ -171,34 +174,77 @@ def batched_forward(model: Any, caches: list[Any], tokens: list[list[int]], posi
     return out.logits[:, -1, :]
 
 
+class PrefillStopped(Exception):
+    """A prefill given up between two chunks: the batcher is stopping (Ctrl-C) or its calls were cancelled."""
+
+
 @torch.inference_mode()
-def batched_prefill(model: Any, prompts: list[list[int]], caches: list[Any], chunk: int,
-                    batched: bool = True) -> list[Any]:
-    """Prefills several prompts into their own caches: the chunks every prompt still has run as one forward
-    (chunk k of each), the tails one prompt at a time (the same chunk boundaries as `prefill`, so each cache ends
-    as its own chunked prefill leaves it)."""
-    if getattr(caches[0], "wants_queries", False):
+def prefill_together(model: Any, caches: list[Any], prompts: list[list[int]], starts: list[int], chunk: int,
+                     batched: bool = True, stop: Callable[[], bool] | None = None
+                     ) -> tuple[list[torch.Tensor | None], int]:
+    """Prefills several prompts into their own caches, each from its own start position; (the logits (1, vocab) of
+    each prompt's last position (None for an empty prompt), the forwards that held several prompts). Chunk k of
+    every prompt that still has a whole chunk k runs in one forward; the tails run one prompt at a time. Each prompt
+    keeps its own chunk boundaries (those
+    `prefill` uses), so each cache ends as its own chunked prefill leaves it (the tests compare the two).
+    `stop()`, asked before every forward, gives the prefill up (PrefillStopped): a Ctrl-C or a cancelled call waits
+    at most one chunk."""
+    if any(getattr(c, "wants_queries", False) for c in caches):
         from ..kv import install_query_hooks
 
         install_query_hooks(model)
     full = [len(ids) // chunk for ids in prompts]
+    logits: list[torch.Tensor | None] = [None] * len(prompts)
     step = 0
+
+    def check() -> None:
+        if stop is not None and stop():
+            raise PrefillStopped()
+
     while batched and sum(1 for f in full if f > step) > 1:
+        check()
         rows = [i for i, f in enumerate(full) if f > step]
-        batched_forward(model, [caches[i] for i in rows], [prompts[i][step * chunk : (step + 1) * chunk] for i in rows],
-                        [step * chunk for _ in rows])
+        out = batched_forward(model, [caches[i] for i in rows],
+                              [prompts[i][step * chunk : (step + 1) * chunk] for i in rows],
+                              [starts[i] + step * chunk for i in rows])
+        for j, i in enumerate(rows):
+            logits[i] = out[j : j + 1]
         step += 1
     for i, ids in enumerate(prompts):
-        done = min(full[i], step) * chunk
-        if done < len(ids):
-            prefill(model, ids[done:], caches[i], start_position=done, chunk=chunk)
+        for lo in range(min(full[i], step) * chunk, len(ids), chunk):
+            check()
+            logits[i] = prefill(model, ids[lo : lo + chunk], caches[i], start_position=starts[i] + lo, chunk=chunk)
+    return logits, step
+
+
+def batched_prefill(model: Any, prompts: list[list[int]], caches: list[Any], chunk: int,
+                    batched: bool = True) -> list[Any]:
+    """Prefills several prompts from position 0 into their own caches (prefill_together); returns the caches."""
+    prefill_together(model, caches, prompts, [0] * len(prompts), chunk, batched)
     return caches
 
 
 # -- the scheduler ------------------------------------------------------------------------------------------------
+class Signal(threading.Event):
+    """A threading.Event that also calls `callbacks` when set (an asyncio caller wakes its loop from there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.callbacks: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        super().set()
+        for callback in self.callbacks:
+            callback()
+
+
 @dataclass
 class Request:
-    """One call: `start()` (run by the driver) returns (cache, prompt ids left to prefill, start position)."""
+    """One call: `start()` (run by the driver) returns (cache, prompt ids left to prefill, start position).
+
+    `tokens` (prompt + answer cap) and `window` (the row size of a new static engine for it, >= tokens) size its
+    static row; `prefill_bytes` is what its prefill needs on the device beyond the row; `budget` (memory.py) is
+    the device's memory budget, None where there is none (the CPU)."""
 
     start: Callable[[], tuple[Any, list[int], int]]
     decoding: Decoding
@@ -206,7 +252,10 @@ class Request:
     prefill_chunk: int = 512
     engine: str = "eager"  # "eager" | "static"
     window: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
+    tokens: int = 0
+    prefill_bytes: int = 0
+    budget: Any = None
+    done: Signal = field(default_factory=Signal)
     result: GenerationResult | None = None
     error: BaseException | None = None
     cancelled: bool = False
@@ -217,10 +266,20 @@ class Request:
     prefill_tokens: int = 0
     seconds_prefill: float = 0.0
     started_decode: float = 0.0
+    static: Any = None  # the static engine holding (or having claimed) its row
+    reused: int = 0  # prompt tokens its start found in the prefix cache
 
 
 class Batcher:
-    """The calls on one model's weights: a driver thread that runs while there is work, then exits."""
+    """The calls on one model's weights: a driver thread that runs while there is work, then exits.
+
+    Each round, under the model's lock: every waiting call that can start is admitted (a static call first claims
+    a row, in an engine of its policy with room, grown, or new, within the memory budget: admission.py), the
+    admitted calls are prefilled together (`prefill_together`), then one eager step runs over the eager calls and
+    one block over each static engine's rows. Calls submitted while the lock is held (by a step, or by a caller)
+    join at the next round, all of them at once. A failure is the failing call's: a prefill that fails is retried
+    alone, and what still fails is that call's error; a step that fails fails the calls in that step, and the
+    batcher goes on with the others (failures.py)."""
 
     def __init__(self, model: Any, max_batch: int = MAX_BATCH):
         self.model = model
@@ -230,9 +289,10 @@ class Batcher:
         self._waiting: list[Request] = []
         self._driver: threading.Thread | None = None
         self._static: dict[tuple[str, int], Any] = {}
-        self.steps = 0  # batched decode steps run (tests and benchmarks read them)
+        self.steps = 0  # decode steps run, each over every call in it (tests and benchmarks read them)
         self.peak_batch = 0
         self._stopping = False
+        self.prefill_forwards = 0  # forwards of admission prefills run with several calls in them
 
     def stop(self, timeout: float = 30.0) -> None:
         """No call runs after this one: waiting and live calls fail with KeyboardInterrupt; joins the driver."""
@@ -244,14 +304,7 @@ class Batcher:
             driver.join(timeout)
 
     def submit(self, request: Request) -> GenerationResult:
-        with self._cv:
-            if self._stopping:
-                raise KeyboardInterrupt()
-            self._waiting.append(request)
-            if self._driver is None:
-                self._driver = threading.Thread(target=self._drive, name="longread-batcher", daemon=True)
-                self._driver.start()
-            self._cv.notify_all()
+        self.enqueue(request)
         try:
             request.done.wait()
         except BaseException:
@@ -262,9 +315,33 @@ class Batcher:
         assert request.result is not None
         return request.result
 
+    def enqueue(self, request: Request) -> None:
+        """Queues a call (its `done` event is set when it has a result or an error); KeyboardInterrupt once the
+        batcher is stopping."""
+        with self._cv:
+            if self._stopping:
+                raise KeyboardInterrupt()
+            self._waiting.append(request)
+            if self._driver is None:
+                self._driver = threading.Thread(target=self._drive, name="longread-batcher", daemon=True)
+                self._driver.start()
+            self._cv.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued and not admitted yet."""
+        with self._cv:
+            return len(self._waiting)
+
+    @property
+    def engines(self) -> list[Any]:
+        return list(self._static.values())
+
     # -- the driver ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def _drive(self) -> None:
+        from . import admission
+
         live: list[Request] = []
         try:
             while True:
@@ -273,22 +350,25 @@ class Batcher:
                         self._abandon(live + self._waiting)
                         self._waiting, self._driver = [], None
                         return
-                    room = self.max_batch - len(live)
-                    joining, self._waiting = self._waiting[:room], self._waiting[room:]
-                    if not joining and not live and not any(e.rows for e in self._static.values()):
-                        self._driver = None
-                        return
                 with self.lock:
-                    for request in joining:
-                        self._admit(request, live)
+                    with self._cv:
+                        joining, self._waiting = self._waiting, []
+                        if not joining and not live and not any(e.rows for e in self._static.values()):
+                            self._driver = None
+                            return
+                    waiting = admission.admit(self, joining, live)
+                    if waiting:
+                        with self._cv:
+                            self._waiting[:0] = waiting
                     live = [r for r in live if not self._drop_cancelled(r)]
                     if live:
                         live = self._eager_step(live)
-                    for engine in list(self._static.values()):
+                    for key, engine in list(self._static.items()):
                         if engine.rows:
-                            for decoding, request in engine.run_block():
-                                self._finish(request)
-        except BaseException as exc:  # noqa: BLE001 - every waiting call gets the error, none hangs
+                            self._static_block(key, engine)
+                if waiting and not live and not any(e.rows for e in self._static.values()):
+                    time.sleep(0.001)  # calls wait for rows that calls of other models hold: yield the lock
+        except BaseException as exc:  # noqa: BLE001 - a bug here: every waiting call gets the error, none hangs
             log.exception("the batched engine failed")
             with self._cv:
                 pending, self._waiting = self._waiting, []
@@ -296,6 +376,7 @@ class Batcher:
             stuck = live + pending + [r for e in self._static.values() for _, r in e.rows]
             for engine in self._static.values():
                 engine.rows.clear()
+                engine.claimed = 0
             for request in stuck:
                 if not request.done.is_set():
                     request.error = exc
@@ -316,67 +397,22 @@ class Batcher:
             request.done.set()
         return request.cancelled
 
-    def _admit(self, request: Request, live: list[Request]) -> None:
-        """Prefix lookup and prefill, then the first token (from the prefill's logits, on the host)."""
-        try:
-            cache, rest, position = request.start()
-            started = time.perf_counter()
-            logits = self._prefill(request, rest, cache, position)
-            if logits is None:  # stopped or cancelled between two chunks of a long prompt
-                request.error = KeyboardInterrupt()
-                request.done.set()
-                return
-            if logits.device.type == "cuda":
-                torch.cuda.synchronize(logits.device)
-            request.started_decode = time.perf_counter()
-            request.seconds_prefill = request.started_decode - started
-            request.prefill_tokens = len(rest)
-            request.cache, request.position = cache, position + len(rest)
-            token = request.decoding.step(logits)
-        except Exception as exc:  # noqa: BLE001 - this call's error, not the batch's
-            request.error = exc
-            request.done.set()
-            return
-        if token is None:
-            self._finish(request)
-            return
-        request.token = token
-        engine = self._static_engine(request) if request.engine == "static" else None
-        if engine is not None:
-            engine.add(request.decoding, cache, token, request.position, owner=request)
-        else:
-            live.append(request)
-
-    def _prefill(self, request: Request, rest: list[int], cache: Any, position: int) -> torch.Tensor | None:
-        """prefill, one chunk at a time: Ctrl-C (stop) and a cancelled call wait at most one chunk; None then."""
-        chunk = request.prefill_chunk
-        logits = None
-        for lo in range(0, max(len(rest), 1), chunk):
-            if self._stopping or request.cancelled:
-                return None
-            logits = prefill(self.model, rest[lo : lo + chunk], cache, start_position=position + lo, chunk=chunk)
-        return logits
-
-    def _static_engine(self, request: Request) -> Any:
-        from .static_engine import StaticEngine
-
-        key = (request.policy.name, request.window)
-        engine = self._static.get(key)
-        if engine is None:
-            engine = self._static[key] = StaticEngine(self.model, request.policy, batch=self.max_batch,
-                                                      window=request.window, guard=request.decoding.guard)
-        return engine if engine.free else None
-
     def _eager_step(self, live: list[Request]) -> list[Request]:
+        from .failures import step_failed
+
         self.steps += 1
         self.peak_batch = max(self.peak_batch, len(live))
         device = next(self.model.parameters()).device
-        if len(live) == 1:  # exactly the eager loop's forward
-            r = live[0]
-            logits = decode_step(self.model, r.token, r.position, r.cache, device)
-        else:
-            logits = batched_forward(self.model, [r.cache for r in live], [[r.token] for r in live],
-                                     [r.position for r in live])
+        try:
+            if len(live) == 1:  # exactly the eager loop's forward
+                r = live[0]
+                logits = decode_step(self.model, r.token, r.position, r.cache, device)
+            else:
+                logits = batched_forward(self.model, [r.cache for r in live], [[r.token] for r in live],
+                                         [r.position for r in live])
+        except Exception as exc:  # noqa: BLE001 - these calls' error, not the batcher's
+            step_failed(exc, live, "a decode step")
+            return []
         still = []
         for i, r in enumerate(live):
             r.position += 1
@@ -387,6 +423,24 @@ class Batcher:
                 r.token = token
                 still.append(r)
         return still
+
+    def _static_block(self, key: Any, engine: Any) -> None:
+        from .failures import block_failed
+
+        self.peak_batch = max(self.peak_batch, len(engine.rows))
+        before = engine.steps_run
+        try:
+            finished = engine.run_block()
+        except Exception as exc:  # noqa: BLE001 - the engine's calls fail; the batcher and other engines go on
+            block_failed(exc, engine, [owner for _, owner in engine.fail_rows()])
+            if engine.idle:
+                engine.release()
+                del self._static[key]
+            return
+        finally:
+            self.steps += engine.steps_run - before
+        for _, request in finished:
+            self._finish(request)
 
     def _finish(self, request: Request) -> None:
         d = request.decoding

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -10,19 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ...errors import GPUMemoryExceeded
 from ...tokenizers import HFTokenizer
 from ..base import ChatModel, Completion, Message
 from .. import kv as kv_policies
+from . import memory
 from .batching import Request, batched_prefill, batcher_for, can_batch, model_lock
-from .generation import Decoding, RepetitionGuard, generate, prefill
+from .generation import Decoding, GenerationResult, RepetitionGuard, generate, prefill
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache, prefix_key, shared_prefix_cache
 from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_model_dir, load_pretrained
 
 # Tokenized prompts kept per model: a call's window check and its run, times a few concurrent worker threads.
 PROMPT_MEMO = 8
 ENGINES = ("auto", "eager", "static")
-# A static row of `full` holds the call's whole window: the smallest row size (then powers of two).
+# A static row holds the call's whole window. Rows are sized in steps, so that the calls of a chain share one
+# engine: powers of two from STATIC_WINDOW_STEP up to STATIC_WINDOW_COARSE, then multiples of it (a 33k-token call
+# takes a 40k row, not a 64k one).
 STATIC_WINDOW_STEP = 1024
+STATIC_WINDOW_COARSE = 8192
 
 
 def engine_choice(engine: str | None) -> str:
@@ -88,11 +94,15 @@ class LocalModel(ChatModel):
     entries on disk too (e.g. in a workspace folder), `prefix_cache_bytes` sets the memory budget.
     `prefill_prefixes` fills it ahead of time for prompts that are known in advance (a chain's segments).
 
-    Batching: calls that reach the same loaded model at the same time (threads: multipath, serve, several
-    LocalModels or `with_kv` twins on the same weights) decode together (batching.py); `max_batch=1` runs
-    each call alone, as the eager loop. `engine` (or LONGREAD_ENGINE): `auto` runs the static engine
-    (static caches, device-side rules, CUDA graphs: static_engine.py) on CUDA and the eager loop elsewhere;
-    `eager` and `static` force one.
+    Batching: calls that reach the same loaded model at the same time (threads, or tasks through `acomplete`:
+    multipath, serve, eval cases, several LocalModels or `with_kv` twins on the same weights) decode together
+    (batching.py); `max_batch=1` runs each call alone, as the eager loop. `engine` (or LONGREAD_ENGINE): `auto`
+    runs the static engine (static caches, device-side rules, CUDA graphs: static_engine.py) on CUDA and the eager
+    loop elsewhere; `eager` and `static` force one.
+
+    Memory (memory.py): on CUDA the engine keeps everything it allocates within `gpu_memory` (a fraction of the
+    card, LONGREAD_GPU_MEMORY, default 0.9); a call that cannot fit even alone is refused before the model runs
+    (GPUMemoryExceeded, naming the sizes). `memory_budget` replaces the device's (tests).
     """
 
     is_local = True
@@ -114,6 +124,8 @@ class LocalModel(ChatModel):
         prefix_cache_bytes: int = DEFAULT_MAX_BYTES,
         engine: str | None = None,
         max_batch: int = 16,
+        gpu_memory: float | None = None,
+        memory_budget: memory.MemoryBudget | None = None,
     ):
         self.model = model
         self.hf_tokenizer = tokenizer
@@ -135,6 +147,9 @@ class LocalModel(ChatModel):
         self.eos_ids = self._eos_ids()
         self.engine = engine_choice(engine)
         self.max_batch = max(1, int(max_batch))
+        self.gpu_memory = memory.gpu_memory_fraction(gpu_memory) if gpu_memory is not None else None
+        self._memory_budget = memory_budget
+        self._weight_bytes: int | None = None
         # One forward pass at a time on these weights, whichever LocalModel makes it: torch already uses every core.
         self._lock = model_lock(model)
         self._prompts: OrderedDict[tuple, tuple[list[int], list[int]]] = OrderedDict()
@@ -314,62 +329,186 @@ class LocalModel(ChatModel):
         return self.resolved_engine() == "static" or (self.max_batch > 1 and can_batch(self.model))
 
     def _static_window(self, needed: int) -> int:
-        """Rows sized in powers of two (at least STATIC_WINDOW_STEP): calls of a chain share one static engine."""
+        """The row size of a call of `needed` tokens (STATIC_WINDOW_STEP, STATIC_WINDOW_COARSE)."""
+        if needed > STATIC_WINDOW_COARSE:
+            return -(-needed // STATIC_WINDOW_COARSE) * STATIC_WINDOW_COARSE
         size = STATIC_WINDOW_STEP
         while size < needed:
             size *= 2
         return size
 
-    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
-                  cancel=None, **extra) -> Completion:
-        stop = cancel.is_set if cancel is not None else None
+    # -- memory -------------------------------------------------------------------------------------------------
+    @property
+    def memory_budget(self) -> memory.MemoryBudget | None:
+        """What the engine may allocate on this model's device (None on the CPU)."""
+        if self._memory_budget is None and self.device.type == "cuda":
+            self._memory_budget = memory.budget_for(self.device, self.gpu_memory)
+        return self._memory_budget
+
+    def memory_cost(self, prompt_tokens: int, max_new_tokens: int) -> memory.CallCost:
+        """What a call needs on the device beyond the weights (memory.py's sizing rule)."""
+        static = self._batched() and self.resolved_engine() == "static"
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        tokens = prompt_tokens + max_new_tokens
+        return memory.call_cost(self.kv_policy, self.model.config, prompt=prompt_tokens if static else tokens,
+                                window=self._static_window(tokens), dtype=self.model.dtype, vocab=vocab,
+                                chunk=self.prefill_chunk, static=static)
+
+    def fits_in_memory(self, prompt_tokens: int, max_new_tokens: int) -> bool:
+        """Whether a call of this size fits the budget with nothing else running (always, without a budget)."""
+        budget = self.memory_budget
+        if budget is None:
+            return True
+        return self._weights() + self.memory_cost(prompt_tokens, max_new_tokens).total <= budget.limit
+
+    def check_memory(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """GPUMemoryExceeded, naming the sizes, when the call cannot fit even alone (nothing has run yet)."""
+        if self.fits_in_memory(prompt_tokens, max_new_tokens):
+            return
+        budget = self.memory_budget
+        assert budget is not None
+        cost, weights = self.memory_cost(prompt_tokens, max_new_tokens), self._weights()
+        tokens = prompt_tokens + max_new_tokens
+        cache = (f"{memory.gb(cost.row)} of KV cache (--kv {self.kv}, a {self._static_window(tokens):,}-token row) and "
+                 f"{memory.gb(cost.prefill)} to prefill the prompt" if cost.row else
+                 f"{memory.gb(cost.prefill)} of KV cache and activations (--kv {self.kv})")
+        raise GPUMemoryExceeded(
+            f"{self.name}: a call of {prompt_tokens:,} prompt tokens + {max_new_tokens:,} new tokens needs {cache}, "
+            f"beside {memory.gb(weights)} of weights: {memory.gb(weights + cost.total)} in all, over the "
+            f"{budget.describe()} the engine may use (--gpu-memory). Use a compressed --kv (quant:4, fp8), a "
+            "strategy that reads the document in parts (chain), or a larger --gpu-memory")
+
+    def _weights(self) -> int:
+        if self._weight_bytes is None:
+            self._weight_bytes = memory.weight_bytes(self.model)
+        return self._weight_bytes
+
+    def _checked_prompt_tokens(self, messages, max_new_tokens, window, cache_prefix) -> int:
+        prompt_tokens = super()._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
+        self.check_memory(prompt_tokens, max_new_tokens)
+        return prompt_tokens
+
+    # -- the call -----------------------------------------------------------------------------------------------
+    def _prepare(self, messages, cache_prefix, on_text):
         prefix, rest = self.prompt_ids(messages, cache_prefix)
         guard = RepetitionGuard()
         streamer = TextStreamer(self.hf_tokenizer, on_text, guard) if on_text is not None else None
         if not rest:  # nothing after the prefix to continue from: an ordinary call
             prefix, rest = [], prefix
-        started = time.perf_counter()
-        reused = 0
-        if self._batched():
-            def start() -> tuple[Any, list[int], int]:
-                nonlocal reused
-                cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
-                return cache, rest, len(prefix)
+        return prefix, rest, guard, streamer
 
-            decoding = Decoding(max_new_tokens, self.eos_ids, temperature=temperature,
-                                repetition_penalty=self.repetition_penalty, guard=guard, device=self.device,
-                                on_token=streamer.push if streamer is not None else None, stop=stop)
-            engine = self.resolved_engine()
-            request = Request(start, decoding, self.kv_policy, prefill_chunk=self.prefill_chunk, engine=engine,
-                              window=self._static_window(len(prefix) + len(rest) + max_new_tokens))
-            batcher = batcher_for(self.model)
-            batcher.max_batch = self.max_batch
-            result = batcher.submit(request)
-            cache = request.cache
-        else:
-            with self._lock:
-                cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
-                result = generate(
-                    self.model,
-                    rest,
-                    cache,
-                    max_new_tokens=max_new_tokens,
-                    eos_ids=self.eos_ids,
-                    start_position=len(prefix),
-                    prefill_chunk=self.prefill_chunk,
-                    temperature=temperature,
-                    repetition_penalty=self.repetition_penalty,
-                    guard=guard,
-                    on_token=streamer.push if streamer is not None else None,
-                    stop=stop,
-                )
+    def _request(self, prefix: list[int], rest: list[int], max_new_tokens: int, temperature: float,
+                 guard: RepetitionGuard, streamer: TextStreamer | None, stop: Any = None) -> Request:
+        """The batcher's request for a call; its `reused` is set by its start (the prefix tokens reused)."""
+        def start() -> tuple[Any, list[int], int]:
+            cache, request.reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
+            return cache, rest, len(prefix)
+
+        decoding = Decoding(max_new_tokens, self.eos_ids, temperature=temperature,
+                            repetition_penalty=self.repetition_penalty, guard=guard, device=self.device,
+                            on_token=streamer.push if streamer is not None else None, stop=stop)
+        prompt = len(prefix) + len(rest)
+        tokens = prompt + max_new_tokens
+        engine = self.resolved_engine()
+        request = Request(start, decoding, self.kv_policy, prefill_chunk=self.prefill_chunk, engine=engine,
+                          window=self._static_window(tokens), tokens=tokens,
+                          prefill_bytes=self.memory_cost(prompt, max_new_tokens).prefill
+                          if self.memory_budget is not None else 0,
+                          budget=self.memory_budget)
+        return request
+
+    def _batcher(self) -> Any:
+        batcher = batcher_for(self.model)
+        batcher.max_batch = self.max_batch
+        return batcher
+
+    def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
+                  cancel=None, **extra) -> Completion:
+        stop = cancel.is_set if cancel is not None else None  # a served client that has gone ends its call
+        prefix, rest, guard, streamer = self._prepare(messages, cache_prefix, on_text)
+        started = time.perf_counter()
+        if self._batched():
+            request = self._request(prefix, rest, max_new_tokens, temperature, guard, streamer, stop)
+            result = self._batcher().submit(request)
+            return self._completion(result, request.cache, request.reused, prompt_tokens, streamer, started)
+        with self._lock:
+            cache, reused = self._start(prefix, rest) if prefix else (self.new_cache(), 0)
+            result = generate(
+                self.model,
+                rest,
+                cache,
+                max_new_tokens=max_new_tokens,
+                eos_ids=self.eos_ids,
+                start_position=len(prefix),
+                prefill_chunk=self.prefill_chunk,
+                temperature=temperature,
+                repetition_penalty=self.repetition_penalty,
+                guard=guard,
+                on_token=streamer.push if streamer is not None else None,
+                stop=stop,
+            )
+        return self._completion(result, cache, reused, prompt_tokens, streamer, started)
+
+    async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
+                         cancel=None, **extra) -> Completion:
+        """Batched calls wait on the batcher without a thread each, so any number of tasks can be in one batch
+        (asyncio's default pool would cap them at its worker count); unbatched ones run in a worker thread."""
+        if not self._batched():
+            given = {k: v for k, v in (("on_text", on_text), ("cancel", cancel)) if v is not None}
+            return await asyncio.to_thread(self._complete, messages, max_new_tokens, temperature, prompt_tokens,
+                                           cache_prefix, **given)
+        prefix, rest, guard, streamer = self._prepare(messages, cache_prefix, on_text)
+        started = time.perf_counter()
+        stop = cancel.is_set if cancel is not None else None
+        request = self._request(prefix, rest, max_new_tokens, temperature, guard, streamer, stop)
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def wake() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        request.done.callbacks.append(lambda: loop.call_soon_threadsafe(wake))
+        self._batcher().enqueue(request)
+        try:
+            await finished
+        except BaseException:
+            request.cancelled = True  # the driver drops it at the next step
+            self._count_when_dropped(request)
+            raise
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return self._completion(request.result, request.cache, request.reused, prompt_tokens, streamer, started)
+
+    def _count_when_dropped(self, request: Request) -> None:
+        """A call its caller left (a served client gone, a cancelled task) still counts, once the driver has
+        dropped it, with what it computed: the stats say what the device did, answered or not."""
+        once = threading.Lock()
+
+        def count() -> None:
+            if once.acquire(blocking=False):
+                self._count(request.prefill_tokens, request.decoding.decoded, request.seconds_prefill, 0.0,
+                            request.cache)
+
+        request.done.callbacks.append(count)
+        if request.done.is_set():  # dropped before the callback was in place
+            count()
+
+    def _count(self, prefill_tokens: int, decoded_tokens: int, seconds_prefill: float, seconds_decode: float,
+               cache: Any) -> None:
         with self._stats_lock:
             self.stats.calls += 1
-            self.stats.prefill_tokens += result.prefill_tokens
-            self.stats.seconds_prefill += result.seconds_prefill
-            self.stats.seconds_decode += result.seconds_decode
-            self.stats.decoded_tokens += result.decoded_tokens
+            self.stats.prefill_tokens += prefill_tokens
+            self.stats.seconds_prefill += seconds_prefill
+            self.stats.seconds_decode += seconds_decode
+            self.stats.decoded_tokens += decoded_tokens
             self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, getattr(cache, "peak_bytes", 0))
+
+    def _completion(self, result: GenerationResult, cache: Any, reused: int, prompt_tokens: int,
+                    streamer: TextStreamer | None, started: float) -> Completion:
+        self._count(result.prefill_tokens, result.decoded_tokens, result.seconds_prefill, result.seconds_decode,
+                    cache)
         text = self.hf_tokenizer.decode(result.ids, skip_special_tokens=True).strip()
         if streamer is not None:
             streamer.finish(text)
