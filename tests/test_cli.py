@@ -39,10 +39,7 @@ def long_text(paragraphs: int = 30, tag: str = "") -> str:
 
 def answering_mock(**options) -> MockModel:
     """A MockModel whose manager always gives ANSWER (workers write derived notes), so stdout can be checked."""
-    def respond(messages):
-        return ANSWER if "Source text (part" not in messages[-1]["content"] else None
-
-    return MockModel(completion_tokens=20, responder=respond, **options)
+    return MockModel(completion_tokens=20, replies={"manager": ANSWER}, **options)
 
 
 @pytest.fixture(autouse=True)

@@ -99,6 +99,7 @@ def test_injected_api_faults_lose_and_double_no_note_and_no_key_is_written(tmp_p
     assert KEY.encode() not in everything and AWS_SECRET.encode() not in everything
 
 
+@pytest.mark.integration  # a real process, killed
 def test_kill_9_at_a_random_call_then_resume_repeats_at_most_that_call(tmp_path):
     calls = 5  # the story at window 1024: 4 workers and the manager
     kill_at = random.Random().randint(1, calls)
@@ -155,6 +156,7 @@ def test_a_missing_model_or_a_rejected_key_stops_a_folder_run_at_its_first_call(
     assert KEY not in result.output and AWS_SECRET not in result.output
 
 
+@pytest.mark.integration  # real time: a stall, a timeout, a backoff
 def test_timeout_bounds_a_stalled_call_which_is_then_retried(tmp_path, monkeypatch):
     built: list[dict] = []
     real_get_model = longread.backends.get_model

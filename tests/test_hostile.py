@@ -582,6 +582,7 @@ def test_a_body_or_a_prompt_over_the_servers_limits_is_a_413_before_any_work(mon
     assert counted and max(counted) == len("word " * 400)  # the bodies over the cap were never even parsed
 
 
+@pytest.mark.integration  # a served app on a real socket, 18 clients
 def test_a_long_request_never_stalls_the_others(monkeypatch):
     """16 clients at once, beside a request whose counting takes long (held until they are all answered) and one
     over the body cap: the 16 are answered while the long one is still being counted, the oversized one is a 413
@@ -646,6 +647,7 @@ def post_then_leave(url: str, body: dict, leave: threading.Event) -> None:
 
 @pytest.mark.parametrize("how", ["client gone", "client gone, batched", "client gone, JSON reply",
                                  "client gone while streaming", "deadline"])
+@pytest.mark.integration  # a served app, real time
 def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadline(smollm_tokenizer, monkeypatch,
                                                                                      how):
     """A reply of 1,000 tokens at 10 ms a token (10 s): the client leaves once the engine is decoding, or the

@@ -125,6 +125,7 @@ def test_a_429_storm_over_many_jobs_loses_and_repeats_no_note(tmp_path, monkeypa
     assert model_options["api_base"] == storm.base_url
 
 
+@pytest.mark.integration  # a real SIGINT to this process
 def test_ctrl_c_keeps_finished_documents_and_the_rerun_reads_only_the_rest(tmp_path, monkeypatch):
     books = folder(tmp_path, 6, paragraphs=3)
     calls = {"n": 0, "stopped": False}

@@ -265,9 +265,17 @@ def test_backoff_waits_at_least_what_retry_after_asks(monkeypatch, caplog):
     fake = Scripted([limited])
     _patch(monkeypatch, fake)
     caplog.set_level(logging.WARNING, logger="longread.backends.litellm_backend")
-    started = time.perf_counter()
+    slept: list[float] = []  # the waits this thread asked of the clock (not the clock read back: no timed assert)
+    real_sleep, caller = time.sleep, threading.get_ident()
+
+    def recording(seconds):
+        if threading.get_ident() == caller:
+            slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recording)
     LiteLLMModel(MODEL, retry_wait=0).complete(MESSAGES, 8)
-    assert time.perf_counter() - started >= 0.3
+    assert sum(slept) >= 0.3
     assert len(fake.calls) == 2
     assert any("retrying in 0.3 s" in r.getMessage() for r in caplog.records)
 

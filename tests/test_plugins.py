@@ -17,6 +17,8 @@ from longread.errors import DocumentError
 
 PLUGIN = '''
 import codecs
+import json
+import os
 from types import SimpleNamespace
 
 from longread.backends import Backend, ModelRow
@@ -30,8 +32,11 @@ def load_rot13(path):
 
 
 def echo(model, **options):
+    """Answers ECHO, routed by role; writes what each call read to $LONGREAD_TESTPLUGIN_PROMPTS, for the test."""
     def reply(call):
-        return "ECHO " + ("read the decoded text" if "harbour" in call.prompt else "saw no decoded text")
+        with open(os.environ["LONGREAD_TESTPLUGIN_PROMPTS"], "a", encoding="utf-8") as log:
+            log.write(json.dumps({"agent": call.agent, "prompt": call.prompt}) + "\\n")
+        return "ECHO"
     return MockModel(name=model, replies={"reader": reply, "manager": reply})
 
 
@@ -86,8 +91,9 @@ def site(tmp_path) -> Path:
 def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_path):
     from .test_cli import long_text
 
-    secret = tmp_path / "harbour.rot13"
     import codecs
+
+    secret = tmp_path / "harbour.rot13"
 
     secret.write_text(codecs.encode(long_text(6), "rot13"))
     script = textwrap.dedent(f"""
@@ -107,7 +113,8 @@ def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_pa
             "chain": run("ask", {str(secret)!r}, "How many boats?", "--model", "echo", "--json", "--window", "1024"),
         }}))
     """)
-    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "300",
+    prompts = tmp_path / "prompts.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "300", "LONGREAD_TESTPLUGIN_PROMPTS": str(prompts),
            "LONGREAD_WORKSPACE": str(tmp_path / "workspace"), "LONGREAD_CONFIG": str(tmp_path / "config.toml")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -118,8 +125,10 @@ def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_pa
     assert "firstpart" in [json.loads(line)["strategy"] for line in out["strategies"]["out"].splitlines()]
     asked = json.loads(out["ask"]["out"])
     assert out["ask"]["code"] == 0, out["ask"]
-    assert asked["answer"] == "ECHO read the decoded text"  # the loader decoded the file for the backend
-    assert asked["model"] == "echo" and asked["strategy"] == "firstpart" and len(asked["calls"]) == 1
+    assert asked["answer"] == "ECHO" and asked["model"] == "echo" and asked["strategy"] == "firstpart"
+    read = [json.loads(line) for line in prompts.read_text(encoding="utf-8").splitlines()]
+    assert len(asked["calls"]) == 1 and read[0]["agent"] == "reader"
+    assert "harbour" in read[0]["prompt"] and codecs.encode("harbour", "rot13") not in read[0]["prompt"]  # decoded
     chained = json.loads(out["chain"]["out"])
     assert chained["strategy"] == "chain:notes=rewrite" and chained["answer"].startswith("ECHO")
 
