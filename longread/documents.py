@@ -520,7 +520,7 @@ def _download(url: str, max_bytes: int, timeout: float, deadline: float) -> tupl
     bounded by `timeout`, and by the time left)."""
     import httpx
 
-    from . import __version__
+    from ._version import __version__
 
     started = time.monotonic()
 

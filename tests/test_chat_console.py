@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longread import backends
-from longread.chat_console import RECENT_ITEMS
+from longread.cli.run.chat_session import RECENT_ITEMS
 from longread.cli import app
 from longread.testing import MockModel
 

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 import longread.backends
 from longread import Reader
 from longread.cli import app
-from longread.cli.jobs import Job
-from longread.cli.outputs import OutputFolder
-from longread.cli.runner import open_checkpointer
-from longread.console import Display
+from longread.cli.run.jobs import Job
+from longread.cli.run.outputs import OutputFolder
+from longread.cli.run.runner import open_checkpointer
+from longread.cli.display.console import Display
 from longread.documents import load_document
 from longread.errors import DocumentError, ModelError
 from longread.testing import MockModel
@@ -317,7 +317,7 @@ def test_a_rerun_skips_finished_documents_and_force_redoes_them(tmp_path, use_mo
 
 
 def test_a_failed_write_keeps_the_previous_summary_whole(tmp_path, use_model, monkeypatch):
-    import longread.cli.outputs
+    import longread.cli.run.outputs
 
     doc = tmp_path / "report.txt"
     doc.write_text(long_text(6))
@@ -329,7 +329,7 @@ def test_a_failed_write_keeps_the_previous_summary_whole(tmp_path, use_model, mo
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(longread.cli.outputs.os, "fsync", disk_full)
+    monkeypatch.setattr(longread.cli.run.outputs.os, "fsync", disk_full)
     result = invoke("summarize", doc, "--out", out, "--window", 1024, "--force")
 
     assert result.exit_code == 1

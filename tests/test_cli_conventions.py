@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import longread.backends
 from longread import __version__
 from longread.cli import app
-from longread.config import load_config
+from longread.cli.config import load_config
 from longread.errors import ModelError
 from longread.testing import MockModel
 

@@ -192,7 +192,7 @@ def test_cli_cache_rerun_makes_no_call_and_runs_shows_the_hits(tmp_path):
 
 
 def test_a_runs_log_of_an_older_release_gains_the_hits_column(tmp_path):
-    from longread.runlog import RunLog, RunRecord
+    from longread.cli.run.runlog import RunLog, RunRecord
 
     path = tmp_path / "runs.sqlite"
     with sqlite3.connect(path) as conn:  # the table as the first release made it

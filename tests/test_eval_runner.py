@@ -276,7 +276,7 @@ def test_progress_on_stderr(tmp_path, terminal):
 
     from rich.console import Console
 
-    from longread.eval.progress import EvalProgress
+    from longread.cli.display.eval_progress import EvalProgress
 
     stream = io.StringIO()
     console = Console(file=stream, force_terminal=terminal, width=120, highlight=False)

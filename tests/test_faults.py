@@ -188,7 +188,7 @@ def test_timeout_bounds_a_stalled_call_which_is_then_retried(tmp_path, monkeypat
 def fill_the_disk(monkeypatch, model: MockModel, spare_pages: int = 6) -> list[int]:
     """SQLite's own SQLITE_FULL on every checkpoints file opened from now on: it may not grow past a few pages more
     than it has. Returns a list that gets the number of model calls made when each save failed."""
-    import longread.cli.workspace as workspace
+    import longread.cli.run.workspace as workspace
 
     failures: list[int] = []
 
@@ -220,7 +220,7 @@ def fill_the_disk(monkeypatch, model: MockModel, spare_pages: int = 6) -> list[i
 
 
 def free_the_disk(monkeypatch) -> None:
-    import longread.cli.workspace as workspace
+    import longread.cli.run.workspace as workspace
 
     monkeypatch.setattr(workspace.sqlite3, "connect", REAL_CONNECT)
 
@@ -265,7 +265,7 @@ def test_a_full_disk_under_jobs_stops_every_document_and_starts_no_other(tmp_pat
 
 
 def test_a_document_in_flight_starts_no_call_once_another_has_stopped_the_run(tmp_path):
-    from longread.cli.runner import FatalError, open_checkpointer, read_document
+    from longread.cli.run.runner import FatalError, open_checkpointer, read_document
     from longread.cli.settings import resolve
     from longread.documents import load_document
 
@@ -283,8 +283,8 @@ def test_a_ray_task_that_cannot_save_its_checkpoints_stops_the_run_on_the_driver
     """The task's body and the driver's handling of its reply, without Ray (tests/test_ray.py runs Ray itself)."""
     from types import SimpleNamespace
 
-    from longread.cli import cluster
-    from longread.cli.runner import CHECKPOINT_ERROR, FatalError, Outcome
+    from longread.cli.run import cluster
+    from longread.cli.run.runner import CHECKPOINT_ERROR, FatalError, Outcome
     from longread.cli.settings import resolve
     from longread.documents import load_document
 
@@ -306,7 +306,7 @@ def test_a_ray_task_that_cannot_save_its_checkpoints_stops_the_run_on_the_driver
 
 
 def test_a_failed_summary_write_costs_no_call_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    import longread.cli.outputs as outputs
+    import longread.cli.run.outputs as outputs
 
     doc = tmp_path / "report.txt"
     doc.write_text(text_of(6))
@@ -340,7 +340,7 @@ def test_a_failed_summary_write_costs_no_call_and_leaves_no_temporary_file(tmp_p
 def test_debug_shows_the_traceback_that_a_plain_run_leaves_out(tmp_path, monkeypatch):
     import logging
 
-    import longread.cli.outputs as outputs
+    import longread.cli.run.outputs as outputs
 
     doc = tmp_path / "report.txt"
     doc.write_text(text_of(3))
@@ -453,7 +453,7 @@ def test_a_damaged_checkpoints_file_is_moved_aside_and_the_run_goes_on(tmp_path,
 
 
 def test_a_checkpoints_file_that_cannot_be_written_is_one_line_before_any_call(tmp_path, monkeypatch):
-    import longread.cli.workspace as workspace
+    import longread.cli.run.workspace as workspace
 
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(3))
@@ -494,7 +494,7 @@ def test_damaged_chat_files_and_an_empty_memory_file_are_said_and_the_session_go
 
 
 def test_a_memory_file_missing_from_a_session_with_a_history_is_said(tmp_path):
-    from longread.chat_console import memory_warning
+    from longread.cli.run.chat_session import memory_warning
 
     folder = tmp_path / "s1"
     folder.mkdir()
@@ -557,7 +557,7 @@ def test_hostile_file_names_are_escaped_everywhere_they_are_printed(tmp_path, mo
 def test_the_progress_line_escapes_a_hostile_name():
     from rich.console import Console
 
-    from longread.console import Display
+    from longread.cli.display.console import Display
 
     display = Display(Console(force_terminal=True, width=200), 1)
     line = display.document(HOSTILE["osc"] + HOSTILE["newline"])
@@ -628,7 +628,7 @@ def test_an_unreadable_subfolder_is_listed_among_the_failures(tmp_path, monkeypa
 # -- two runs at once ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypatch, jobs):
-    from longread.cli.runner import run
+    from longread.cli.run.runner import run
     from longread.cli.settings import resolve
 
     folder = tmp_path / "in"
@@ -658,7 +658,7 @@ def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypat
 
 def test_a_document_another_run_is_reading_is_waited_for_and_not_read_again(tmp_path, monkeypatch):
     from longread import Reader
-    from longread.cli.workspace import WorkLock, lock_key
+    from longread.cli.run.workspace import WorkLock, lock_key
 
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(6))

@@ -57,7 +57,7 @@ def test_a_malformed_cache_prefix_header_is_a_400_not_a_500(header):
     from fastapi.testclient import TestClient
 
     from longread.serve.app import create_app
-    from longread.serve.protocol import CACHE_PREFIX_HEADER
+    from longread.backends.served import CACHE_PREFIX_HEADER
 
     model = MockModel()
     with TestClient(create_app(model, name="m"), raise_server_exceptions=False) as client:
@@ -86,7 +86,7 @@ def test_a_bad_strategy_option_fails_once_before_any_document(tmp_path, monkeypa
 def test_runs_with_different_workspaces_writing_one_out_folder_read_each_document_once(tmp_path, monkeypatch, jobs):
     import time
 
-    from longread.cli.runner import run
+    from longread.cli.run.runner import run
     from longread.cli.settings import resolve
 
     folder = tmp_path / "in"

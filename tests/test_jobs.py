@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import longread.backends
 from longread.backends.litellm_backend import LiteLLMModel
 from longread.cli import app, with_optional_values
-from longread.cli.parallel import DaemonPool
+from longread.cli.run.parallel import DaemonPool
 from longread.cli.settings import DEFAULT_API_JOBS, Settings
 from longread.serve.fake import FakeProvider
 from longread.testing import MockModel

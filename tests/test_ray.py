@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longread.cli import app
-from longread.cli.outputs import WRITE_ID
+from longread.cli.run.outputs import WRITE_ID
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'longread[ray]')")
 pytestmark = pytest.mark.integration  # a Ray instance and its worker processes

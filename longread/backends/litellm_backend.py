@@ -456,7 +456,7 @@ class LiteLLMModel(ChatModel):
             if cache_prefix:
                 # A self-hosted server: `longread serve` keeps the KV of this question-independent prefix (a header,
                 # so no other server can refuse the request for it; vLLM finds shared prefixes by itself).
-                from ..serve.protocol import CACHE_PREFIX_HEADER
+                from .served import CACHE_PREFIX_HEADER
 
                 request["extra_headers"] = {**request.get("extra_headers", {}), CACHE_PREFIX_HEADER: str(cache_prefix)}
         request.update(

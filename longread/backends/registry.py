@@ -259,7 +259,7 @@ LOCAL = Backend("local", _local, "the embedded model and Hugging Face folders, o
 
 # -- mock -----------------------------------------------------------------------------------------------------------
 def _mock(model: str, **options: Any) -> ChatModel:
-    from ..testing import MockModel
+    from .mock import MockModel
 
     tokens = int(model.split(":", 1)[1]) if ":" in model else 32
     options.pop("kv", None)

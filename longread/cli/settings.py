@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from ..config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config
 
 DEFAULT_MODEL = "local"
 DEFAULT_STRATEGY = "auto"  # the registry's default (workflows/registry.py); a test keeps the two equal
@@ -39,7 +39,7 @@ def configure_logging(verbose: bool, debug: bool) -> None:
     Through rich's handler on stderr, so log lines land above a live display instead of on it."""
     from rich.logging import RichHandler
 
-    from ..console import stderr_console
+    from .display.console import stderr_console
 
     VERBOSITY.verbose, VERBOSITY.debug = verbose or debug, debug
     handler = RichHandler(console=stderr_console(), show_time=debug, show_path=debug, markup=False,
@@ -58,7 +58,7 @@ def configure_logging(verbose: bool, debug: bool) -> None:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: object = None, line: str | None = None) -> None:
-    from ..console import note, stderr_console
+    from .display.console import note, stderr_console
 
     note(stderr_console(), f"warning: {message}", "yellow")
 

@@ -73,3 +73,8 @@ def read_all(run, jobs: Sequence, workers: int) -> Iterator:  # noqa: ANN001  (r
             yield run.read_one(job)
         return
     yield from DaemonPool(run.read_one, jobs, workers).results()
+
+
+def in_threads(run, jobs: Sequence) -> Iterator:  # noqa: ANN001  (runner.Run, runner.Job)
+    """The runner's default executor: the documents in `--jobs` daemon threads (one at a time without it)."""
+    return read_all(run, jobs, run.settings.workers())
