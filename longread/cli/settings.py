@@ -11,10 +11,10 @@ from typing import Any
 
 import typer
 
+from ..workflows.registry import DEFAULT_STRATEGY
 from .config import Config, ConfigError, load_config
 
 DEFAULT_MODEL = "local"
-DEFAULT_STRATEGY = "auto"  # the registry's default (workflows/registry.py); a test keeps the two equal
 # Documents read at once by default with an API model: providers serve many requests at once, and four chains
 # of calls stay well within the default cap of 8 calls in flight. The local engine runs one forward pass at a
 # time, so more documents at once would only share it.

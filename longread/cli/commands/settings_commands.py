@@ -124,8 +124,8 @@ def config_set(
 def strategies(as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line.")] = False
                ) -> None:
     """The ways of reading --strategy accepts, with what each does."""
-    from ..strategies import describe_strategies
+    from ...workflows.registry import available_strategies
 
-    rows = describe_strategies()
+    rows = available_strategies()
     for name, what in rows.items():
         typer.echo(json.dumps({"strategy": name, "description": what}) if as_json else f"{name:12} {what}")

@@ -72,7 +72,7 @@ class FatalError(Exception):
 # -- before any document ----------------------------------------------------------------------------------------------
 def preflight(settings: Settings) -> None:
     """What would make every document fail, found before the first one is read (no call, no model loaded)."""
-    from ..strategies import strategy_names
+    from ...workflows.registry import available_strategies
 
     if settings.api_base and backends.backend_for(settings.model).name != "litellm":
         raise FatalError(f"--api-base {settings.api_base}: {settings.model} runs in this process; --api-base names "
@@ -83,18 +83,16 @@ def preflight(settings: Settings) -> None:
     except ModelError as exc:
         raise FatalError(_with_alias(settings, str(exc))) from exc
     name = settings.strategy.split(":", 1)[0]
-    if name not in strategy_names():
-        raise FatalError(f"--strategy {settings.strategy}: unknown strategy (choose one of "
-                         f"{', '.join(strategy_names())})")
+    names = list(available_strategies())
+    if name not in names:
+        raise FatalError(f"--strategy {settings.strategy}: unknown strategy (choose one of {', '.join(names)})")
     _check_strategy_options(settings.strategy)
 
 
 def _check_strategy_options(spec: str) -> None:
     """An option the strategy refuses fails once here, not once per document (the strategy is only built)."""
     from ...workflows import get_strategy
-    from ..strategies import install_plugin_strategies
 
-    install_plugin_strategies()
     try:
         get_strategy(spec)
     except LongreadError as exc:  # StrategyError, or a plugin that cannot be imported
@@ -236,9 +234,7 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     `output_lock`, the lock of the document's summary files (under --out), is taken first the same way: runs with
     different workspaces share no work lock, but one --out folder."""
     from ...reader import Reader
-    from ..strategies import install_plugin_strategies
 
-    install_plugin_strategies()
     reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
                     strategy=settings.strategy)
     lock: WorkLock | None = None
