@@ -388,9 +388,9 @@ def hostile_web():
 
 
 def test_every_transport_failure_of_a_url_is_one_line_and_the_folder_run_goes_on(hostile_web, monkeypatch):
-    import longread.documents as documents
+    import longread.documents.sources as sources
 
-    monkeypatch.setattr(documents, "URL_DEADLINE_SECONDS", 0.5)  # the drip would take 8 s
+    monkeypatch.setattr(sources, "URL_DEADLINE_SECONDS", 0.5)  # the drip would take 8 s
     model = use(monkeypatch, MockModel())
     urls = {name: f"{hostile_web}/{name}" for name in (
         "not-http.txt", "broken-chunks.txt", "long-header.txt", "cut-short.txt", "drip.txt", "to-ftp.txt",
