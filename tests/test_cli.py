@@ -412,7 +412,7 @@ def test_summary_files_never_leave_out_whatever_the_relative_name(tmp_path, part
 def test_dry_run_on_an_api_model_estimates_a_cost_without_calling_it(tmp_path, monkeypatch):
     import litellm
 
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     def no_call(*args, **kwargs):
         raise AssertionError("a dry run must not call the model")

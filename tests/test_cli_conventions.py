@@ -325,7 +325,7 @@ def test_a_local_dry_run_estimates_time_from_a_measured_calibration(doc, monkeyp
 
 # -- models -----------------------------------------------------------------------------------------------------------
 def test_models_json_comes_from_the_registry_with_litellm_prices():
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     rows = [json.loads(line) for line in invoke("models", "--json").stdout.splitlines()]
     by_model = {r["model"]: r for r in rows}

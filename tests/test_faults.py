@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import longread.backends
 import longread.reader  # noqa: F401  (imported before any test patches backends.get_model, which it binds)
-from longread.backends.litellm_backend import LiteLLMModel
+from longread.backends.litellm.model import LiteLLMModel
 from longread.cli import app
 from longread.testing import MockModel
 
@@ -743,7 +743,7 @@ def test_the_latin1_warning_is_one_line_without_python_source(tmp_path, monkeypa
                                   "AZURE_OPENAI_API_KEY", "HF_TOKEN", "GITHUB_PAT_TOKEN", "MY_CREDENTIALS",
                                   "SMTP_PASSWD", "OPENAIKEY", "client_secret"])
 def test_secret_scrubbing_covers_every_name_that_holds_a_credential(name):
-    from longread.backends.litellm_backend import scrub, secret_env_values
+    from longread.backends.litellm.model import scrub, secret_env_values
 
     value = "s3cr3t-value-0123456789"
     environ = {name: value, "HOME": "/home/ada-lovelace", "USE_KEY": "true", "TERM": "xterm-256color"}

@@ -27,7 +27,7 @@ def isolated(cli_isolated, monkeypatch):
 # -- the smaller items --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["DB_PASS", "SMTP_PASS", "GITHUB_PAT", "GITLAB_PAT", "PROXY_AUTH", "HTTP_AUTH"])
 def test_secret_scrubbing_covers_names_ending_pass_pat_or_auth(name):
-    from longread.backends.litellm_backend import scrub, secret_env_values
+    from longread.backends.litellm.model import scrub, secret_env_values
 
     value = "s3cr3t-value-0123456789"
     environ = {name: value, "PATH": "/usr/local/bin:/usr/bin", "COMPASS_HEADING": "north-north-west"}
@@ -37,7 +37,7 @@ def test_secret_scrubbing_covers_names_ending_pass_pat_or_auth(name):
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
 def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_refused(tmp_path, monkeypatch, value):
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(2))
@@ -706,7 +706,7 @@ def test_serve_and_its_clients_count_tokens_alike(smollm_tokenizer, tmp_path, mo
     splits finer (numbers, French), a client planning for the window sent prompts the server refused (a 400, not
     retried). The server says how it counts (/v1/models, /v1/tokenizer); the client counts the same, to the token."""
     from longread.backends.base import Completion
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
     from longread.backends.local import LocalModel
     from longread.serve.app import create_app
     from longread.serve.fake import Background

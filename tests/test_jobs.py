@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import longread.backends
-from longread.backends.litellm_backend import LiteLLMModel
+from longread.backends.litellm.model import LiteLLMModel
 from longread.cli import app, with_optional_values
 from longread.cli.run.parallel import DaemonPool
 from longread.cli.settings import DEFAULT_API_JOBS, Settings

@@ -38,7 +38,7 @@ def models(
     from rich.text import Text
 
     from ...backends import ModelRow, model_rows
-    from ...backends.catalog import KEY_VARIABLES, NO_KEY, chat_models, providers
+    from ...backends.litellm.catalog import KEY_VARIABLES, NO_KEY, chat_models, providers
     from ..settings import user_config
 
     config = user_config()
