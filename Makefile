@@ -7,7 +7,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast test-integration bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,12 +33,19 @@ demo: setup
 	$(VENV)/bin/longread models pull $(DEMO_MODEL)
 	$(VENV)/bin/longread ask examples/lighthouse_keeper.md "Why did Ada stop lighting the lamp?" --model $(DEMO_MODEL) --window 2048 --strategy $(DEMO_STRATEGY)
 
+# Both tiers, in under 12 minutes on a 2-core machine.
 test: setup
 	$(PY) -m pytest -q
 
-# The edit-test loop: everything but the runs of the real embedded model (marked `slow`), in under 3 minutes.
+# The edit-test loop, in under 3 minutes on a 2-core machine: unit and contract tests. Left out: the runs of the real
+# embedded model (`slow`) and the integration tests (`integration`: a real terminal, Ray, kill -9 and Ctrl-C, the
+# command line and the server end to end, anything that reads the clock).
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not integration"
+
+# The other tier: what test-fast leaves out.
+test-integration: setup
+	$(PY) -m pytest -q -m "slow or integration"
 
 bench: setup
 	$(PY) benchmarks/segmenting.py

@@ -149,7 +149,7 @@ def overhead(calls: int) -> list[dict]:
     import openai
 
     from longread.backends import get_model
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
     from longread.serve.fake import SlowMock, free_port
 
     messages = [{"role": "user", "content": "Say yes."}]

@@ -14,8 +14,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import _env  # noqa: F401  (offline settings before any heavy import)
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _EXPORTS = {
     "DEFAULT_PROMPTS": "agents.prompts", "Prompts": "agents.prompts",

@@ -36,7 +36,17 @@ class WindowTooSmall(LongreadError):
 
 
 class ModelError(LongreadError):
-    """A model could not be loaded or called (after retries, where retrying made sense)."""
+    """A model could not be loaded or called (after retries, where retrying made sense).
+
+    When a call failed, `model` names the model string, `error_type` the provider's error (its class name:
+    RateLimitError, AuthenticationError, ...; a run stops on some) and `attempts` how many were made; otherwise
+    they are None, "" and 0."""
+
+    def __init__(self, message: str, *, model: str | None = None, error_type: str = "", attempts: int = 0):
+        super().__init__(message)
+        self.model = model
+        self.error_type = error_type
+        self.attempts = attempts
 
 
 class StrategyError(LongreadError, ValueError):

@@ -80,7 +80,7 @@ def get_tracer(provider: Any = None) -> Any:
         from opentelemetry import trace
     except ImportError:
         raise TracingUnavailable("tracing needs OpenTelemetry: pip install 'longread[otel]'") from None
-    from . import __version__
+    from ._version import __version__
 
     return trace.get_tracer(TRACER, __version__, tracer_provider=provider)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from longread.backends import catalog
+from longread.backends.litellm import catalog
 
 litellm = pytest.importorskip("litellm")
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longread import backends
-from longread.chat_console import RECENT_ITEMS
+from longread.cli.run.chat_session import RECENT_ITEMS
 from longread.cli import app
 from longread.testing import MockModel
 
@@ -71,6 +71,7 @@ def workspace(tmp_path):
     return tmp_path / "workspace"
 
 
+@pytest.mark.integration  # a real terminal
 def test_a_person_asks_two_questions_looks_at_memory_quits_and_comes_back(workspace):
     args = ["chat", str(STORY), "--model", "mock", "--window", "1024", "--session", "ada",
             "--workspace", str(workspace)]
@@ -120,6 +121,7 @@ def test_a_person_asks_two_questions_looks_at_memory_quits_and_comes_back(worksp
     assert again.child.exitstatus == 0
 
 
+@pytest.mark.integration  # a real terminal, Ctrl-C
 def test_ctrl_c_cancels_the_answer_not_the_session(workspace, tmp_path):
     args = ["-c", SLOW_BOOTSTRAP, "chat", str(STORY), "--window", "1024", "--session", "storm",
             "--workspace", str(workspace)]

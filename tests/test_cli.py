@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 import longread.backends
 from longread import Reader
 from longread.cli import app
-from longread.cli.jobs import Job
-from longread.cli.outputs import OutputFolder
-from longread.cli.runner import open_checkpointer
-from longread.console import Display
+from longread.cli.run.jobs import Job
+from longread.cli.run.outputs import OutputFolder
+from longread.cli.run.runner import open_checkpointer
+from longread.cli.display.console import Display
 from longread.documents import load_document
 from longread.errors import DocumentError, ModelError
 from longread.testing import MockModel
@@ -39,10 +39,7 @@ def long_text(paragraphs: int = 30, tag: str = "") -> str:
 
 def answering_mock(**options) -> MockModel:
     """A MockModel whose manager always gives ANSWER (workers write derived notes), so stdout can be checked."""
-    def respond(messages):
-        return ANSWER if "Source text (part" not in messages[-1]["content"] else None
-
-    return MockModel(completion_tokens=20, responder=respond, **options)
+    return MockModel(completion_tokens=20, replies={"manager": ANSWER}, **options)
 
 
 @pytest.fixture(autouse=True)
@@ -320,7 +317,7 @@ def test_a_rerun_skips_finished_documents_and_force_redoes_them(tmp_path, use_mo
 
 
 def test_a_failed_write_keeps_the_previous_summary_whole(tmp_path, use_model, monkeypatch):
-    import longread.cli.outputs
+    import longread.cli.run.outputs
 
     doc = tmp_path / "report.txt"
     doc.write_text(long_text(6))
@@ -332,7 +329,7 @@ def test_a_failed_write_keeps_the_previous_summary_whole(tmp_path, use_model, mo
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(longread.cli.outputs.os, "fsync", disk_full)
+    monkeypatch.setattr(longread.cli.run.outputs.os, "fsync", disk_full)
     result = invoke("summarize", doc, "--out", out, "--window", 1024, "--force")
 
     assert result.exit_code == 1
@@ -415,7 +412,7 @@ def test_summary_files_never_leave_out_whatever_the_relative_name(tmp_path, part
 def test_dry_run_on_an_api_model_estimates_a_cost_without_calling_it(tmp_path, monkeypatch):
     import litellm
 
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     def no_call(*args, **kwargs):
         raise AssertionError("a dry run must not call the model")

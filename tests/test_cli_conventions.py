@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import longread.backends
 from longread import __version__
 from longread.cli import app
-from longread.config import load_config
+from longread.cli.config import load_config
 from longread.errors import ModelError
 from longread.testing import MockModel
 
@@ -212,24 +212,34 @@ def test_an_unreachable_url_is_one_clear_line(built):
 
 
 # -- fail fast ----------------------------------------------------------------------------------------------------------
-def test_a_missing_key_fails_before_any_call_naming_the_variable(doc, tmp_path, monkeypatch):
+def summarize_four_without_a_key(tmp_path, monkeypatch) -> tuple:
+    """`summarize` over a folder of four documents with an API model whose key is not set: (the result, its calls)."""
     import litellm
 
-    calls = []
+    calls: list = []
     monkeypatch.setattr(litellm, "completion", lambda **kw: calls.append(kw))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(4):
         (folder / f"doc{i}.txt").write_text(long_text(4))
-    started = time.monotonic()
-    result = invoke("summarize", folder, "--model", "openai/gpt-4o-mini")
-    assert time.monotonic() - started < 2
+    return invoke("summarize", folder, "--model", "openai/gpt-4o-mini"), calls
+
+
+def test_a_missing_key_fails_before_any_call_naming_the_variable(doc, tmp_path, monkeypatch):
+    result, calls = summarize_four_without_a_key(tmp_path, monkeypatch)
     assert result.exit_code == 1 and calls == [] and result.stdout == ""
     [line] = result.stderr.splitlines()
     assert "set OPENAI_API_KEY" in line and line.startswith("error: --model openai/gpt-4o-mini")
     # A dry run calls nothing, so it needs no key.
     assert invoke("ask", doc, QUESTION, "--model", "openai/gpt-4o-mini", "--dry-run").exit_code == 0
+
+
+@pytest.mark.integration  # real time: the run is over before a person would wonder
+def test_a_missing_key_fails_within_two_seconds(tmp_path, monkeypatch):
+    started = time.monotonic()
+    result, calls = summarize_four_without_a_key(tmp_path, monkeypatch)
+    assert time.monotonic() - started < 2 and result.exit_code == 1 and calls == []
 
 
 @pytest.mark.parametrize("model, reason", [
@@ -315,7 +325,7 @@ def test_a_local_dry_run_estimates_time_from_a_measured_calibration(doc, monkeyp
 
 # -- models -----------------------------------------------------------------------------------------------------------
 def test_models_json_comes_from_the_registry_with_litellm_prices():
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     rows = [json.loads(line) for line in invoke("models", "--json").stdout.splitlines()]
     by_model = {r["model"]: r for r in rows}

@@ -19,6 +19,8 @@ import pytest
 
 from .test_cli import PARAGRAPH
 
+pytestmark = pytest.mark.integration  # a real terminal: pexpect and pyte
+
 REPO = Path(__file__).resolve().parents[1]
 ANSWER = ("The harbour master counted twelve boats on the calm mornings and fewer on the windy ones, "
           "and he wrote every number in a green book.")

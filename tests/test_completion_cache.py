@@ -86,7 +86,7 @@ def test_a_second_identical_call_is_answered_from_sqlite_without_the_model(tmp_p
 
 
 def test_the_cache_never_stores_the_prompt_or_a_key(tmp_path):
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     path = tmp_path / "completions.sqlite"
     secret = "sk-test-0123456789abcdef"
@@ -119,7 +119,7 @@ def test_the_wrapper_is_the_model_to_everyone_who_asks(tmp_path):
 
 
 def test_a_cached_model_pickles_without_its_connection(tmp_path):
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     model = CachedModel(LiteLLMModel("openai/gpt-4o-mini", api_key="sk-unused", mock_response="Ada."),
                         tmp_path / "c.sqlite")
@@ -192,7 +192,7 @@ def test_cli_cache_rerun_makes_no_call_and_runs_shows_the_hits(tmp_path):
 
 
 def test_a_runs_log_of_an_older_release_gains_the_hits_column(tmp_path):
-    from longread.runlog import RunLog, RunRecord
+    from longread.cli.run.runlog import RunLog, RunRecord
 
     path = tmp_path / "runs.sqlite"
     with sqlite3.connect(path) as conn:  # the table as the first release made it

@@ -543,3 +543,41 @@ def test_a_real_book_loads_whole():
     assert doc.title == "murders_in_the_rue_morgue"
     assert doc.metadata["encoding"] in ("utf-8", "utf-8-sig")
     assert "Dupin" in doc.text
+
+
+def test_a_format_is_one_record_its_loader_errors_naming_the_source(tmp_path):
+    """A format added as a `Format` (what each built-in module declares): found by its extension, read with the
+    name of its source, its title and metadata kept; its DocumentError names the file."""
+    import codecs
+
+    from longread.documents import LOADERS, Format, register_loader, supported_extensions
+
+    def read(file: Path, source: str):
+        data = file.read_bytes()
+        if data.startswith(b"!"):
+            raise DocumentError(source, "starts with a bang")
+        return codecs.decode(data.decode(), "rot13"), "Rot13 title", {"rotated": 13}
+
+    register_loader("rot13", Format("rot13", (".rot13",), read, content_types=("text/x-rot13",)))
+    try:
+        document = load_document(write(tmp_path / "a.rot13", "uryyb jbeyq"))
+        assert (document.text, document.title) == ("hello world", "Rot13 title")
+        assert document.metadata == {"format": "rot13", "bytes": 11, "rotated": 13}
+        error = load_error(write(tmp_path / "b.rot13", "!uryyb"))
+        assert error.reason == "starts with a bang" and error.path == str(tmp_path / "b.rot13")
+    finally:
+        LOADERS.unregister("rot13")
+    assert ".rot13" not in supported_extensions()
+
+
+@pytest.mark.parametrize("data, extension", [
+    (b"%PDF-1.7 <html>", ".pdf"),  # magic bytes win over content that looks like another format
+    (b"PK\x03\x04" + b"mimetypeapplication/epub+zip", ".epub"),
+    (b"PK\x03\x04 a zip that is no book <html>", ".html"),
+    (b"  <!DOCTYPE html><p>x", ".html"),
+    (b"# A heading\n\nplain words", ".md"),
+])
+def test_bytes_without_a_name_are_recognised_by_magic_bytes_then_by_content(data, extension):
+    from longread.documents.registry import sniff_extension
+
+    assert sniff_extension(data) == extension

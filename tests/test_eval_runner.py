@@ -264,9 +264,8 @@ def test_every_strategy_through_the_harness(tmp_path, strategy):
              Case(id="m", dataset="toy", question="What?", text=text, choices=CHOICES, answer="B")]
 
     def factory(model, kv=None):
-        def reply(call):
-            return "(B) a boat" if "(A) a lamp" in call.prompt else "The word was tazimklaen."
-
+        # One reply, routed by role, right for both cases: the choice (B), and the word the short answer holds.
+        reply = "(B) a boat: the word was tazimklaen."
         # every worker finds a claim its part shows, so the grounded chain's manager gets to answer
         claim = 'Claim: The harbour had boats.\nQuote: "tells of the harbour and its boats"'
         return MockModel(replies={"worker": claim, "manager": reply, "reader": reply, "judge": reply})
@@ -285,7 +284,7 @@ def test_progress_on_stderr(tmp_path, terminal):
 
     from rich.console import Console
 
-    from longread.eval.progress import EvalProgress
+    from longread.cli.display.eval_progress import EvalProgress
 
     stream = io.StringIO()
     console = Console(file=stream, force_terminal=terminal, width=120, highlight=False)

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import longread.backends
 import longread.reader  # noqa: F401  (imported before any test patches backends.get_model, which it binds)
-from longread.backends.litellm_backend import LiteLLMModel
+from longread.backends.litellm.model import LiteLLMModel
 from longread.cli import app
 from longread.testing import MockModel
 
@@ -99,6 +99,7 @@ def test_injected_api_faults_lose_and_double_no_note_and_no_key_is_written(tmp_p
     assert KEY.encode() not in everything and AWS_SECRET.encode() not in everything
 
 
+@pytest.mark.integration  # a real process, killed
 def test_kill_9_at_a_random_call_then_resume_repeats_at_most_that_call(tmp_path):
     calls = 5  # the story at window 1024: 4 workers and the manager
     kill_at = random.Random().randint(1, calls)
@@ -155,6 +156,7 @@ def test_a_missing_model_or_a_rejected_key_stops_a_folder_run_at_its_first_call(
     assert KEY not in result.output and AWS_SECRET not in result.output
 
 
+@pytest.mark.integration  # real time: a stall, a timeout, a backoff
 def test_timeout_bounds_a_stalled_call_which_is_then_retried(tmp_path, monkeypatch):
     built: list[dict] = []
     real_get_model = longread.backends.get_model
@@ -186,7 +188,7 @@ def test_timeout_bounds_a_stalled_call_which_is_then_retried(tmp_path, monkeypat
 def fill_the_disk(monkeypatch, model: MockModel, spare_pages: int = 6) -> list[int]:
     """SQLite's own SQLITE_FULL on every checkpoints file opened from now on: it may not grow past a few pages more
     than it has. Returns a list that gets the number of model calls made when each save failed."""
-    import longread.cli.workspace as workspace
+    import longread.cli.run.workspace as workspace
 
     failures: list[int] = []
 
@@ -218,7 +220,7 @@ def fill_the_disk(monkeypatch, model: MockModel, spare_pages: int = 6) -> list[i
 
 
 def free_the_disk(monkeypatch) -> None:
-    import longread.cli.workspace as workspace
+    import longread.cli.run.workspace as workspace
 
     monkeypatch.setattr(workspace.sqlite3, "connect", REAL_CONNECT)
 
@@ -263,7 +265,7 @@ def test_a_full_disk_under_jobs_stops_every_document_and_starts_no_other(tmp_pat
 
 
 def test_a_document_in_flight_starts_no_call_once_another_has_stopped_the_run(tmp_path):
-    from longread.cli.runner import FatalError, open_checkpointer, read_document
+    from longread.cli.run.runner import FatalError, open_checkpointer, read_document
     from longread.cli.settings import resolve
     from longread.documents import load_document
 
@@ -281,8 +283,8 @@ def test_a_ray_task_that_cannot_save_its_checkpoints_stops_the_run_on_the_driver
     """The task's body and the driver's handling of its reply, without Ray (tests/test_ray.py runs Ray itself)."""
     from types import SimpleNamespace
 
-    from longread.cli import cluster
-    from longread.cli.runner import CHECKPOINT_ERROR, FatalError, Outcome
+    from longread.cli.run import cluster
+    from longread.cli.run.runner import CHECKPOINT_ERROR, FatalError, Outcome
     from longread.cli.settings import resolve
     from longread.documents import load_document
 
@@ -304,7 +306,7 @@ def test_a_ray_task_that_cannot_save_its_checkpoints_stops_the_run_on_the_driver
 
 
 def test_a_failed_summary_write_costs_no_call_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    import longread.cli.outputs as outputs
+    import longread.cli.run.outputs as outputs
 
     doc = tmp_path / "report.txt"
     doc.write_text(text_of(6))
@@ -338,7 +340,7 @@ def test_a_failed_summary_write_costs_no_call_and_leaves_no_temporary_file(tmp_p
 def test_debug_shows_the_traceback_that_a_plain_run_leaves_out(tmp_path, monkeypatch):
     import logging
 
-    import longread.cli.outputs as outputs
+    import longread.cli.run.outputs as outputs
 
     doc = tmp_path / "report.txt"
     doc.write_text(text_of(3))
@@ -451,7 +453,7 @@ def test_a_damaged_checkpoints_file_is_moved_aside_and_the_run_goes_on(tmp_path,
 
 
 def test_a_checkpoints_file_that_cannot_be_written_is_one_line_before_any_call(tmp_path, monkeypatch):
-    import longread.cli.workspace as workspace
+    import longread.cli.run.workspace as workspace
 
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(3))
@@ -492,7 +494,7 @@ def test_damaged_chat_files_and_an_empty_memory_file_are_said_and_the_session_go
 
 
 def test_a_memory_file_missing_from_a_session_with_a_history_is_said(tmp_path):
-    from longread.chat_console import memory_warning
+    from longread.cli.run.chat_session import memory_warning
 
     folder = tmp_path / "s1"
     folder.mkdir()
@@ -555,7 +557,7 @@ def test_hostile_file_names_are_escaped_everywhere_they_are_printed(tmp_path, mo
 def test_the_progress_line_escapes_a_hostile_name():
     from rich.console import Console
 
-    from longread.console import Display
+    from longread.cli.display.console import Display
 
     display = Display(Console(force_terminal=True, width=200), 1)
     line = display.document(HOSTILE["osc"] + HOSTILE["newline"])
@@ -626,7 +628,7 @@ def test_an_unreadable_subfolder_is_listed_among_the_failures(tmp_path, monkeypa
 # -- two runs at once ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypatch, jobs):
-    from longread.cli.runner import run
+    from longread.cli.run.runner import run
     from longread.cli.settings import resolve
 
     folder = tmp_path / "in"
@@ -656,7 +658,7 @@ def test_two_runs_on_the_same_folder_read_each_document_once(tmp_path, monkeypat
 
 def test_a_document_another_run_is_reading_is_waited_for_and_not_read_again(tmp_path, monkeypatch):
     from longread import Reader
-    from longread.cli.workspace import WorkLock, lock_key
+    from longread.cli.run.workspace import WorkLock, lock_key
 
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(6))
@@ -741,7 +743,7 @@ def test_the_latin1_warning_is_one_line_without_python_source(tmp_path, monkeypa
                                   "AZURE_OPENAI_API_KEY", "HF_TOKEN", "GITHUB_PAT_TOKEN", "MY_CREDENTIALS",
                                   "SMTP_PASSWD", "OPENAIKEY", "client_secret"])
 def test_secret_scrubbing_covers_every_name_that_holds_a_credential(name):
-    from longread.backends.litellm_backend import scrub, secret_env_values
+    from longread.backends.litellm.model import scrub, secret_env_values
 
     value = "s3cr3t-value-0123456789"
     environ = {name: value, "HOME": "/home/ada-lovelace", "USE_KEY": "true", "TERM": "xterm-256color"}

@@ -146,8 +146,8 @@ def test_a_ray_cluster_that_wants_a_token_is_named_in_the_error(monkeypatch):
     ray = pytest.importorskip("ray")
     from ray.exceptions import AuthenticationError
 
-    from longread.cli.cluster import connect
-    from longread.cli.runner import FatalError
+    from longread.cli.run.cluster import connect
+    from longread.cli.run.runner import FatalError
 
     def refused(**options):
         raise AuthenticationError("InvalidAuthToken: the token is missing")

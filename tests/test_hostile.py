@@ -27,7 +27,7 @@ def isolated(cli_isolated, monkeypatch):
 # -- the smaller items --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["DB_PASS", "SMTP_PASS", "GITHUB_PAT", "GITLAB_PAT", "PROXY_AUTH", "HTTP_AUTH"])
 def test_secret_scrubbing_covers_names_ending_pass_pat_or_auth(name):
-    from longread.backends.litellm_backend import scrub, secret_env_values
+    from longread.backends.litellm.model import scrub, secret_env_values
 
     value = "s3cr3t-value-0123456789"
     environ = {name: value, "PATH": "/usr/local/bin:/usr/bin", "COMPASS_HEADING": "north-north-west"}
@@ -37,7 +37,7 @@ def test_secret_scrubbing_covers_names_ending_pass_pat_or_auth(name):
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
 def test_a_timeout_that_is_not_a_finite_number_of_seconds_is_refused(tmp_path, monkeypatch, value):
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
 
     doc = tmp_path / "a.txt"
     doc.write_text(text_of(2))
@@ -57,7 +57,7 @@ def test_a_malformed_cache_prefix_header_is_a_400_not_a_500(header):
     from fastapi.testclient import TestClient
 
     from longread.serve.app import create_app
-    from longread.serve.protocol import CACHE_PREFIX_HEADER
+    from longread.backends.served import CACHE_PREFIX_HEADER
 
     model = MockModel()
     with TestClient(create_app(model, name="m"), raise_server_exceptions=False) as client:
@@ -86,7 +86,7 @@ def test_a_bad_strategy_option_fails_once_before_any_document(tmp_path, monkeypa
 def test_runs_with_different_workspaces_writing_one_out_folder_read_each_document_once(tmp_path, monkeypatch, jobs):
     import time
 
-    from longread.cli.runner import run
+    from longread.cli.run.runner import run
     from longread.cli.settings import resolve
 
     folder = tmp_path / "in"
@@ -388,9 +388,9 @@ def hostile_web():
 
 
 def test_every_transport_failure_of_a_url_is_one_line_and_the_folder_run_goes_on(hostile_web, monkeypatch):
-    import longread.documents as documents
+    import longread.documents.sources as sources
 
-    monkeypatch.setattr(documents, "URL_DEADLINE_SECONDS", 0.5)  # the drip would take 8 s
+    monkeypatch.setattr(sources, "URL_DEADLINE_SECONDS", 0.5)  # the drip would take 8 s
     model = use(monkeypatch, MockModel())
     urls = {name: f"{hostile_web}/{name}" for name in (
         "not-http.txt", "broken-chunks.txt", "long-header.txt", "cut-short.txt", "drip.txt", "to-ftp.txt",
@@ -582,6 +582,7 @@ def test_a_body_or_a_prompt_over_the_servers_limits_is_a_413_before_any_work(mon
     assert counted and max(counted) == len("word " * 400)  # the bodies over the cap were never even parsed
 
 
+@pytest.mark.integration  # a served app on a real socket, 18 clients
 def test_a_long_request_never_stalls_the_others(monkeypatch):
     """16 clients at once, beside a request whose counting takes long (held until they are all answered) and one
     over the body cap: the 16 are answered while the long one is still being counted, the oversized one is a 413
@@ -646,6 +647,7 @@ def post_then_leave(url: str, body: dict, leave: threading.Event) -> None:
 
 @pytest.mark.parametrize("how", ["client gone", "client gone, batched", "client gone, JSON reply",
                                  "client gone while streaming", "deadline"])
+@pytest.mark.integration  # a served app, real time
 def test_the_engine_stops_for_a_client_that_has_gone_or_a_request_past_its_deadline(smollm_tokenizer, monkeypatch,
                                                                                      how):
     """A reply of 1,000 tokens at 10 ms a token (10 s): the client leaves once the engine is decoding, or the
@@ -704,7 +706,7 @@ def test_serve_and_its_clients_count_tokens_alike(smollm_tokenizer, tmp_path, mo
     splits finer (numbers, French), a client planning for the window sent prompts the server refused (a 400, not
     retried). The server says how it counts (/v1/models, /v1/tokenizer); the client counts the same, to the token."""
     from longread.backends.base import Completion
-    from longread.backends.litellm_backend import LiteLLMModel
+    from longread.backends.litellm.model import LiteLLMModel
     from longread.backends.local import LocalModel
     from longread.serve.app import create_app
     from longread.serve.fake import Background

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 import longread.backends
-from longread.backends.litellm_backend import LiteLLMModel
+from longread.backends.litellm.model import LiteLLMModel
 from longread.cli import app, with_optional_values
-from longread.cli.parallel import DaemonPool
+from longread.cli.run.parallel import DaemonPool
 from longread.cli.settings import DEFAULT_API_JOBS, Settings
 from longread.serve.fake import FakeProvider
 from longread.testing import MockModel
@@ -125,6 +125,7 @@ def test_a_429_storm_over_many_jobs_loses_and_repeats_no_note(tmp_path, monkeypa
     assert model_options["api_base"] == storm.base_url
 
 
+@pytest.mark.integration  # a real SIGINT to this process
 def test_ctrl_c_keeps_finished_documents_and_the_rerun_reads_only_the_rest(tmp_path, monkeypatch):
     books = folder(tmp_path, 6, paragraphs=3)
     calls = {"n": 0, "stopped": False}

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longread.backends.litellm_backend import LiteLLMModel
+from longread.backends.litellm.model import LiteLLMModel
 from longread.errors import ModelError, WindowExceeded
 
 litellm = pytest.importorskip("litellm")
@@ -135,7 +135,7 @@ def refuse(*args, **kwargs):
     looked_up.append(args[0] if args else None)
     raise OSError("network disabled in this test")
 socket.getaddrinfo = refuse
-from longread.backends.litellm_backend import LiteLLMModel
+from longread.backends.litellm.model import LiteLLMModel
 import os
 model = LiteLLMModel({MODEL!r})
 ollama = LiteLLMModel("ollama/llama3.1")  # litellm would ask the Ollama server; we must not
@@ -247,6 +247,17 @@ def test_permanent_errors_fail_at_once(monkeypatch, mode, kind):
         _call(LiteLLMModel(MODEL, retry_wait=0), mode)
     assert len(fake.calls) == 1
     assert MODEL in str(raised.value) and kind.__name__ in str(raised.value)
+    assert (raised.value.model, raised.value.error_type, raised.value.attempts) == (MODEL, kind.__name__, 1)
+
+
+def test_model_error_fields_are_declared_and_survive_a_pickle():
+    """ModelError's fields are part of its type (errors.py), not set on an instance after the fact: one raised by
+    any part of longread has them, and a Ray task's error keeps them on the way back."""
+    plain = ModelError("the embedder failed")
+    assert (plain.model, plain.error_type, plain.attempts) == (None, "", 0)
+    failed = ModelError("openai/x: RateLimitError", model="openai/x", error_type="RateLimitError", attempts=3)
+    copy = pickle.loads(pickle.dumps(failed))
+    assert (str(copy), copy.model, copy.error_type, copy.attempts) == (str(failed), "openai/x", "RateLimitError", 3)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -264,10 +275,18 @@ def test_backoff_waits_at_least_what_retry_after_asks(monkeypatch, caplog):
     limited = litellm.RateLimitError(message="slow down", llm_provider="openai", model=MODEL, response=response)
     fake = Scripted([limited])
     _patch(monkeypatch, fake)
-    caplog.set_level(logging.WARNING, logger="longread.backends.litellm_backend")
-    started = time.perf_counter()
+    caplog.set_level(logging.WARNING, logger="longread.backends.litellm.model")
+    slept: list[float] = []  # the waits this thread asked of the clock (not the clock read back: no timed assert)
+    real_sleep, caller = time.sleep, threading.get_ident()
+
+    def recording(seconds):
+        if threading.get_ident() == caller:
+            slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recording)
     LiteLLMModel(MODEL, retry_wait=0).complete(MESSAGES, 8)
-    assert time.perf_counter() - started >= 0.3
+    assert sum(slept) >= 0.3
     assert len(fake.calls) == 2
     assert any("retrying in 0.3 s" in r.getMessage() for r in caplog.records)
 

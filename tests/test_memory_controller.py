@@ -25,20 +25,19 @@ def stream(tmp_path):
         yield s
 
 
-def answering(reply: str):
-    """A responder: `reply` to the activation question, a fixed summary to a summary request."""
+def answering(reply: str, **options) -> MockModel:
+    """The controller's calls routed by their step: `reply` to the activation gate, a fixed summary to a summary
+    request."""
+    def respond(call):
+        return {"gate": reply, "summary": "SUMMARY of a long note"}[call.step]
 
-    def respond(messages):
-        prompt = messages[-1]["content"]
-        return reply if "yes or no" in prompt else "SUMMARY of a long note"
-
-    return respond
+    return MockModel(replies={"controller": respond}, **options)
 
 
 @pytest.mark.parametrize("reply, needed", [("yes", True), ("No.", False), ("(A)", True), ("B", False)])
 def test_llm_gate_asks_once_and_follows_the_answer(stream, reply, needed):
     stream.add_many("s", "note", ["The whale is white.", "The ship is the Pequod.", "Latest note."])
-    model = MockModel(responder=answering(reply))
+    model = answering(reply)
     controller = MemoryController(model, stream, activation="llm")
     activation = controller.activate("s", "What colour is the whale?")
 
@@ -69,7 +68,7 @@ def test_always_and_never_gates_make_no_call(stream):
 
 def test_an_unclear_gate_reply_falls_back_to_when_unsure(stream):
     stream.add_many("s", "note", ["one note", "two notes"])
-    unclear = MockModel(responder=lambda m: "Perhaps; it depends.")
+    unclear = MockModel(replies={"controller": "Perhaps; it depends."})
     assert MemoryController(unclear, stream).needs_memory("q") is True
     assert MemoryController(unclear, stream, when_unsure=False).needs_memory("q") is False
 
@@ -89,7 +88,7 @@ def test_summary_gate_summarises_only_long_items_only_over_budget_and_only_once(
     stream.add("s", "turn", "the flash memory")
     assert long_a.tokens > 800 and long_b.tokens > 800 and all(s.tokens < 800 for s in short)
 
-    model = MockModel(responder=answering("yes"))
+    model = answering("yes")
     roomy = MemoryController(model, stream, activation="always", budget=10_000)
     assert all(not m.summarized for m in roomy.activate("s", "whale sea ship").memories)
     assert model.calls == []  # under budget: nothing is summarised
@@ -113,8 +112,8 @@ def test_summary_gate_summarises_only_long_items_only_over_budget_and_only_once(
 
 def test_async_activation_matches_sync(stream):
     stream.add_many("s", "note", ["The whale is white.", "The ship is the Pequod.", "Latest note."])
-    sync = MemoryController(MockModel(responder=answering("yes")), stream).activate("s", "whale?")
-    model = MockModel(responder=answering("yes"))
+    sync = MemoryController(answering("yes"), stream).activate("s", "whale?")
+    model = answering("yes")
     result = asyncio.run(MemoryController(model, stream).aactivate("s", "whale?"))
     assert [m.item.id for m in result.memories] == [m.item.id for m in sync.memories]
     assert len(model.calls) == 1
@@ -190,7 +189,7 @@ def test_window_too_small_names_the_numbers(stream):
 
 def test_a_summary_call_fits_the_models_window_even_for_a_huge_item(stream):
     huge = stream.add("s", "note", "Omega: " + long_text(3000, 3))
-    model = MockModel(context_window=700, responder=answering("yes"))
+    model = answering("yes", context_window=700)
     controller = MemoryController(model, stream, activation="always", budget=100)
     assert controller.summarize(huge) == "SUMMARY of a long note"
     (call,) = model.calls

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from longread import plugins
-from longread.errors import DocumentError
+from longread.errors import DocumentError, StrategyError
 
 PLUGIN = '''
 import codecs
+import json
+import os
 from types import SimpleNamespace
 
 from longread.backends import Backend, ModelRow
@@ -30,8 +32,11 @@ def load_rot13(path):
 
 
 def echo(model, **options):
+    """Answers ECHO, routed by role; writes what each call read to $LONGREAD_TESTPLUGIN_PROMPTS, for the test."""
     def reply(call):
-        return "ECHO " + ("read the decoded text" if "harbour" in call.prompt else "saw no decoded text")
+        with open(os.environ["LONGREAD_TESTPLUGIN_PROMPTS"], "a", encoding="utf-8") as log:
+            log.write(json.dumps({"agent": call.agent, "prompt": call.prompt}) + "\\n")
+        return "ECHO"
     return MockModel(name=model, replies={"reader": reply, "manager": reply})
 
 
@@ -86,8 +91,9 @@ def site(tmp_path) -> Path:
 def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_path):
     from .test_cli import long_text
 
-    secret = tmp_path / "harbour.rot13"
     import codecs
+
+    secret = tmp_path / "harbour.rot13"
 
     secret.write_text(codecs.encode(long_text(6), "rot13"))
     script = textwrap.dedent(f"""
@@ -107,7 +113,8 @@ def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_pa
             "chain": run("ask", {str(secret)!r}, "How many boats?", "--model", "echo", "--json", "--window", "1024"),
         }}))
     """)
-    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "300",
+    prompts = tmp_path / "prompts.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "300", "LONGREAD_TESTPLUGIN_PROMPTS": str(prompts),
            "LONGREAD_WORKSPACE": str(tmp_path / "workspace"), "LONGREAD_CONFIG": str(tmp_path / "config.toml")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -118,8 +125,10 @@ def test_installed_plugins_extend_every_registry_in_a_fresh_process(site, tmp_pa
     assert "firstpart" in [json.loads(line)["strategy"] for line in out["strategies"]["out"].splitlines()]
     asked = json.loads(out["ask"]["out"])
     assert out["ask"]["code"] == 0, out["ask"]
-    assert asked["answer"] == "ECHO read the decoded text"  # the loader decoded the file for the backend
-    assert asked["model"] == "echo" and asked["strategy"] == "firstpart" and len(asked["calls"]) == 1
+    assert asked["answer"] == "ECHO" and asked["model"] == "echo" and asked["strategy"] == "firstpart"
+    read = [json.loads(line) for line in prompts.read_text(encoding="utf-8").splitlines()]
+    assert len(asked["calls"]) == 1 and read[0]["agent"] == "reader"
+    assert "harbour" in read[0]["prompt"] and codecs.encode("harbour", "rot13") not in read[0]["prompt"]  # decoded
     chained = json.loads(out["chain"]["out"])
     assert chained["strategy"] == "chain:notes=rewrite" and chained["answer"].startswith("ECHO")
 
@@ -145,12 +154,53 @@ def test_a_broken_plugin_fails_the_file_that_needs_it_with_a_clear_reason(site, 
     assert ".rot13" not in documents.supported_extensions()
 
 
-def test_the_builtin_strategy_names_match_the_registry():
-    """--help lists the strategies without importing the workflows; the list must be the registry's."""
-    from longread.cli.strategies import BUILTIN
-    from longread.workflows import available_strategies
+def test_a_plugin_strategy_works_from_the_library_in_a_fresh_process(site, tmp_path):
+    """`longread.ask(strategy=PLUGIN)` and `get_strategy(PLUGIN)` with nothing of the command line imported or run."""
+    from .test_cli import long_text
 
-    assert set(BUILTIN) == set(available_strategies())
+    document = tmp_path / "harbour.txt"
+    document.write_text(long_text(6))
+    script = textwrap.dedent(f"""
+        import json, sys
+        import longread
+        listed = longread.available_strategies()
+        strategy = longread.get_strategy("firstpart")
+        result = longread.ask({str(document)!r}, "How many boats?", model="echo", strategy="firstpart", window=1024)
+        print(json.dumps({{"listed": listed.get("firstpart"), "class": type(strategy).__name__,
+                          "answer": result.answer, "strategy": result.strategy,
+                          "cli": sorted(m for m in sys.modules if m.startswith("longread.cli"))}}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(site), "LONGREAD_TESTPLUGIN_PROMPTS": str(tmp_path / "prompts.jsonl")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"listed": "plugin (longread_testplugin:FirstPart)", "class": "FirstPart", "answer": "ECHO",
+                   "strategy": "firstpart", "cli": []}
+
+
+def test_naming_the_strategies_imports_no_strategy_and_no_langgraph():
+    """The registry lists every strategy, and the default, from its references alone (a fresh process)."""
+    code = ("import sys, json; from longread.workflows.registry import DEFAULT_STRATEGY, available_strategies; "
+            "names = available_strategies(); "
+            "print(json.dumps([list(names), DEFAULT_STRATEGY, sorted(m for m in sys.modules if m.startswith("
+            "('langgraph', 'langchain', 'longread.workflows.', 'longread.agents')))]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names, default, imported = json.loads(done.stdout)
+    assert names[:7] == ["chain", "lookback", "multipath", "rag", "truncate", "full", "auto"] and default in names
+    assert imported == ["longread.workflows.registry"]
+
+
+def test_a_strategy_registered_by_reference_is_imported_on_first_use(monkeypatch):
+    from longread.workflows import registry
+
+    monkeypatch.setattr(registry, "STRATEGIES", plugins.Registry("longread.test-none"))
+    monkeypatch.setattr(registry, "_HELP", {})
+    registry.register_strategy("head", "longread.workflows.truncate:TruncateStrategy", "the head and tail")
+    assert registry.available_strategies() == {"head": "the head and tail"}
+    assert type(registry.get_strategy("head")).__name__ == "TruncateStrategy"
+    with pytest.raises(StrategyError, match="unknown strategy 'chain': choose one of head"):
+        registry.get_strategy("chain")
 
 
 def test_registry_lookups_by_reference_import_on_first_use():

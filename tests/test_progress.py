@@ -9,8 +9,8 @@ import io
 import pytest
 from rich.console import Console
 
-from longread import console as console_module
-from longread.console import Display, StatsColumn
+from longread.cli.display import console as console_module
+from longread.cli.display.console import Display, StatsColumn
 from longread.results import CallRecord, ReadEvent
 
 

@@ -12,9 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from longread.cli import app
-from longread.cli.outputs import WRITE_ID
+from longread.cli.run.outputs import WRITE_ID
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'longread[ray]')")
+pytestmark = pytest.mark.integration  # a Ray instance and its worker processes
 
 PARAGRAPH = "The keeper wrote the weather in the log each night, and the ships that passed, and the lamp's oil. "
 

@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 TIMES = re.compile(r"\d+\.\d s\b")
+pytestmark = pytest.mark.integration  # the command line as a process, each transcript end to end
 
 
 def transcripts() -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from longread.cli import app
 from longread.serve.app import create_app
 from longread.serve.fake import FakeProvider, SlowMock, free_port
-from longread.serve.protocol import CACHE_PREFIX_HEADER
+from longread.backends.served import CACHE_PREFIX_HEADER
 from longread.testing import MockModel
 
 REPO = Path(__file__).resolve().parents[1]

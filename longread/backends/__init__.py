@@ -1,4 +1,5 @@
-"""Model access: one chat interface (base.ChatModel) over litellm, the local transformers engine and a mock.
+"""Model access: one chat interface (base.ChatModel) over litellm (litellm/), the local transformers engine
+(local/) and a mock (mock.py).
 
 Names are imported on first use (PEP 562), so `longread.backends.kv` can list its policies for `--help` without
 loading numpy, tiktoken or torch.
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "ChatModel": "base", "Completion": "base", "Message": "base", "check_window": "base",
-    "Backend": "registry", "ModelRow": "registry", "backend_for": "registry", "backends": "registry",
+    "Backend": "backend", "ModelRow": "backend", "backend_for": "registry", "backends": "registry",
     "check_model": "registry", "get_model": "registry", "is_local_model": "registry", "model_rows": "registry",
     "register_backend": "registry", "stop_local_engines": "registry",
 }
@@ -29,7 +30,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from .base import ChatModel, Completion, Message, check_window
+    from .backend import Backend, ModelRow
     from .registry import (
-        Backend, ModelRow, backend_for, backends, check_model, get_model, is_local_model, model_rows, register_backend,
-        stop_local_engines,
+        backend_for, backends, check_model, get_model, is_local_model, model_rows, register_backend, stop_local_engines,
     )

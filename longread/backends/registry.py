@@ -18,68 +18,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import plugins
 from ..errors import ModelError
+from .backend import Backend, Factory, ModelRow
+from .litellm import BACKEND as LITELLM  # the fallback: any model string no other backend claims
 
 if TYPE_CHECKING:  # base imports the tokenizers (numpy): `longread models` and the checks do without them
     from .base import ChatModel
 
-Factory = Callable[..., "ChatModel"]
 # The models `longread models pull` fetches (local/pull.py, which imports nothing heavy): model strings once pulled.
 PULLABLE_NAMES = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
-
-
-@dataclass(frozen=True)
-class ModelRow:
-    """One line of `longread models`: a --model string and what runs it. Costs are USD per token."""
-
-    model: str
-    backend: str
-    description: str = ""
-    window: int | None = None
-    input_cost: float = 0.0
-    output_cost: float = 0.0
-    available: bool = True
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "backend": self.backend, "description": self.description, "window": self.window,
-            "input_cost_per_million": round(self.input_cost * 1e6, 6),
-            "output_cost_per_million": round(self.output_cost * 1e6, 6),
-            "available": self.available, "note": self.note,
-        }
-
-
-@dataclass(frozen=True)
-class Backend:
-    """How a family of model strings runs.
-
-    - `factory(model_string, **options)` builds the ChatModel (options: `kv`, `context_window`, ...; a backend
-      ignores those it does not know);
-    - `check(model_string, need_key)` raises ModelError with the reason when the string cannot run here (need_key
-      is False for a dry run, which calls nothing);
-    - `rows()` yields the `longread models` lines;
-    - `local`: runs on this machine (a dry run then measures speed instead of pricing calls).
-    """
-
-    name: str
-    factory: Factory | str
-    summary: str = ""
-    check: Callable[[str, bool], None] | None = None
-    rows: Callable[[], Iterable[ModelRow]] | None = None
-    local: bool = False
-    options: frozenset[str] = field(default_factory=frozenset)  # options it accepts; empty: all
-
-    def build(self, model: str, **options: Any) -> ChatModel:
-        factory = plugins.resolve(self.factory) if isinstance(self.factory, str) else self.factory
-        if self.options:
-            options = {k: v for k, v in options.items() if k in self.options}
-        return factory(model, **options)
 
 
 def _as_backend(name: str, value: Any) -> Backend:
@@ -259,7 +210,7 @@ LOCAL = Backend("local", _local, "the embedded model and Hugging Face folders, o
 
 # -- mock -----------------------------------------------------------------------------------------------------------
 def _mock(model: str, **options: Any) -> ChatModel:
-    from ..testing import MockModel
+    from .mock import MockModel
 
     tokens = int(model.split(":", 1)[1]) if ":" in model else 32
     options.pop("kv", None)
@@ -276,69 +227,6 @@ def _check_mock(model: str, need_key: bool) -> None:
 MOCK = Backend("mock", _mock, "mock, mock:N: a deterministic stand-in answering N tokens (default 32), for tests",
                check=_check_mock, rows=lambda: [ModelRow("mock, mock:N", "mock", "a deterministic stand-in answering "
                                                          "N tokens (default 32), for tests and trials")])
-
-
-# -- litellm --------------------------------------------------------------------------------------------------------
-def _litellm(model: str, **options: Any) -> ChatModel:
-    from .litellm_backend import LiteLLMModel
-
-    options.pop("kv", None)  # KV policies are a local-backend concept
-    if options.get("api_base") and options.get("api_key") is None:
-        from . import catalog
-
-        if catalog.missing_keys(model):
-            # A self-hosted server (longread serve, vLLM) may take no key, but OpenAI's SDK refuses to send a request
-            # without one; a server that does want a key answers 401, and that error names the variable to set.
-            options["api_key"] = "no-key"
-    return LiteLLMModel(model, **options)
-
-
-def _check_litellm(model: str, need_key: bool) -> None:
-    from . import catalog
-
-    if not catalog.providers():
-        raise ModelError(f"--model {model}: litellm is not installed, so only local models can run")
-    provider, name = catalog.split_model(model)
-    if provider is None:
-        head, sep, _ = model.partition("/")
-        if sep:
-            raise ModelError(f"--model {model}: {head!r} is not a provider litellm knows (`longread models` lists "
-                             "them; local models are `local` or `hf:PATH`)")
-        raise ModelError(f"--model {model}: no provider; write PROVIDER/MODEL, e.g. openai/gpt-4o-mini "
-                         "(`longread models` lists them)")
-    if not name:
-        raise ModelError(f"--model {model}: the model name after {provider}/ is missing")
-    if need_key:
-        missing = catalog.missing_keys(model)
-        if missing:
-            names = " and ".join(missing)
-            raise ModelError(f"--model {model}: set {names} (the {provider} API key{'s' if len(missing) > 1 else ''}) "
-                             "in the environment; a dry run (--dry-run) needs none")
-
-
-def _litellm_rows() -> Iterable[ModelRow]:
-    from . import catalog
-
-    counts: dict[str, list[catalog.ModelCard]] = {}
-    for card in catalog.chat_models():
-        counts.setdefault(card.provider, []).append(card)
-    for provider, cards in sorted(counts.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        requirements = catalog.key_requirements(provider)
-        if requirements is None:
-            note = "key: see litellm's docs"
-        elif not requirements:
-            note = "no key (a server address)"
-        else:
-            missing = [names[0] for names in requirements if not any(os.environ.get(n) for n in names)]
-            note = "key " + " ".join(n[0] for n in requirements) + (": not set" if missing else " set")
-        priced = [c for c in cards if c.input_cost > 0 and c.output_cost > 0 and c.window] or cards
-        cheapest = min(priced, key=lambda c: (c.input_cost + c.output_cost, c.model))
-        yield ModelRow(f"{provider}/MODEL", "litellm", f"{len(cards)} chat models, e.g. {cheapest.model}",
-                       cheapest.window, cheapest.input_cost, cheapest.output_cost, note=note)
-
-
-LITELLM = Backend("litellm", _litellm, "PROVIDER/MODEL: any litellm model (openai/gpt-4o-mini, anthropic/..., "
-                  "ollama/llama3.1, hosted_vllm/...)", check=_check_litellm, rows=_litellm_rows)
 
 
 register_backend("local", LOCAL)

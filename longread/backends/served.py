@@ -19,6 +19,13 @@ logger = logging.getLogger(__name__)
 
 DISCOVERY_TIMEOUT_SECONDS = 10.0
 
+# Not an OpenAI header: the number of characters at the start of the last message that do not depend on the
+# question (longread's worker prompts are [system][segment][notes][question]). With it the engine keeps the KV of
+# that prefix (compressed by its --kv policy) and the next request with the same prefix prefills only the rest.
+# A header rather than a body field, so a client sending it to any other server can never be refused for it.
+# Sent by LiteLLMModel with --api-base, read by `longread serve` (serve/protocol.py).
+CACHE_PREFIX_HEADER = "X-Longread-Cache-Prefix"
+
 
 @dataclass(frozen=True)
 class ServedModel:

@@ -5,10 +5,11 @@
     longread ask book.txt "..." --model openai/gpt-4o-mini --dry-run     # segments, calls, tokens, cost; no call
     longread models | longread runs | longread alias set fast openai/gpt-4o-mini
 
-One module per command (ask, summarize, chat, models, runs, alias/config); the run of ask and summarize is
-runner.py, the display design console.py (results on stdout, never on a progress line; progress and notes on
-stderr). Importing this package imports only typer and the option definitions: every command imports what it needs
-when it runs, so `longread --help` starts in a fraction of a second.
+The application on top of the library: commands/ has one module per command (ask, summarize, chat, models, runs,
+serve, alias/config/strategies, eval); run/ the runs they start (runner.py for ask and summarize, the chat session,
+the files they keep); display/ what a person sees (console.py: results on stdout, never on a progress line; progress
+and notes on stderr). Importing this package imports only typer and the option definitions: every command imports
+what it needs when it runs, so `longread --help` starts in a fraction of a second.
 
 The models are built through `longread.backends.get_model` at call time: tests swap it for a MockModel there.
 """
@@ -20,15 +21,15 @@ from typing import Annotated
 import typer
 import typer.core
 
-from .. import __version__
-from .ask import ask
-from .chat import chat
-from .models import models
+from .._version import __version__
+from .commands.ask import ask
+from .commands.chat import chat
+from .commands.models import models
 from .options import OPTIONAL_VALUES
-from .runs import app as runs_app
-from .serve import serve
-from .settings_commands import alias_app, config_app, strategies
-from .summarize import summarize
+from .commands.runs import app as runs_app
+from .commands.serve import serve
+from .commands.settings_commands import alias_app, config_app, strategies
+from .commands.summarize import summarize
 
 
 def _argument_type(self, ctx):  # noqa: ANN001
@@ -112,6 +113,6 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(alias_app, name="alias")
 app.add_typer(config_app, name="config")
 app.command()(strategies)
-from ..eval.cli import app as eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702  (longread/eval/cli.py)
+from .commands.eval import app as eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702
 
 __all__ = ["app"]

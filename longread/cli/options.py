@@ -36,11 +36,11 @@ def kv_help() -> str:
 
 
 def strategy_help() -> str:
-    from .strategies import strategy_names
+    from ..workflows.registry import DEFAULT_STRATEGY, available_strategies  # names only: no strategy is imported
 
-    names = strategy_names()
-    return ("How a document is read: " + ", ".join(names) + " (default: auto, or LONGREAD_STRATEGY, or the config file's strategy)."
-            if names else "How a document is read (default: auto).")
+    names = list(available_strategies())
+    return (f"How a document is read: {', '.join(names)} (default: {DEFAULT_STRATEGY}, or LONGREAD_STRATEGY, or the "
+            "config file's strategy)." if names else f"How a document is read (default: {DEFAULT_STRATEGY}).")
 
 
 ModelOption = Annotated[

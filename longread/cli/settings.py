@@ -11,10 +11,10 @@ from typing import Any
 
 import typer
 
-from ..config import Config, ConfigError, load_config
+from ..workflows.registry import DEFAULT_STRATEGY
+from .config import Config, ConfigError, load_config
 
 DEFAULT_MODEL = "local"
-DEFAULT_STRATEGY = "auto"  # the registry's default (workflows/registry.py); a test keeps the two equal
 # Documents read at once by default with an API model: providers serve many requests at once, and four chains
 # of calls stay well within the default cap of 8 calls in flight. The local engine runs one forward pass at a
 # time, so more documents at once would only share it.
@@ -39,7 +39,7 @@ def configure_logging(verbose: bool, debug: bool) -> None:
     Through rich's handler on stderr, so log lines land above a live display instead of on it."""
     from rich.logging import RichHandler
 
-    from ..console import stderr_console
+    from .display.console import stderr_console
 
     VERBOSITY.verbose, VERBOSITY.debug = verbose or debug, debug
     handler = RichHandler(console=stderr_console(), show_time=debug, show_path=debug, markup=False,
@@ -58,7 +58,7 @@ def configure_logging(verbose: bool, debug: bool) -> None:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: object = None, line: str | None = None) -> None:
-    from ..console import note, stderr_console
+    from .display.console import note, stderr_console
 
     note(stderr_console(), f"warning: {message}", "yellow")
 

@@ -1,4 +1,4 @@
-"""`longread eval`: answer quality measured on cases (docs/evaluation.md).
+"""Answer quality measured on cases (docs/evaluation.md); the `longread eval` command is cli/commands/eval.py.
 
     cases.py     the JSONL case format (load_cases, write_cases, Case)
     datasets.py  loaders of published sets (QuALITY, sci-fi, SQuALITY, LongBench v2) -> cases
@@ -6,5 +6,4 @@
     metrics.py   exact/contains match, letters, true/false, ROUGE-L, token F1, bootstrap intervals
     runner.py    strategies x models x windows x kv over the cases, resumable, one JSON line per case
     report.py    Markdown tables and PNG plots from results files
-    cli.py       the typer commands (imports the rest only when a command runs)
 """

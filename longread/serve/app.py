@@ -43,8 +43,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..backends.base import CallTag, ChatModel, Completion
+from ..backends.served import CACHE_PREFIX_HEADER
 from .limits import BodyLimit, ClientGone, ServerLimits, until_done_or_gone
-from .protocol import CACHE_PREFIX_HEADER, ChatRequest, RequestError, chunk, completion_id, finish, reply, usage
+from .protocol import ChatRequest, RequestError, chunk, completion_id, finish, reply, usage
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..backends.base import Completion
-from ..testing import MockModel
+from ..backends.mock import MockModel
 
 RateLimit = Callable[[int], "float | None"]  # 1-based arrival number -> Retry-After seconds, or None to serve it
 Reject = Callable[[dict], "str | None"]  # the request's body -> the message of a 400, or None to serve it

@@ -13,11 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Not an OpenAI header: the number of characters at the start of the last message that do not depend on the
-# question (longread's worker prompts are [system][segment][notes][question]). With it the engine keeps the KV of
-# that prefix (compressed by its --kv policy) and the next request with the same prefix prefills only the rest.
-# A header rather than a body field, so a client sending it to any other server can never be refused for it.
-CACHE_PREFIX_HEADER = "X-Longread-Cache-Prefix"
+# The X-Longread-Cache-Prefix header these requests may carry: backends/served.py (CACHE_PREFIX_HEADER).
 
 
 class TextPart(BaseModel):

@@ -29,6 +29,7 @@ from ..memory.reading import INSUFFICIENT_PHRASES
 from ..results import ReadEvent, Result
 from .base import ReadingContext, Strategy
 from .rag import RagStrategy
+from .registry import get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ class AutoStrategy(Strategy):
         return RouteStep(budget=self.budget)
 
     def _fallback(self) -> Strategy:
-        from .registry import get_strategy
-
         return get_strategy(self.fallback)
 
     def thread_ids(self, ctx: ReadingContext, question: str | None) -> list[str]:

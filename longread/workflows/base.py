@@ -26,7 +26,7 @@ from ..documents import Document
 from ..errors import StrategyError
 from ..results import Agent, CallRecord, Citation, EventHandler, ReadEvent, Result
 from ..segmenting import Segment, segment_text
-from .chain_of_agents import ChainHooks
+from .hooks import ChainHooks
 
 if TYPE_CHECKING:
     import numpy as np

@@ -26,7 +26,8 @@ from ..agents.grounded import ClaimManager, ClaimWorker
 from ..results import CallRecord, Citation, Result, unique_citations
 from ..segmenting import Segment
 from .base import ReadingContext, Strategy
-from .chain_of_agents import ChainHooks, build_chain_graph, initial_state
+from .chain_of_agents import build_chain_graph, initial_state
+from .hooks import ChainHooks
 from .grounded_graph import build_grounded_graph, dropped_claims, initial_grounded_state, used_claims
 from .runs import arun_graph, run_graph
 
@@ -371,3 +372,8 @@ class ChainStrategy(Strategy):
             notes=final.get("notes", {}).get("text", ""), document_tokens=sum(s.tokens for s in segments),
             extras=extras,
         )
+
+
+def lookback(**options: Any) -> ChainStrategy:
+    """`lookback`: the chain, and the manager re-reads the source passages the notes cite (the registry's factory)."""
+    return ChainStrategy(**{"lookback": True, **options})

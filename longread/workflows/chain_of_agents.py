@@ -9,16 +9,16 @@ the notes and the call records (each with the model's reply), not the book. `ord
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Sequence, TypedDict
+from typing import Annotated, Any, Literal, Sequence, TypedDict
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 
 from ..agents import CommunicationUnit, Manager, Worker, WorkerStep
-from ..backends.base import Completion, TextCallback
+from ..backends.base import Completion
 from ..results import Agent, CallRecord
 from ..segmenting import Segment
+from .hooks import ChainHooks
 
 
 class ChainState(TypedDict, total=False):
@@ -28,25 +28,6 @@ class ChainState(TypedDict, total=False):
     output: str
     not_found: bool  # every worker found nothing: the answer says so without a manager call
     lookback: list[int]  # segments whose source text the manager read
-
-
-@dataclass
-class ChainHooks:
-    """Optional callbacks around the chain's calls.
-
-    - `archive(segment, notes, passed_on)`: after each worker (the memory stream archives the notes);
-    - `recall(notes)`: archived notes for the manager, as many as fit beside the last CU;
-    - `lookback(notes, extra)`: (source text of cited segments that fits the manager's window, their indices);
-    - `started(agent, segment)` / `finished(record)`: before and after each call (progress displays);
-    - `on_text`: receives the manager's answer as it is written.
-    """
-
-    archive: Callable[[Segment, CommunicationUnit, bool], None] | None = None
-    recall: Callable[[CommunicationUnit], Sequence[str]] | None = None
-    lookback: Callable[[CommunicationUnit, Sequence[str]], tuple[str, list[int]]] | None = None
-    started: Callable[[Agent, int | None], None] | None = None
-    finished: Callable[[CallRecord], None] | None = None
-    on_text: TextCallback | None = None
 
 
 def after_worker(state: ChainState, total: int) -> Literal["worker", "manager"]:

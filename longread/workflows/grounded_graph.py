@@ -26,7 +26,7 @@ from ..agents.notes import CommunicationUnit
 from ..backends.base import Completion
 from ..results import Agent, CallRecord
 from ..segmenting import Segment
-from .chain_of_agents import ChainHooks
+from .hooks import ChainHooks
 
 MAX_COLLAPSE_ROUNDS = 4
 

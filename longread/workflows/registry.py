@@ -2,31 +2,47 @@
 
 A spec is a name, optionally followed by `:` and comma-separated options (`key=value`; a bare value sets the
 strategy's first option, so `multipath:5` is `multipath:paths=5`). Values are parsed as int, float or bool
-where they look like one. Plugins register more strategies here (entry points, see docs/architecture.md).
+where they look like one.
+
+One registry (`STRATEGIES`, a `plugins.Registry`) holds them all: the built-ins, registered by "module:attr" and
+imported on first use; those registered in this process; and installed plugins (entry points
+`longread.strategies`, see docs/architecture.md), found in package metadata. So the names, their descriptions and
+the default are known without importing a strategy (or LangGraph), and a plugin strategy works from
+`longread.get_strategy` and `Reader(strategy=...)` with nothing else run first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from .. import plugins
 from ..errors import StrategyError
-from .base import Strategy
 
-Factory = Callable[..., Strategy]
-_STRATEGIES: dict[str, Factory] = {}
+if TYPE_CHECKING:
+    from .base import Strategy
+
+Factory = Callable[..., "Strategy"]
+DEFAULT_STRATEGY = "auto"  # what docs/quality.md measured to read best (retrieval, then the chain)
+
+STRATEGIES: plugins.Registry[Factory] = plugins.Registry(plugins.STRATEGIES)
 _HELP: dict[str, str] = {}
 
 
-def register_strategy(name: str, factory: Factory, help: str | None = None) -> None:
-    """Make `name` a strategy: `factory(**options)` returns a Strategy."""
-    _STRATEGIES[name] = factory
-    _HELP[name] = help or ((factory.__doc__ or "").strip().splitlines() or [""])[0]
+def register_strategy(name: str, factory: Factory | str, help: str | None = None) -> None:
+    """Make `name` a strategy: `factory(**options)` returns a Strategy (or "module:attr" names the factory)."""
+    STRATEGIES.register(name, factory)
+    if help is None and not isinstance(factory, str):
+        help = ((factory.__doc__ or "").strip().splitlines() or [""])[0]
+    _HELP[name] = help or ""
 
 
 def available_strategies() -> dict[str, str]:
-    """Every registered strategy name with its one-line description."""
-    return dict(_HELP)
+    """Every strategy name (built in, registered, installed plugins) with its one-line description; nothing is
+    imported."""
+    installed = plugins.installed(plugins.STRATEGIES)
+    return {name: _HELP.get(name) or (f"plugin ({installed[name].value})" if name in installed else "")
+            for name in STRATEGIES.names()}
 
 
 def _value(text: str) -> Any:
@@ -57,13 +73,16 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any], list[Any]]:
 
 
 def get_strategy(spec: "str | Strategy | None" = None, **options: Any) -> Strategy:
-    """The strategy for a spec (default `chain`); a Strategy passes through unchanged."""
-    if isinstance(spec, Strategy):
-        return spec
+    """The strategy for a spec (default DEFAULT_STRATEGY); a Strategy passes through unchanged."""
+    if spec is not None and not isinstance(spec, str):
+        from .base import Strategy
+
+        if isinstance(spec, Strategy):
+            return spec
     name, parsed, positional = parse_spec(spec or DEFAULT_STRATEGY)
-    factory = _STRATEGIES.get(name)
+    factory = STRATEGIES.get(name)  # a plugin that cannot be imported: PluginError, naming its entry point
     if factory is None:
-        known = ", ".join(sorted(_STRATEGIES))
+        known = ", ".join(sorted(STRATEGIES.names()))
         raise StrategyError(f"unknown strategy {name!r}: choose one of {known}")
     if positional:
         fields = [f.name for f in dataclasses.fields(factory)] if dataclasses.is_dataclass(factory) else []
@@ -78,23 +97,18 @@ def get_strategy(spec: "str | Strategy | None" = None, **options: Any) -> Strate
         raise StrategyError(f"strategy {spec!r}: {exc}") from exc
 
 
-def _register_builtins() -> None:
-    from .auto import AutoStrategy
-    from .chain import ChainStrategy
-    from .full import FullStrategy
-    from .multipath import MultipathStrategy
-    from .rag import RagStrategy
-    from .truncate import TruncateStrategy
-
-    register_strategy("chain", ChainStrategy, "Chain-of-Agents: workers read the segments in order, a manager answers")
-    register_strategy("lookback", lambda **o: ChainStrategy(**{"lookback": True, **o}),
-                      "chain, and the manager re-reads the source passages the notes cite")
-    register_strategy("multipath", MultipathStrategy, "chains over several reading orders, then a judge")
-    register_strategy("rag", RagStrategy, "baseline: the best ~300-token chunks for the question, one call")
-    register_strategy("truncate", TruncateStrategy, "baseline: the head and tail that fit the window, one call")
-    register_strategy("full", FullStrategy, "baseline: the whole document in one call of the model's context")
-    register_strategy("auto", AutoStrategy, "retrieval first; the whole document only when retrieval cannot answer")
-
-
-DEFAULT_STRATEGY = "auto"  # what docs/quality.md measured to read best (retrieval, then the chain)
-_register_builtins()
+# The built-ins, by reference: imported the first time their name is used.
+register_strategy("chain", "longread.workflows.chain:ChainStrategy",
+                  "Chain-of-Agents: workers read the segments in order, a manager answers")
+register_strategy("lookback", "longread.workflows.chain:lookback",
+                  "chain, and the manager re-reads the source passages the notes cite")
+register_strategy("multipath", "longread.workflows.multipath:MultipathStrategy",
+                  "chains over several reading orders, then a judge")
+register_strategy("rag", "longread.workflows.rag:RagStrategy",
+                  "baseline: the best ~300-token chunks for the question, one call")
+register_strategy("truncate", "longread.workflows.truncate:TruncateStrategy",
+                  "baseline: the head and tail that fit the window, one call")
+register_strategy("full", "longread.workflows.full:FullStrategy",
+                  "baseline: the whole document in one call of the model's context")
+register_strategy("auto", "longread.workflows.auto:AutoStrategy",
+                  "retrieval first; the whole document only when retrieval cannot answer")

@@ -33,14 +33,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import backends
-from .backends.base import ChatModel
-from .console import Display, TextStream, note, stderr_console
-from .documents import Document, load_source
-from .errors import LongreadError
-from .memory.store import EmbedderMismatch
-from .reader import ChainEvent, Reader, default_session
-from .workflows.chat import Turn, build_chat_graph, chat_config, history
+from ... import backends
+from ...backends.base import ChatModel
+from ..display.console import Display, TextStream, note, stderr_console
+from ...documents import Document, load_source
+from ...errors import LongreadError
+from ...memory.store import EmbedderMismatch
+from ...reader import ChainEvent, Reader, default_session
+from ...workflows.chat import Turn, build_chat_graph, chat_config, history
 
 EXIT_INTERRUPTED = 130
 RECENT_ITEMS = 8
@@ -82,14 +82,14 @@ def session_folder(workspace: Path, session: str) -> Path:
 
 def embedder_for(model: ChatModel) -> Any:
     """all-MiniLM-L6-v2 for real models; the mock model (tests, trials) gets the model-free hashing embedder."""
-    from .memory import HashingEmbedder, MiniLMEmbedder
+    from ...memory import HashingEmbedder, MiniLMEmbedder
 
     return HashingEmbedder() if model.name.startswith("mock") else MiniLMEmbedder()
 
 
 def sqlite_saver(path: Path, warn: Callable[[str], None] = lambda message: None) -> Any:
-    """The checked SqliteSaver of cli/workspace.py: a damaged file is moved aside, a read-only one an error."""
-    from .cli.workspace import open_checkpointer
+    """The checked SqliteSaver of cli/run/workspace.py: a damaged file is moved aside, a read-only one an error."""
+    from .workspace import open_checkpointer
 
     return open_checkpointer(path, warn)
 
@@ -404,7 +404,7 @@ def _questions(out: Console, interactive: bool) -> Iterator[str]:
 
 
 def open_reader(settings: ChatSettings, document: Document, model: ChatModel, stack: ExitStack) -> Reader:
-    from .memory import MemoryStream
+    from ...memory import MemoryStream
 
     session = settings.session or default_session(document)
     folder = session_folder(settings.workspace, session)
@@ -438,7 +438,7 @@ def run_chat(settings: ChatSettings) -> int:
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
             history = stack.enter_context(sqlite_saver(folder / "chat.sqlite", _warn(settings)))
-            from .cli.workspace import label_threads
+            from .workspace import label_threads
 
             label_threads(history, [reader.session], f"the turn history of session {reader.session}",
                           "the session goes on without its earlier turns (its memory is kept)")

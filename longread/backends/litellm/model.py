@@ -32,10 +32,10 @@ from typing import Any, Iterable, Sequence
 
 import tenacity
 
-from .. import _env  # noqa: F401  (must run before litellm is imported: no price-table fetch)
-from ..errors import ModelError
-from ..tokenizers import tokenizer_for_api_model
-from .base import ChatModel, Completion, Message
+from ... import _env  # noqa: F401  (must run before litellm is imported: no price-table fetch)
+from ...errors import ModelError
+from ...tokenizers import tokenizer_for_api_model
+from ..base import ChatModel, Completion, Message
 from .pacing import SharedPause
 
 logger = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ class LiteLLMModel(ChatModel):
         if self._served_model is _UNKNOWN:
             with self._served_lock:
                 if self._served_model is _UNKNOWN:
-                    from .served import discover
+                    from ..served import discover
 
                     key = self._credentials.as_kwargs().get("api_key") or os.environ.get("OPENAI_API_KEY")
                     self._served_model = (discover(self.api_base, self.name, key, self.timeout)
@@ -456,7 +456,7 @@ class LiteLLMModel(ChatModel):
             if cache_prefix:
                 # A self-hosted server: `longread serve` keeps the KV of this question-independent prefix (a header,
                 # so no other server can refuse the request for it; vLLM finds shared prefixes by itself).
-                from ..serve.protocol import CACHE_PREFIX_HEADER
+                from ..served import CACHE_PREFIX_HEADER
 
                 request["extra_headers"] = {**request.get("extra_headers", {}), CACHE_PREFIX_HEADER: str(cache_prefix)}
         request.update(
@@ -507,10 +507,8 @@ class LiteLLMModel(ChatModel):
         if connection_refused(error):
             where = self.api_base or "the provider's address"
             hint = " is `longread serve` (or your server) running there?" if self.api_base else ""
-            model_error = ModelError(f"{self.name}: nothing is listening at {where} (connection refused; not "
-                                     f"retried):{hint}")
-            model_error.model, model_error.error_type, model_error.attempts = self.name, "ConnectionRefusedError", attempts
-            return model_error
+            return ModelError(f"{self.name}: nothing is listening at {where} (connection refused; not retried):{hint}",
+                              model=self.name, error_type="ConnectionRefusedError", attempts=attempts)
         kind = type(error).__name__
         why = "gave up after" if is_transient(error) and not interrupted else "not retried, after"
         if interrupted:
@@ -519,11 +517,7 @@ class LiteLLMModel(ChatModel):
         if len(detail) > 500:
             detail = detail[:500] + "..."
         message = f"{self.name}: {kind} ({why} {attempts} attempt{'s' if attempts != 1 else ''}): {detail}"
-        model_error = ModelError(message)
-        model_error.model = self.name
-        model_error.error_type = kind
-        model_error.attempts = attempts
-        return model_error
+        return ModelError(message, model=self.name, error_type=kind, attempts=attempts)
 
     def _parse(self, response: Any, prompt_tokens: int, seconds: float) -> Completion:
         choice = response.choices[0]

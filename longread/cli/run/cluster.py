@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import LongreadError
+from ...errors import LongreadError
 from .runner import CHECKPOINT_ERROR, FatalError, Outcome, Run, checkpoints_path, open_checkpointer, read_document
 
 _MODELS: dict[tuple[str, str], Any] = {}  # per worker process: a model is built (weights loaded) once
@@ -37,7 +37,7 @@ def read_task(settings: Any, question: str | None, document: Any) -> dict[str, A
     checkpoint that cannot be saved is the error_type CHECKPOINT_ERROR, which stops the run on the driver."""
     import sqlite3
 
-    from .. import backends
+    from ... import backends
     from .workspace import checkpoint_failure
 
     try:
@@ -90,6 +90,11 @@ def token_authentication(error: BaseException) -> bool:
     except Exception:  # noqa: BLE001 - Ray's __str__ itself may ask the core for the mode
         text = getattr(error, "message", "") or ""
     return "InvalidAuthToken" in text or "UNAUTHENTICATED" in text
+
+
+def on_ray(address: str) -> Callable[[Run, Sequence[Any]], Iterator[Outcome]]:
+    """The runner's executor for `--ray ADDRESS`."""
+    return lambda run, jobs: read_on_ray(run, jobs, address)
 
 
 def read_on_ray(run: Run, jobs: Sequence[Any], address: str) -> Iterator[Outcome]:

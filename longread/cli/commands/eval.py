@@ -19,7 +19,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from ..cli.options import GpuMemoryOption
+from ..options import GpuMemoryOption
 
 EXIT_INTERRUPTED = 130
 
@@ -87,7 +87,7 @@ def _fail(message: str) -> None:
 
 def _checked_kvs(policies: Optional[list[str]]) -> Optional[list[str]]:
     if policies:
-        from ..backends.kv import validate_policy
+        from ...backends.kv import validate_policy
 
         for policy in policies:
             try:
@@ -98,7 +98,7 @@ def _checked_kvs(policies: Optional[list[str]]) -> Optional[list[str]]:
 
 
 def _checked_strategies(names: list[str]) -> list[str]:
-    from .runner import check_strategies
+    from ...eval.runner import check_strategies
 
     try:
         check_strategies(names)
@@ -144,9 +144,9 @@ def run_command(
     from rich.console import Console
     from rich.text import Text
 
-    from .cases import CaseError, load_cases
-    from .progress import EvalProgress
-    from .runner import run_eval, settings_of
+    from ...eval.cases import CaseError, load_cases
+    from ..display.eval_progress import EvalProgress
+    from ...eval.runner import run_eval, settings_of
 
     try:
         loaded = load_cases(cases)
@@ -162,7 +162,7 @@ def run_command(
             summary = run_eval(loaded, settings, out, jobs=jobs, limit=limit, retry_errors=retry_errors,
                                progress=progress, on_note=progress.print, checkpointer=saver, gpu_memory=gpu_memory)
     except KeyboardInterrupt:
-        from ..backends import stop_local_engines
+        from ...backends import stop_local_engines
 
         stop_local_engines()
         err.print(Text(f"interrupted after {progress.done} case(s); finished ones are in {out}: run the same "
@@ -180,8 +180,8 @@ def run_command(
 def _saver(path: Path) -> Iterator[Any]:
     """LangGraph's SqliteSaver on `path` (its lock guards the connection across the --jobs threads), checked as
     the workspace's are: a damaged file is moved aside, a thread whose rows cannot be read starts over."""
-    from ..cli.workspace import WorkspaceError, open_checkpointer
-    from ..console import note, stderr_console
+    from ..run.workspace import WorkspaceError, open_checkpointer
+    from ..display.console import note, stderr_console
 
     try:
         with open_checkpointer(path, lambda message: note(stderr_console(), message, "yellow")) as saver:
@@ -220,8 +220,8 @@ def needles_command(
 ) -> None:
     """Write needle-in-a-haystack cases: single facts, two facts to combine, distractors one detail apart, and
     aggregates (many facts to list or count)."""
-    from ..errors import LongreadError
-    from .needles import AGGREGATE_SIZES, KINDS, write_needles
+    from ...errors import LongreadError
+    from ...eval.needles import AGGREGATE_SIZES, KINDS, write_needles
 
     try:
         target, count = write_needles(book, [_tokens(v) for v in lengths], depths, seed, out, repeats=repeats,
@@ -240,8 +240,8 @@ def dataset_command(
                                       help="Writes DIR/cases.jsonl and each document once in DIR/documents/.")],
 ) -> None:
     """Turn a published long-document set into cases (each document written once)."""
-    from .cases import CaseError
-    from .datasets import build_dataset
+    from ...eval.cases import CaseError
+    from ...eval.datasets import build_dataset
 
     try:
         target, count, documents = build_dataset(name, source, out)
@@ -266,7 +266,7 @@ def report_command(
                                          help="The command that made the results, for --json.")] = "unstated",
 ) -> None:
     """Write a Markdown report (scores with intervals, cost per case) and PNG plots from results files."""
-    from .report import write_report, write_summary
+    from ...eval.report import write_report, write_summary
 
     for path in results:
         if not path.is_file():

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import DamagedDataWarning
+from ...errors import DamagedDataWarning
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

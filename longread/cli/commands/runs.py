@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from .options import WorkspaceOption
+from ..options import WorkspaceOption
 
 app = typer.Typer(help="Past runs: document, question, model, strategy, tokens, cost, time, and where the output is.",
                   invoke_without_command=True, no_args_is_help=False)
 
 
 def _log(workspace):
-    from ..runlog import RunLog, runs_path
-    from .settings import default_workspace
+    from ..run.runlog import RunLog, runs_path
+    from ..settings import default_workspace
 
     return RunLog(runs_path(workspace or default_workspace()))
 
@@ -27,7 +27,7 @@ def _read(workspace, read):  # noqa: ANN001
     try:
         return read(log)
     except (OSError, sqlite3.Error) as exc:
-        from ..console import note, stderr_console
+        from ..display.console import note, stderr_console
 
         note(stderr_console(), f"error: the runs log {log.path} cannot be read ({exc}); move it away to start a new "
                                "one", "red")
@@ -67,8 +67,8 @@ def runs(
     from rich.table import Table
     from rich.text import Text
 
-    from ..console import json_line, printable
-    from .printing import cost
+    from ..display.console import json_line, printable
+    from ..display.printing import cost
 
     records = _read(workspace, lambda log: log.recent(limit))
     if as_json:
@@ -110,8 +110,8 @@ def show(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Print one run: its settings, usage, and the answer or summary it wrote."""
-    from ..console import json_line, printable
-    from .printing import citation_lines, cost, usage_line
+    from ..display.console import json_line, printable
+    from ..display.printing import citation_lines, cost, usage_line
 
     record = _read(workspace, lambda log: log.get(run_id))
     if record is None:

@@ -13,10 +13,10 @@ from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.text import Text
 
-from ..console import Display, TextStream, clock, json_line, printable
-from .jobs import Job
-from .outputs import cut_note
-from .settings import Settings
+from .console import Display, TextStream, clock, json_line, printable
+from ..run.jobs import Job
+from ..run.outputs import cut_note
+from ..settings import Settings
 
 
 def tokens(n: int) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (
+from ..options import (
     ApiBaseOption, CacheOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption,
     ModelOption, NoStreamOption, QuietOption, RayOption, StrategyOption, TimeoutOption, TraceOption, TraceOtelOption,
     WindowOption, WorkspaceOption,
@@ -44,11 +44,12 @@ def summarize(
     gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Summarize documents and folders of them."""
-    from .runner import run
-    from .settings import resolve
+    from ..run.executors import executor_for
+    from ..run.runner import run
+    from ..settings import resolve
 
     settings = resolve("summarize", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
                        api_base=api_base, jobs=jobs, ray=ray, timeout=timeout, gpu_memory=gpu_memory,
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet, stream=not no_stream,
                        writes_files=out is not None, trace=trace, cache=cache, trace_otel=trace_otel)
-    raise typer.Exit(run(list(paths), None, settings, out))
+    raise typer.Exit(run(list(paths), None, settings, out, executor_for(settings)))

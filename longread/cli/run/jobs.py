@@ -10,9 +10,9 @@ from pathlib import Path, PurePath
 from typing import NamedTuple
 from urllib.parse import unquote, urlparse
 
-from ..documents import STDIN, STDIN_SOURCE, Document, find_documents, is_url, load_document, load_source
-from ..documents import supported_extensions
-from ..errors import DocumentError
+from ...documents import STDIN, STDIN_SOURCE, Document, find_documents, is_url, load_document, load_source
+from ...documents import supported_extensions
+from ...errors import DocumentError
 
 
 @dataclass(frozen=True)

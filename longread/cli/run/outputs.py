@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..console import json_line
-from ..errors import DocumentError, LongreadError
+from ..display.console import json_line
+from ...errors import DocumentError, LongreadError
 from .jobs import Job, one_line
 
 
@@ -114,7 +114,7 @@ def check_writable(folder: Path) -> None:
     existing ancestor (the folder itself, if it exists) must be a folder in which a file can be made (a probe file
     is made there and removed). Nothing is created: a run that writes nothing leaves nothing behind, and runs (or
     threads of one run) that check the same folder at once cannot remove it under one another."""
-    from ..documents import link_problem
+    from ...documents import link_problem
 
     existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), Path("."))
     try:
@@ -164,7 +164,7 @@ class OutputSettings:
 
 def prompts_fingerprint(prompts: Any = None) -> str:
     if prompts is None:
-        from ..agents.prompts import DEFAULT_PROMPTS
+        from ...agents.prompts import DEFAULT_PROMPTS
 
         prompts = DEFAULT_PROMPTS
     return hashlib.sha256(repr(prompts).encode("utf-8", "surrogatepass")).hexdigest()[:12]

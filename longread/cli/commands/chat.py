@@ -1,4 +1,4 @@
-"""`longread chat PATH`: talk about a document (the session itself is longread.chat_console)."""
+"""`longread chat PATH`: talk about a document (the session itself is cli/run/chat_session.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import ApiBaseOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption
-from .options import TimeoutOption, WindowOption, WorkspaceOption
+from ..options import ApiBaseOption, JsonOption, KvOption, ModelOption, NoStreamOption, QuietOption, StrategyOption
+from ..options import TimeoutOption, WindowOption, WorkspaceOption
 
 
 def chat(
@@ -34,9 +34,9 @@ def chat(
     """Talk about a document: it is read once, then questions are answered from memory (or by reading it again
     when memory cannot answer). Commands: /memory /sources /save FILE /reset /help /quit. Lines on a piped stdin
     are questions, one a line (--json: one JSON object per answer)."""
-    from ..chat_console import ChatSettings, run_chat
-    from .runner import FatalError, preflight
-    from .settings import fitted_window, resolve
+    from ..run.chat_session import ChatSettings, run_chat
+    from ..run.runner import FatalError, preflight
+    from ..settings import fitted_window, resolve
 
     settings = resolve("chat", model=model, window=window, kv=kv, strategy=strategy, workspace=workspace,
                        api_base=api_base, timeout=timeout, as_json=as_json, quiet=quiet, stream=not no_stream)

@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import LongreadError
+from ...errors import LongreadError
 
 Warn = Callable[[str], None]
 SQLITE_TIMEOUT_SECONDS = 30.0  # two runs share one checkpoints file: a writer waits for the other's step
@@ -71,7 +71,7 @@ def check_checkpoint_file(path: Path, warn: Warn) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        from ..documents import link_problem
+        from ...documents import link_problem
 
         problem = next((f"{p} is {why}" for p in (path.parent, *path.parent.parents) if (why := link_problem(p))),
                        None)

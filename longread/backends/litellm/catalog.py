@@ -172,7 +172,7 @@ def missing_keys(model: str, environ: Mapping[str, str] | None = None) -> list[s
         return []
     requirements = key_requirements(provider)
     if requirements is None:
-        from .litellm_backend import _litellm
+        from .model import _litellm
 
         if environ is not os.environ:
             raise ValueError("litellm checks only the process environment")

@@ -1,7 +1,7 @@
 """`--jobs N`: N documents read at once, each in its own thread with its own checkpoint thread and progress line.
 
 The documents share one model, so they share its cap on calls in flight and its pause after a rate limit (a 429
-slows every document: backends/pacing.py). Outcomes come back in the documents' order, so stdout and --json read
+slows every document: backends/litellm/pacing.py). Outcomes come back in the documents' order, so stdout and --json read
 the same as a run of one document at a time; a document that finishes early waits on its line for the ones
 before it.
 
@@ -73,3 +73,8 @@ def read_all(run, jobs: Sequence, workers: int) -> Iterator:  # noqa: ANN001  (r
             yield run.read_one(job)
         return
     yield from DaemonPool(run.read_one, jobs, workers).results()
+
+
+def in_threads(run, jobs: Sequence) -> Iterator:  # noqa: ANN001  (runner.Run, runner.Job)
+    """The runner's default executor: the documents in `--jobs` daemon threads (one at a time without it)."""
+    return read_all(run, jobs, run.settings.workers())

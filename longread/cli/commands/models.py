@@ -37,9 +37,9 @@ def models(
     from rich.table import Table
     from rich.text import Text
 
-    from ..backends import ModelRow, model_rows
-    from ..backends.catalog import KEY_VARIABLES, NO_KEY, chat_models, providers
-    from .settings import user_config
+    from ...backends import ModelRow, model_rows
+    from ...backends.litellm.catalog import KEY_VARIABLES, NO_KEY, chat_models, providers
+    from ..settings import user_config
 
     config = user_config()
     if provider is not None:
@@ -75,16 +75,16 @@ def models(
     if hidden:
         console.print(Text(f"and {hidden} more litellm providers: longread models --all"))
     if provider is None:
-        from ..backends.kv import valid_forms
+        from ...backends.kv import valid_forms
 
         console.print(Text(f"--kv POLICY (local and hf: models): {valid_forms()}"))
 
 
 def pull(name: str | None) -> int:
     """`longread models pull NAME`: the exit code."""
-    from ..backends.local.pull import PULLABLE, pull as pull_pullable, pull_from_hub
-    from ..console import note, stderr_console
-    from ..errors import ModelError
+    from ...backends.local.pull import PULLABLE, pull as pull_pullable, pull_from_hub
+    from ..display.console import note, stderr_console
+    from ...errors import ModelError
 
     err = stderr_console()
     if not name:

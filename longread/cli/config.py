@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import LongreadError
+from ..errors import LongreadError
 
 SETTINGS: dict[str, type] = {"model": str, "window": int, "strategy": str, "kv": str}
 _ALIAS_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

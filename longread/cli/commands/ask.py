@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (
+from ..options import (
     ApiBaseOption, CacheOption, DryRunOption, ForceOption, GpuMemoryOption, JobsOption, JsonOption, KvOption,
     ModelOption, NoStreamOption, QuietOption, RayOption, SchemaOption, StrategyOption, TimeoutOption, TraceOption,
     TraceOtelOption, WindowOption, WorkspaceOption,
@@ -39,8 +39,9 @@ def ask(
     gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Answer a question about a document (or each document of a folder), with citations and usage."""
-    from .runner import run
-    from .settings import resolve
+    from ..run.executors import executor_for
+    from ..run.runner import run
+    from ..settings import resolve
 
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
@@ -49,4 +50,4 @@ def ask(
                        as_json=as_json, dry_run=dry_run, force=force, quiet=quiet,
                        stream=not no_stream and schema is None,  # the JSON object is printed, not the prose
                        trace=trace, cache=cache, trace_otel=trace_otel)
-    raise typer.Exit(run([path], question, settings, None))
+    raise typer.Exit(run([path], question, settings, None, executor_for(settings)))

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import CacheOption, GpuMemoryOption, KvOption, ModelOption, TraceOtelOption, WindowOption, WorkspaceOption
-from .options import _finite_seconds
+from ..options import CacheOption, GpuMemoryOption, KvOption, ModelOption, TraceOtelOption, WindowOption, WorkspaceOption
+from ..options import _finite_seconds
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,12 +61,12 @@ def serve(
     gpu_memory: GpuMemoryOption = None,
 ) -> None:
     """Serve a local model over HTTP, OpenAI-compatible: `--model openai/NAME --api-base http://HOST:PORT/v1`."""
-    from .. import backends
-    from ..console import note, stderr_console
-    from ..errors import LongreadError, ModelError
-    from ..serve import missing_extra, run_server, served_name
-    from .jobs import one_line
-    from .settings import user_config
+    from ... import backends
+    from ..display.console import note, stderr_console
+    from ...errors import LongreadError, ModelError
+    from ...serve import missing_extra, run_server, served_name
+    from ..run.jobs import one_line
+    from ..settings import user_config
 
     err = stderr_console()
     why = missing_extra()
@@ -90,8 +90,8 @@ def serve(
         note(err, f"error: --window {window} is larger than the context window of {engine.name} "
                   f"({engine.context_window})", "red")
         raise typer.Exit(1)
-    from ..serve.app import create_app
-    from ..serve.limits import DEFAULT_REQUEST_TIMEOUT, ServerLimits
+    from ...serve.app import create_app
+    from ...serve.limits import DEFAULT_REQUEST_TIMEOUT, ServerLimits
 
     engine, export = _client_conventions(engine, cache, trace_otel, workspace, err)
     served = name or served_name(given)
@@ -118,16 +118,16 @@ def serve(
 def _client_conventions(engine, cache: bool, trace_otel: bool, workspace, err):  # noqa: ANN001, ANN202
     """The served model behind the completion cache (--cache) and OpenTelemetry spans (--trace-otel); the span
     export to shut down at the end, or None."""
-    from ..console import note
+    from ..display.console import note
 
     if cache:
-        from ..backends.cache import CACHE_FILE, CachedModel
-        from .settings import default_workspace
+        from ...backends.cache import CACHE_FILE, CachedModel
+        from ..settings import default_workspace
 
         engine = CachedModel(engine, (workspace or default_workspace()) / CACHE_FILE)
     if not trace_otel:
         return engine, None
-    from ..tracing import TracedModel, TracingUnavailable, configure
+    from ...tracing import TracedModel, TracingUnavailable, configure
 
     try:
         export = configure()

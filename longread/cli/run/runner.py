@@ -8,9 +8,10 @@
 2. `collect_jobs`: the documents; those that cannot even be listed are failures from the start.
 3. For each document, `read_one` returns an `Outcome` (done, skipped, failed, busy) and `report` prints it, logs
    it in the runs log and counts it on the display. `read_one` touches only its own document's files and progress
-   line, so several can run at once: with `--jobs N` a pool of threads calls it (parallel.py) and `report` runs
-   on the main thread, in the documents' order; with `--ray` the reading itself (`read_document`) runs as a Ray
-   task between `prepare` and `finish`, which stay here (cluster.py).
+   line, so several can run at once: the run's executor hands back the outcomes in the documents' order and
+   `report` runs on the main thread. The executor is given to `run` (executors.py picks it): with `--jobs N` a pool
+   of threads calls `read_one` (parallel.py); with `--ray` the reading itself (`read_document`) runs as a Ray task
+   between `prepare` and `finish`, which stay here (cluster.py).
 4. An authentication error (or a model the provider does not have) stops the whole run: every other document
    would fail the same way. So does a checkpoint that cannot be saved (a full disk, a damaged or read-only
    checkpoints file): the run stops at the first failed save instead of paying for calls it cannot keep. Once
@@ -32,13 +33,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .. import backends
-from ..console import Display, DocumentProgress, TextStream, failures_table, note, stderr_console
-from ..errors import LongreadError, ModelError
+from ... import backends
+from ..display.console import Display, DocumentProgress, TextStream, failures_table, note, stderr_console
+from ...errors import LongreadError, ModelError
 from .jobs import Failure, Job, collect_jobs, failure_of, one_line
 from .outputs import OutputError, OutputFolder, OutputSettings, SummaryFiles, prompts_fingerprint, summary_markdown
-from .printing import Printer, done_line
-from .settings import DEFAULT_MODEL, Settings, fitted_window
+from .parallel import in_threads
+from ..display.printing import Printer, done_line
+from ..settings import DEFAULT_MODEL, Settings, fitted_window
 from .workspace import WorkLock, WorkspaceError, checkpoint_failure, label_threads, lock_key, move_aside
 from .workspace import open_checkpointer as _open_checked
 
@@ -70,7 +72,7 @@ class FatalError(Exception):
 # -- before any document ----------------------------------------------------------------------------------------------
 def preflight(settings: Settings) -> None:
     """What would make every document fail, found before the first one is read (no call, no model loaded)."""
-    from .strategies import strategy_names
+    from ...workflows.registry import available_strategies
 
     if settings.api_base and backends.backend_for(settings.model).name != "litellm":
         raise FatalError(f"--api-base {settings.api_base}: {settings.model} runs in this process; --api-base names "
@@ -81,18 +83,16 @@ def preflight(settings: Settings) -> None:
     except ModelError as exc:
         raise FatalError(_with_alias(settings, str(exc))) from exc
     name = settings.strategy.split(":", 1)[0]
-    if name not in strategy_names():
-        raise FatalError(f"--strategy {settings.strategy}: unknown strategy (choose one of "
-                         f"{', '.join(strategy_names())})")
+    names = list(available_strategies())
+    if name not in names:
+        raise FatalError(f"--strategy {settings.strategy}: unknown strategy (choose one of {', '.join(names)})")
     _check_strategy_options(settings.strategy)
 
 
 def _check_strategy_options(spec: str) -> None:
     """An option the strategy refuses fails once here, not once per document (the strategy is only built)."""
-    from ..workflows import get_strategy
-    from .strategies import install_plugin_strategies
+    from ...workflows import get_strategy
 
-    install_plugin_strategies()
     try:
         get_strategy(spec)
     except LongreadError as exc:  # StrategyError, or a plugin that cannot be imported
@@ -104,7 +104,7 @@ def _tracer(settings: Settings, stack: ExitStack) -> Any:
     """--trace-otel: the run's tracer, its spans sent when the run ends (FatalError without the `otel` extra)."""
     if not settings.trace_otel or settings.dry_run:
         return None
-    from ..tracing import TracingUnavailable, configure
+    from ...tracing import TracingUnavailable, configure
 
     try:
         export = configure()
@@ -161,7 +161,7 @@ class Resources:
                      else f"--window {settings.window}")
             raise FatalError(f"{given} is larger than the context window of {model.name} ({model.context_window})")
         if settings.dry_run:
-            from ..backends.estimate import estimate_model
+            from ...backends.estimate import estimate_model
 
             return estimate_model(model)
         return client_model(settings, model, self.tracer)
@@ -170,7 +170,7 @@ class Resources:
         """A dry run of a local model: its measured speed on this machine (one short real call, once a run)."""
         with self._lock:
             if self._speed is None:
-                from ..backends.estimate import calibrate
+                from ...backends.estimate import calibrate
 
                 self._speed = calibrate(self.model().counter)
             return self._speed
@@ -196,11 +196,11 @@ class Resources:
 def client_model(settings: Settings, model: Any, tracer: Any = None) -> Any:
     """The model behind the completion cache (--cache) and tracing (--trace-otel, with the run's tracer)."""
     if settings.cache:
-        from ..backends.cache import CACHE_FILE, CachedModel
+        from ...backends.cache import CACHE_FILE, CachedModel
 
         model = CachedModel(model, settings.workspace / CACHE_FILE)
     if tracer is not None:
-        from ..tracing import TracedModel
+        from ...tracing import TracedModel
 
         model = TracedModel(model, tracer)
     return model
@@ -233,10 +233,8 @@ def read_document(settings: Settings, question: str | None, document: Any, model
     lock is let go (the outputs are written under it, so two runs never write one document's files at once).
     `output_lock`, the lock of the document's summary files (under --out), is taken first the same way: runs with
     different workspaces share no work lock, but one --out folder."""
-    from ..reader import Reader
-    from .strategies import install_plugin_strategies
+    from ...reader import Reader
 
-    install_plugin_strategies()
     reader = Reader(document, model=model, window=settings.window, checkpointer=checkpointer,
                     strategy=settings.strategy)
     lock: WorkLock | None = None
@@ -500,7 +498,7 @@ class Run:
             self.stop(f"{outcome.failure.reason} (the run stops: {why}, so every document would fail the same way)")
 
     def _estimate(self, result: Any, model: Any) -> Any:
-        from ..backends.estimate import Estimate
+        from ...backends.estimate import Estimate
 
         speed = self.resources.speed() if model.is_local else None
         return Estimate.of(result.calls, tuple(model.price_per_token()), speed)  # type: ignore[arg-type]
@@ -547,7 +545,7 @@ class Run:
     def _log(self, outcome: Outcome) -> None:
         if self.settings.dry_run:
             return
-        from ..runlog import RunLog, RunRecord, runs_path
+        from .runlog import RunLog, RunRecord, runs_path
 
         data, s = outcome.data, self.settings
         usage = data.get("usage") or {}
@@ -611,8 +609,13 @@ def dry_run_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the whole run ----------------------------------------------------------------------------------------------------
-def run(specs: list[str], question: str | None, settings: Settings, out: Path | None) -> int:
-    """Reads every document; returns the exit code."""
+# How the documents are read: (run, jobs) -> their outcomes, in the jobs' order (parallel.in_threads, cluster.on_ray).
+Executor = Callable[["Run", list[Job]], Iterator[Outcome]]
+
+
+def run(specs: list[str], question: str | None, settings: Settings, out: Path | None,
+        executor: Executor = in_threads) -> int:
+    """Reads every document with `executor`; returns the exit code."""
     err = stderr_console()
     try:
         preflight(settings)
@@ -644,14 +647,7 @@ def run(specs: list[str], question: str | None, settings: Settings, out: Path | 
             resources = Resources(settings, stack, warn=lambda message: display.note(message, "yellow"),
                                   tracer=_tracer(settings, stack))
             current = Run(settings, question, display, printer, resources, outputs, output_settings)
-            if settings.ray and not settings.dry_run:
-                from .cluster import read_on_ray
-
-                outcomes = read_on_ray(current, jobs, settings.ray)
-            else:
-                from .parallel import read_all
-
-                outcomes = read_all(current, jobs, settings.workers())
+            outcomes = executor(current, jobs)
             busy: list[tuple[Job, str]] = []
             try:
                 for outcome in outcomes:  # in the documents' order, whatever order they finish in

@@ -14,7 +14,7 @@ config_app = typer.Typer(help="Defaults for --model, --window, --strategy and --
 
 
 def _load():
-    from .settings import user_config
+    from ..settings import user_config
 
     return user_config()
 
@@ -109,7 +109,7 @@ def config_set(
     try:
         updated = config.with_setting(key, value)
         if key == "kv" and value is not None:
-            from ..backends.kv import validate_policy
+            from ...backends.kv import validate_policy
 
             try:
                 validate_policy(value)
@@ -124,8 +124,8 @@ def config_set(
 def strategies(as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line.")] = False
                ) -> None:
     """The ways of reading --strategy accepts, with what each does."""
-    from .strategies import describe_strategies
+    from ...workflows.registry import available_strategies
 
-    rows = describe_strategies()
+    rows = available_strategies()
     for name, what in rows.items():
         typer.echo(json.dumps({"strategy": name, "description": what}) if as_json else f"{name:12} {what}")
