@@ -164,6 +164,9 @@ def test_list_f1_by_hand():
                                     "List the ships that sailed from Tharmouth.")
     assert (precision, recall) == (1.0, 2 / 3) and f1 == pytest.approx(0.8)
     assert list_f1("None were found.", ["Drathel"], "List the ships.") == (0.0, 0.0, 0.0)
+    # where an item was found ("(part 3)") lists no value; a number outside a citation does
+    assert list_f1("- 4471 (part 3)\n- 5555 (parts 1, 2)", ["4471", "5555"], "List the stones.")[1] == 1.0
+    assert list_f1("- 4471 (part 3)\n- 5555 on part 7", ["4471", "5555"], "List the stones.")[1] < 1.0
 
 
 def test_count_reads_the_first_number_the_question_does_not_hold():

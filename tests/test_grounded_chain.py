@@ -171,20 +171,42 @@ def ship_worker(segments):
     return reply
 
 
-def test_an_aggregate_question_gives_the_manager_every_checked_claim():
+def test_a_list_question_is_answered_by_code_with_every_checked_claim_and_its_part():
     text = ship_book()
     question = "List the names of all the ships that sailed from Tharmouth."
     segments = parts_of(text, question=question)
     model = MockModel(replies={"worker": ship_worker(segments), "manager": "the ships"})
-    Reader(text, model=model, window=WINDOW, strategy="chain").ask(question)
-    prompt = manager_prompt(model)
-    assert all(f"A ship was named the {name}." in prompt for name in SHIPS)
-    assert "These claims disagree" not in prompt  # items of one list are not rivals
+    result = Reader(text, model=model, window=WINDOW, strategy="chain").ask(question)
+    assert model.calls_by("manager") == []  # a small manager shown twelve items writes two: code lists them
+    lines = result.text.splitlines()[1:]
+    assert [line.split(" (part")[0] for line in lines] == [f"- A ship was named the {name}" for name in SHIPS]
+    where = {s.index: s for s in segments}
+    for line, name in zip(lines, SHIPS):
+        part = int(line.rsplit("(part ", 1)[1].rstrip(")"))
+        assert f"named the {name}." in where[part - 1].text  # each item cites the part that holds it
+    assert result.extras["trace"]["items"] == "list"
+
+
+def test_a_count_is_the_number_of_distinct_checked_items_and_its_readers_are_asked_for_a_list():
+    text = ship_book()
+    question = "How many ships sailed from Tharmouth?"
+    segments = parts_of(text, question=question)
+
+    def twice(call):  # every item claimed twice, in other words: one item each, not two
+        reply = ship_worker(segments)(call)
+        return reply if reply == "Claim: none" else reply + "\n" + reply.replace("A ship was named", "A ship named")
+
+    model = MockModel(replies={"worker": twice, "manager": "3"})
+    result = Reader(text, model=model, window=WINDOW, strategy="chain").ask(question)
+    assert result.text.startswith(f"{len(SHIPS)}:") and len(result.text.splitlines()) == len(SHIPS) + 1
+    asked = model.calls_by("worker")[0].messages[-1]["content"]
+    assert "List every one of the ships that sailed from Tharmouth." in asked and "How many" not in asked
+    assert model.calls_by("manager") == []
 
 
 def test_claims_that_do_not_fit_are_merged_in_groups_every_call_inside_the_window():
     text = ship_book()
-    question = "List the names of all the ships that sailed from Tharmouth."
+    question = "Compare all the ships that sailed from Tharmouth."
     window = 480
     segments = parts_of(text, question=question, window=window)
 
@@ -214,7 +236,7 @@ def test_auto_reads_the_whole_document_for_an_aggregate_question():
     model = MockModel(replies={"worker": ship_worker(segments), "manager": "12", "reader": "retrieval"})
     events = []
     result = Reader(text, model=model, window=WINDOW, strategy="auto").ask(question, on_event=events.append)
-    assert model.calls_by("reader") == [] and result.text == "12"
+    assert model.calls_by("reader") == [] and result.text.startswith("12:")
     assert [e.message for e in events if e.kind == "routed"] == ["an aggregate question, reading every part"]
     assert result.extras["route"] == "chain" and "aggregate" in result.extras["route_reason"]
 
@@ -387,4 +409,26 @@ def test_an_aggregate_question_is_read_in_the_map_form_one_claim_per_item():
     assert result.extras["form"] == "map"
     worker = model.calls_by("worker")[0].messages[-1]["content"]
     assert "Checked claims from the earlier parts" not in worker and "Do not count" in worker
+    compare = "Compare the ships that sailed from Tharmouth across the document."  # the manager writes this one
+    Reader(text, model=model, window=WINDOW, strategy="chain").ask(compare)
     assert "(12 checked claims in all, each found once.)" in manager_prompt(model)
+
+
+@pytest.mark.parametrize("question, kind, listing", [
+    ("How many hounds were kept at Thingumby?", "count", "List every one of the hounds that were kept at Thingumby."),
+    ("How many milestones on the old road were carved with a number?", "count",
+     "List every one of the milestones on the old road that were carved with a number."),
+    ("How many ships sailed from Tharmouth?", "count", "List every one of the ships that sailed from Tharmouth."),
+    ("List the names of every hound kept at Thingumby.", "list", None),
+    ("Which ships sailed from every port?", "list", None),
+    ("How many barrels did the schooner carry?", None, None),  # one stated figure
+    ("How many barrels were loaded in total?", None, None),  # a total of figures: the manager adds them up
+    ("Compare all the ships that sailed from Tharmouth.", None, None),  # prose: the manager writes it
+    ("Who kept the light?", None, None),
+])
+def test_which_questions_code_lists_or_counts(question, kind, listing):
+    from longread.agents.questions import items_asked, listing_question
+
+    assert items_asked(question) == kind
+    if listing is not None:
+        assert listing_question(question) == listing

@@ -9,7 +9,7 @@ window budgets (budget.py) count them like any other worker and manager prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import grounding
 from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallback
@@ -21,7 +21,7 @@ from .claims import (Claim, Dropped, PartText, check_claim, check_claims, merge_
 from .messages import Mode, manager_messages, worker_messages, worker_prefix_chars
 from .notes import CommunicationUnit
 from .prompts import Prompts
-from .questions import aggregate_question
+from .questions import aggregate_question, items_asked
 from .resolve import Resolution, resolve
 
 
@@ -164,6 +164,34 @@ class ClaimManager:
 
     def not_found(self, parts: int) -> str:
         return self.prompts.not_found_answer.format(parts=parts)
+
+    # -- a list or a count, written by code -----------------------------------------------------------------------
+    @property
+    def items_kind(self) -> str | None:
+        """"list" or "count" when the question asks for every one of many things (questions.py): the answer is
+        then every checked claim, listed and counted by code, with no manager call and no window to fit."""
+        return items_asked(self.question) if self.mode == "query" and self.question else None
+
+    def items_answer(self, claims: Sequence[Claim], parts: int) -> str | None:
+        """Every distinct checked claim in document order, each with its part; a count first for a count. Two
+        claims are one item when they rest on the same source sentence or say the same thing."""
+        kind = self.items_kind
+        if kind is None or not claims:
+            return None
+        seen: set[Any] = set()
+        items: list[Claim] = []
+        for claim in sorted(claims, key=lambda c: (c.part, c.spans[:1])):
+            keys = {grounding.fold(claim.text).text.strip(" .")} | ({tuple(claim.spans[0])} if claim.spans else set())
+            if keys & seen:
+                continue
+            seen |= keys
+            items.append(claim)
+        lines = [self.prompts.items_line.format(item=c.text.strip().rstrip("."),
+                                                parts=", ".join(str(p + 1) for p in c.cited_parts))
+                 for c in items]
+        head = (self.prompts.items_count_head if kind == "count" else self.prompts.items_list_head).format(
+            count=len(items), parts=parts)
+        return "\n".join([head, *lines])
 
     def write(self, notes: str, extra_notes: Sequence[str] = (), sources: str = "", *, path: int | None = None,
               on_text: TextCallback | None = None) -> Completion:

@@ -84,8 +84,8 @@ class Prompts:
     # An aggregate question (agents/questions.py): one claim per item, never a count of the part's own.
     worker_claims_list_task: str = (
         "Question: {question}\n\n"
-        "The question asks about every one of many things spread over the document. List each one that the source "
-        "text above mentions, one finding each: first \"Claim:\" and one short sentence naming it exactly as the "
+        "The question asks about every one of many things spread over the document. List every one that the "
+        "source text above mentions (there may be several), one finding each: first \"Claim:\" and one short sentence naming it exactly as the "
         "source text does; then \"Quote:\" and the sentence of the source text that mentions it, copied word for "
         "word. Do not count or sum them up. Write nothing else. If the source text mentions none, write only: "
         "Claim: none"
@@ -118,6 +118,10 @@ class Prompts:
         "document does not say. Write only the answer."
     )
     claims_conflict_note: str = "\n\nThese claims disagree; decide from their sources: {pairs}"
+    # A list or a count question's answer, written by code from the checked claims (grounded.py `items_answer`).
+    items_count_head: str = "{count}: the readers found and checked {count} in the {parts} parts of the document:"
+    items_list_head: str = "Every one the readers found and checked in the document:"
+    items_line: str = "- {item} (part {parts})"
     claims_count_note: str = "\n\n({count} checked claims in all, each found once.)"
     claims_missing_note: str = " (its source does not name {names})"
     manager_claims_summary_task: str = (

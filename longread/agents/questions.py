@@ -40,3 +40,37 @@ def aggregate_question(question: str) -> bool:
         if i > 0 and (low.endswith("ed") or low in _IRREGULAR_PAST):
             return True  # "how many ships sailed from ...": the counted things are the verb's subject
     return False
+
+
+_LIST_WORDS = re.compile(
+    r"^\s*(?:list|enumerate|name)\b|\b(?:list|name) (?:all|every|each)\b|^\s*(?:which|what|who)\b.*\b(?:every|all the|"
+    r"all of the)\b", re.IGNORECASE)
+_TOTAL_WORDS = re.compile(r"\b(?:in total|altogether|combined|sum|on average|average)\b", re.IGNORECASE)
+
+
+def items_asked(question: str) -> str | None:
+    """"count" for a question that counts things the document names one by one, "list" for one that asks for all
+    of them; None for anything else (a comparison, a total of figures, one fact), which the manager writes. The
+    readers' checked claims are the items, so code lists and counts them (grounded.py `items_answer`): a small
+    manager shown twelve items writes two."""
+    if not aggregate_question(question) or _TOTAL_WORDS.search(question):
+        return None
+    if _HOW_MANY.search(question):
+        return "count"
+    return "list" if _LIST_WORDS.search(question) else None
+
+
+def listing_question(question: str) -> str:
+    """A count question as the list its readers must make: "How many hounds were kept at Thingumby?" -> "List
+    every one of the hounds that were kept at Thingumby." (a reader asked "how many" of its part answers none)."""
+    match = _HOW_MANY.search(question)
+    if not match:
+        return question
+    words = match.group(1).strip().rstrip("?.!").split()
+    for i, word in enumerate(words):
+        low = word.lower().strip(",;:")
+        if i > 0 and low in {"did", "do", "does"}:  # "... birds did Ada see": no "that" clause reads right
+            return f"List every one of the {' '.join(words[:i])} meant by this question: {question.strip()}"
+        if i > 0 and (low in _AUXILIARY or low.endswith("ed") or low in _IRREGULAR_PAST):
+            return f"List every one of the {' '.join(words[:i])} that {' '.join(words[i:])}."
+    return f"List every one of the {' '.join(words)}."

@@ -211,12 +211,16 @@ def coverage(summary: str, reference: str) -> float:
 
 
 # -- aggregate questions -------------------------------------------------------------------------------------------------
+_CITATION = re.compile(r"\((?:part|parts) \d+(?:, \d+)*\)", re.IGNORECASE)
+
+
 def listed_values(reply: str, numeric: bool, question: str = "") -> set[str]:
     """The values a reply lists: its numbers (numeric gold), else its names; what the question itself says (its
     names, numbers and words: "Ships" opening the reply) does not count."""
     from .. import grounding
 
     asked = grounding.entities(question) | set(grounding.words(question))
+    reply = _CITATION.sub("", reply)  # "(part 3)" says where an item was found; it lists no value
     found = grounding.numbers(reply) if numeric else grounding.names(reply)
     return {v for v in found if v not in asked}
 

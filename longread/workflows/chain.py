@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Sequence
 from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, default_caps, lookback_text
 from ..agents.bridges import DocumentIndex
 from ..agents.claims import claims_from_dicts
-from ..agents.questions import aggregate_question
+from ..agents.questions import aggregate_question, items_asked, listing_question
 from ..agents.grounded import ClaimManager, ClaimWorker
 from ..results import CallRecord, Citation, Result, unique_citations
 from ..segmenting import Segment
@@ -198,6 +198,9 @@ class ChainStrategy(Strategy):
         task = p.worker_claims_task if shared else p.worker_claims_map_task
         if mode == "query" and aggregate_question(question or ""):
             task = p.worker_claims_list_task
+            if items_asked(question or "") == "count":  # its readers list; code counts (grounded.py)
+                listing = listing_question(question or "").replace("{", "{{").replace("}", "}}")
+                task = task.replace("{question}", listing)
         return p.with_overrides(
             worker_query_task=task,
             worker_summary_task=p.worker_claims_summary_task,

@@ -131,7 +131,7 @@ def build_grounded_graph(
 
     def gather(state: GroundedState) -> GroundedState:
         claims = sorted(so_far(state), key=lambda c: (c.part, c.spans[:1]))
-        if not claims or manager_fits(claims):
+        if not claims or manager.items_kind or manager_fits(claims):  # code lists items: no window to fit
             return {"stage": claims_to_dicts(claims), "pending": [], "merged": [], "rounds": 0}
         groups = manager.groups(claims)
         return {"stage": claims_to_dicts(claims), "pending": [claims_to_dicts(g) for g in groups], "merged": [],
@@ -223,7 +223,22 @@ def build_grounded_graph(
             return False
         return not prepared.claims and not extra and not sources.strip()
 
+    def listed(state: GroundedState) -> GroundedState | None:
+        """A list or a count: every checked claim, listed by code (no manager call); None for other questions."""
+        claims = claims_from_dicts(state.get("stage", []))
+        answer = manager.items_answer(claims, total)
+        if answer is None:
+            return None
+        trace = {**state.get("trace", {}), "items": manager.items_kind, "shown": claims_to_dicts(claims)}
+        if hooks.on_text:
+            hooks.on_text(answer)
+        evidence = tuple(sorted({p for c in claims for p in c.cited_parts}))
+        return {"output": answer, "calls": [], "not_found": False, "lookback": [], "trace": trace,
+                "notes": CommunicationUnit(render_claims(claims, numbered=False, source=False), evidence).to_dict()}
+
     def write(state: GroundedState) -> GroundedState:
+        if (items := listed(state)) is not None:
+            return items
         prepared, extra, sources, looked, trace = manager_inputs(state)
         if nothing(prepared, extra, sources):
             return not_found(trace)
@@ -232,6 +247,8 @@ def build_grounded_graph(
         return answered(prepared, completion, looked, trace)
 
     async def awrite(state: GroundedState) -> GroundedState:
+        if (items := listed(state)) is not None:
+            return items
         prepared, extra, sources, looked, trace = manager_inputs(state)
         if nothing(prepared, extra, sources):
             return not_found(trace)
