@@ -211,3 +211,35 @@ def test_a_name_from_just_before_the_quote_passes_where_the_sentence_says_she():
     part = PartText("Ada Varn kept the light at Gull Point. In the great storm she saved the steamer Otter.")
     claim = check_claim(Claim("Ada Varn saved the steamer Otter.", ("she saved the steamer Otter",)), part, None)
     assert isinstance(claim, Claim) and claim.source == "In the great storm she saved the steamer Otter."
+
+
+STORY_PART = ("The tall man loitered a moment before a garish window display. Then he turned and took up the pursuit "
+              "once more. Getting through that dome had been his first urgent problem.")
+
+
+def test_a_claim_that_copies_its_part_is_kept_as_the_sentences_found_and_nothing_else():
+    # no quote, or one too short to check: the claim's own sentences are looked up in the part
+    copied = ("Then he turned and took up the pursuit once more. He was born on Venus in 2101. "
+              "Getting through that dome had been his first urgent problem.")
+    for quotes in ((), ("You see,",)):
+        kept = check_claim(Claim(copied, quotes, part=0), PartText(STORY_PART))
+        assert isinstance(kept, Claim) and kept.origin == "copied"
+        assert kept.text == ("Then he turned and took up the pursuit once more. Getting through that dome had been "
+                             "his first urgent problem.")  # the invented sentence (Venus, 2101) is gone
+    invented = check_claim(Claim("He was born on Venus in 2101.", (), part=0), PartText(STORY_PART))
+    assert isinstance(invented, Dropped)
+
+
+def test_a_claims_list_number_and_markdown_are_not_part_of_it():
+    (claim,) = parse_claims("Claim: 1. **The tall man loitered a moment before a garish window display.**", 0)
+    assert claim.text == "The tall man loitered a moment before a garish window display."
+    assert isinstance(check_claim(claim, PartText(STORY_PART)), Claim)  # "1" is no number it states
+
+
+def test_a_summary_claim_that_says_more_than_its_quote_is_kept_as_the_quoted_sentence():
+    claim = Claim("The tall man, a spy from Venus, loitered before a window display.",
+                  ("loitered a moment before a garish window display",), part=0)
+    kept = check_claim(claim, PartText(STORY_PART))  # a summary: no question
+    assert isinstance(kept, Claim) and kept.origin == "restated"
+    assert kept.text == "The tall man loitered a moment before a garish window display."
+    assert isinstance(check_claim(claim, PartText(STORY_PART), "Who was the tall man?"), Dropped)  # a question's

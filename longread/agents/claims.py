@@ -18,7 +18,9 @@ or `Claim: none`. `parse_claims` reads the reply; `check_claim` keeps a claim on
    station both fail;
 4. the claim says something new (words beyond the question), and at least half of that is in its sources.
 
-A claim that fails is dropped with its reason (the trace shows it); the kept ones carry their spans in the
+A claim that fails may still be kept as what the text says: its quoted sentence (`restated`), the sentences it
+copies from the part (`copied`), or the one sentence code finds for it (`located`). A claim that fails is dropped
+with its reason (the trace shows it); the kept ones carry their spans in the
 document, so citations point at the sentence, not the whole part.
 """
 
@@ -48,7 +50,8 @@ class Claim:
     parts: tuple[int, ...] = ()  # every part that said it (duplicates merged)
     located: bool = False  # its quote was not in the part, but code found the sentence that supports it
     # "worker": as the worker wrote it; "restated": the worker's words went beyond its quote, so the claim is the
-    # quoted sentence itself; "followed": a sentence found by following a name (bridges.py)
+    # quoted sentence itself; "copied": the worker copied sentences of its part (its quote off or missing), so
+    # the claim is the sentences found; "followed": a sentence found by following a name (bridges.py)
     origin: str = "worker"
 
     @property
@@ -126,7 +129,7 @@ def parse_claims(reply: str, part: int) -> list[Claim]:
             quotes = tuple(q for q in current[1:] if q)
             if not quotes:  # a quote written inline: Claim: ... ("words of the source")
                 quotes = tuple(m.group(1).strip() for m in _QUOTED.finditer(current[0]))
-            claims.append(Claim(current[0].strip(), quotes, part))
+            claims.append(Claim(_plain(current[0]), quotes, part))
 
     for line in text.splitlines():
         match = _FIELD.match(line)
@@ -145,6 +148,15 @@ def parse_claims(reply: str, part: int) -> list[Claim]:
                 current[0] = f"{current[0]} {line.strip()}"
     close()
     return claims
+
+
+_MARKUP = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*\u2022])\s+|\*\*|__")
+
+
+def _plain(text: str) -> str:
+    """A claim's text without the list number and markdown a small model puts around it ("1. **The tall man ...**"):
+    "1" is no number the claim states."""
+    return _MARKUP.sub("", _MARKUP.sub("", text.strip())).strip()
 
 
 def _parse_json(text: str, part: int) -> list[Claim] | None:
@@ -214,7 +226,7 @@ def check_claim(claim: Claim, part: PartText, question: str | None = None, known
         why = _unsupported(claim, part, sentences, question, known)
         if why is None:
             return _checked(claim, part, sentences)
-        if why.startswith("name") or why.startswith("says nothing"):
+        if why.startswith("name") or why.startswith("says nothing") or not question:
             restated = _restated(claim, part, sentences, question)
             if restated is not None:
                 return restated
@@ -223,10 +235,32 @@ def check_claim(claim: Claim, part: PartText, question: str | None = None, known
         why = ("no quote" if not claim.quotes else
                f"quote too short to check: \"{claim.quotes[0][:80]}\"" if short else
                f"quote not in part {claim.part + 1}: \"{claim.quotes[0][:80]}\"")
+    copied = _copied(claim, part, question)
+    if copied is not None:
+        return copied
     located = _locate(claim, part, question, known)
     if located is not None:
         return replace(_checked(claim, part, [located]), located=True)
     return Dropped(claim, why)
+
+
+def _copied(claim: Claim, part: PartText, question: str) -> Claim | None:
+    """A claim that copies its part's sentences (what a small reader of a story often writes, with a quote that is
+    off or none) is its own evidence: the sentences of it found in the part are kept, as the claim (`copied`), and
+    what it says beyond them is dropped. A summary's only: every copied sentence is a fact of the story, where a
+    question's claim must be about the question (`_restated`, `_locate`)."""
+    if question:
+        return None
+    found = []
+    for lo, hi in grounding.sentence_spans(claim.text):
+        hit = grounding.find_quote(claim.text[lo:hi], part.folded)
+        if hit is not None:
+            found.append(grounding.sentence_around(part.text, *hit))
+    if not found:
+        return None
+    sentences = sorted(set(found))
+    return replace(_checked(claim, part, sentences), text=" ".join(
+        dict.fromkeys(part.text[lo:hi].strip() for lo, hi in sentences)), origin="copied")
 
 
 RESTATE_RELEVANCE = 0.5  # the share of the question's words (names aside) a quoted sentence must hold to stand alone
@@ -238,6 +272,8 @@ def _restated(claim: Claim, part: PartText, sentences: Sequence[tuple[int, int]]
     itself, when that sentence holds what the claim added (its own numbers and names) or, the claim adding none,
     most of the question's words. The worker's inference is dropped; what the text says is kept."""
     source = " ".join(part.text[lo:hi].strip() for lo, hi in sentences)
+    if not question:  # a summary's reader: the sentence it quoted is a fact of the story, its own words may not be
+        return replace(_checked(claim, part, sentences), text=source, origin="restated")
     folded = grounding.fold(source).text
     asked = grounding.entities(question) | set(grounding.words(question))
     added = (grounding.quantities(claim.text) | grounding.names(claim.text)) - asked
