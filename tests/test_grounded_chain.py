@@ -410,6 +410,7 @@ def test_an_aggregate_question_is_read_in_the_map_form_one_claim_per_item():
     worker = model.calls_by("worker")[0].messages[-1]["content"]
     assert "Checked claims from the earlier parts" not in worker and "Do not count" in worker
     compare = "Compare the ships that sailed from Tharmouth across the document."  # the manager writes this one
+    model = MockModel(replies={"worker": ship_worker(parts_of(text, question=compare)), "manager": "12"})
     Reader(text, model=model, window=WINDOW, strategy="chain").ask(compare)
     assert "(12 checked claims in all, each found once.)" in manager_prompt(model)
 
@@ -432,3 +433,22 @@ def test_which_questions_code_lists_or_counts(question, kind, listing):
     assert items_asked(question) == kind
     if listing is not None:
         assert listing_question(question) == listing
+
+
+def test_a_list_questions_readers_see_their_parts_sentences_that_name_the_questions_names():
+    text = ship_book()
+    question = "List the names of all the ships that sailed from Tharmouth."
+    segments = parts_of(text, question=question)
+    model = MockModel(replies={"worker": ship_worker(segments), "manager": "x"})
+    Reader(text, model=model, window=WINDOW, strategy="chain").ask(question)
+    for call in model.calls_by("worker"):
+        part = segments[call.segment].text
+        prompt = call.messages[-1]["content"]
+        shown = prompt[prompt.index(part) + len(part):]  # what follows the part itself
+        in_part = [n for n in SHIPS if f"named the {n}." in part]
+        assert all(f"named the {n}." in shown for n in in_part)  # every item sentence, repeated next to the task
+        assert not any(f"named the {n}." in shown for n in SHIPS if n not in in_part)
+        assert call.prompt_tokens + call.max_new_tokens <= WINDOW
+    plain = MockModel(replies={"worker": ship_worker(segments), "manager": "x"})
+    Reader(text, model=plain, window=WINDOW, strategy="chain").ask("Compare all the ships that sailed from Tharmouth.")
+    assert all("closest to the question" not in c.messages[-1]["content"] for c in plain.calls_by("worker"))

@@ -44,6 +44,8 @@ class ClaimWorker:
     budget: Budget
     shared: bool = True
     rank: Callable[[Sequence[str]], Sequence[float]] | None = field(default=None, repr=False)
+    # sentences of a part shown after it, next to the task (a list or count question: `item_sentences`)
+    focus: Callable[[Segment], Sequence[str]] | None = field(default=None, repr=False)
 
     def shown(self, claims: Sequence[Claim]) -> str:
         """The earlier claims a worker sees: the most relevant that fit the notes cap, in document order."""
@@ -66,7 +68,9 @@ class ClaimWorker:
 
     def messages(self, segment: Segment, claims: Sequence[Claim]) -> tuple[list[Message], int]:
         number = segment.index + 1
-        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, self.shown(claims), number)
+        focus = self.focus(segment) if self.focus is not None else ()
+        messages = worker_messages(self.prompts, self.mode, self.question, segment.text, self.shown(claims), number,
+                                   focus)
         return messages, worker_prefix_chars(self.prompts, segment.text, number, self.question)
 
     def read(self, segment: Segment, claims: Sequence[Claim], path: int | None = None) -> ClaimStep:
@@ -90,6 +94,39 @@ class ClaimWorker:
         known = self.shown(claims)
         kept, dropped = check_claims(parsed, PartText(segment.text, segment.start), self.question, known)
         return ClaimStep(kept, dropped, completion)
+
+
+def item_sentences(question: str, count: Callable[[str], int], room: int) -> Callable[[Segment], list[str]]:
+    """For a list or count question: the sentences of a part that name what the question names (the most of its
+    names, then of its other words first), at most `room` tokens, in document order; shown to the worker after its
+    part.
+
+    A reader skimming 3,000 tokens for every hound kept at Thingumby finds one of five; a person would search the
+    text for "Thingumby" first. Code does that search, and the worker still decides what each sentence says (its
+    claims are checked as any other). No names in the question: no sentences shown."""
+    wanted_names = grounding.names(question)
+    wanted = {grounding.stem(w) for w in grounding.content_words(question)} - {grounding.stem(n) for n in wanted_names}
+
+    def pick(segment: Segment) -> list[str]:
+        if not wanted_names or room <= 0:
+            return []
+        scored = []
+        for i, (lo, hi) in enumerate(grounding.sentence_spans(segment.text)):
+            sentence = segment.text[lo:hi].strip()
+            folded = grounding.fold(sentence).text
+            named = sum(grounding.present(n, folded) for n in wanted_names)  # ("List" opening it is one too)
+            if named:
+                scored.append((-named, -len(wanted & grounding.stems(sentence)), i, sentence))
+        chosen, used = [], 0
+        for _, _, i, sentence in sorted(scored):
+            size = count(sentence) + 3
+            if used + size > room:
+                continue
+            chosen.append((i, sentence))
+            used += size
+        return [sentence for _, sentence in sorted(chosen)]
+
+    return pick
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from ..agents import Budget, CommunicationUnit, Manager, Mode, Worker, default_c
 from ..agents.bridges import DocumentIndex
 from ..agents.claims import claims_from_dicts
 from ..agents.questions import aggregate_question, items_asked, listing_question
-from ..agents.grounded import ClaimManager, ClaimWorker
+from ..agents.grounded import ClaimManager, ClaimWorker, item_sentences
 from ..results import CallRecord, Citation, Result, unique_citations
 from ..segmenting import Segment
 from .base import ReadingContext, Strategy
@@ -82,6 +82,7 @@ def lookback_passages(ctx: ReadingContext, manager: Manager, segments: Sequence[
 
 
 FOCUS_CHUNK_TOKENS = 128
+ITEM_FOCUS_SHARE = 8  # a list or count question: an eighth of the window for the part's sentences naming its names
 
 
 def item_ranker(ctx: ReadingContext, question: str) -> Callable[[Sequence[str]], list[float]]:
@@ -269,13 +270,20 @@ class ChainStrategy(Strategy):
         shared = self.shared(mode, question)
         ctx = replace(ctx, prompts=self.claims_prompts(ctx, mode, question))
         # claims carry their quotes: a worker gets a summary's room for them (window/8), a question's too
-        budget = ctx.budget(mode, question, notes_tokens=default_caps(ctx.window, "summary")[0])
+        items = mode == "query" and items_asked(question or "") is not None
+        # a list or count question: room after each part for its sentences that name what the question names
+        focus_room = ctx.window // ITEM_FOCUS_SHARE if items else 0
+        budget = ctx.budget(mode, question, notes_tokens=default_caps(ctx.window, "summary")[0],
+                            focus_tokens=focus_room)
         segments = ctx.segments(min(budget.segment_tokens, self.segment or budget.segment_tokens))
         if self.top and mode == "query":
             assert question is not None
             chosen = set(top_segments(ctx, question, segments, self.top))
             order = [i for i in (range(len(segments)) if order is None else order) if i in chosen]
         worker = ClaimWorker(ctx.model, ctx.prompts, mode, question, budget, shared=shared)
+        if items and question is not None:
+            count = ctx.model.tokenizer.count
+            worker.focus = item_sentences(question, count, budget.focus_tokens - count(ctx.prompts.focus_heading) - 2)
         if shared and question is not None:
             worker.rank = item_ranker(ctx, question)
         manager = ClaimManager(ctx.model, ctx.prompts, mode, question, budget,
