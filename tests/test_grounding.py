@@ -243,3 +243,10 @@ def test_a_summary_claim_that_says_more_than_its_quote_is_kept_as_the_quoted_sen
     assert isinstance(kept, Claim) and kept.origin == "restated"
     assert kept.text == "The tall man loitered a moment before a garish window display."
     assert isinstance(check_claim(claim, PartText(STORY_PART), "Who was the tall man?"), Dropped)  # a question's
+
+
+def test_a_summarys_list_numbers_are_layout_not_inventions():
+    document = "Ada Varn kept the light at Gull Point. She saved the steamer Otter."
+    listed = "1. Ada Varn kept the light.\n2) She saved the Otter.\n- Gull Point is named."
+    assert grounding.unsupported_entities(listed, document) == []
+    assert grounding.unsupported_entities("In 1848 Ada Varn kept the light.", document) == ["1848"]
