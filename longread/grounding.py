@@ -376,21 +376,25 @@ def repeated_ngram_share(text: str, n: int = 3) -> float:
 
 def without_repeats(text: str) -> tuple[str, list[str]]:
     """The text with every sentence that repeats an earlier one (folded) removed, and the removed sentences.
-    Paragraph breaks are kept."""
+    Paragraph and line breaks are kept (a list stays a list)."""
     seen: set[str] = set()
     removed: list[str] = []
     paragraphs = []
     for paragraph in re.split(r"\n\s*\n", text):
-        kept = []
-        for sentence in sentences(paragraph):
-            key = sentence_key(sentence)
-            if len(key.split()) >= 3 and key in seen:
-                removed.append(sentence)
-                continue
-            seen.add(key)
-            kept.append(sentence)
-        if kept:
-            paragraphs.append(" ".join(kept))
+        lines = []
+        for line in paragraph.split("\n"):
+            kept = []
+            for sentence in sentences(line):
+                key = sentence_key(sentence)
+                if len(key.split()) >= 3 and key in seen:
+                    removed.append(sentence)
+                    continue
+                seen.add(key)
+                kept.append(sentence)
+            if kept:
+                lines.append(" ".join(kept))
+        if lines:
+            paragraphs.append("\n".join(lines))
     return "\n\n".join(paragraphs), removed
 
 

@@ -250,3 +250,12 @@ def test_a_summarys_list_numbers_are_layout_not_inventions():
     listed = "1. Ada Varn kept the light.\n2) She saved the Otter.\n- Gull Point is named."
     assert grounding.unsupported_entities(listed, document) == []
     assert grounding.unsupported_entities("In 1848 Ada Varn kept the light.", document) == ["1848"]
+
+
+def test_a_summarys_list_survives_the_repeat_check_and_its_numbers_are_not_flagged():
+    from longread.agents.grounded import check_summary
+
+    draft = "The main people are:\n1. Ada Varn\n2. The steamer Otter\nAda Varn kept the light.\nAda Varn kept the light."
+    check = check_summary(draft, "Ada Varn kept the light at Gull Point. She saved the steamer Otter.")
+    assert check.text == "The main people are:\n1. Ada Varn\n2. The steamer Otter\nAda Varn kept the light."
+    assert check.unsupported == [] and check.repeated == ["Ada Varn kept the light."]
