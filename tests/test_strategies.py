@@ -459,3 +459,14 @@ def test_unsupported_numbers_are_those_neither_the_source_nor_the_question_holds
     assert unsupported_numbers("In 1851, at 42.", source) == []
     assert unsupported_numbers("Boat 17, in 1852 and 3.5 hours", source, "What of boat 17?") == ["1852", "3.5"]
     assert unsupported_numbers("No figure here.", source) == []
+
+
+def test_auto_keeps_the_retrieval_answer_it_paid_for_when_the_chain_cannot_fit_the_window():
+    model = MockModel(replies={"reader": "The text does not contain the answer."}, context_window=6000)
+    reader = Reader(Document.from_text("Ada kept the light at Gull Point."), model=model, window=300, strategy="auto")
+    result = reader.ask("Where did Ada keep the light?")
+    assert model.call_count == 1 and result.text == "The text does not contain the answer."
+    assert result.extras["route"] == "rag" and "does not fit the window" in result.extras["route_reason"]
+    with pytest.raises(WindowTooSmall):  # the chain itself says why it cannot read here
+        Reader(Document.from_text("Ada kept the light."), model=model, window=300, strategy="chain").ask(
+            "Where did Ada keep the light?")

@@ -25,6 +25,7 @@ from ..agents.claims import ungrounded_answer
 from ..agents.notes import unsupported_numbers
 from ..agents.questions import aggregate_question
 from ..agents.replies import found_nothing
+from ..errors import WindowTooSmall
 from ..memory.reading import INSUFFICIENT_PHRASES
 from ..results import ReadEvent, Result
 from .base import ReadingContext, Strategy
@@ -101,7 +102,11 @@ class AutoStrategy(Strategy):
         self._tell(ctx, first, why, held)
         if why is None:
             return self._relabel(first, "retrieval answered")
-        return self._combine(ctx, first, self._fallback().run(ctx, question), why)
+        try:
+            second = self._fallback().run(ctx, question)
+        except WindowTooSmall as exc:
+            return self._kept(first, why, exc)
+        return self._combine(ctx, first, second, why)
 
     async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
         if self.check_mode(question) == "summary":
@@ -115,7 +120,11 @@ class AutoStrategy(Strategy):
         self._tell(ctx, first, why, held)
         if why is None:
             return self._relabel(first, "retrieval answered")
-        return self._combine(ctx, first, await self._fallback().arun(ctx, question), why)
+        try:
+            second = await self._fallback().arun(ctx, question)
+        except WindowTooSmall as exc:
+            return self._kept(first, why, exc)
+        return self._combine(ctx, first, second, why)
 
     @staticmethod
     def _tell_aggregate(ctx: ReadingContext) -> None:
@@ -168,6 +177,14 @@ class AutoStrategy(Strategy):
 
         route = "rag" if reason == "retrieval answered" else self.fallback
         return replace(result, strategy=self.spec, extras={**result.extras, "route": route, "route_reason": reason})
+
+    def _kept(self, first: Result, why: str, exc: WindowTooSmall) -> Result:
+        """The fallback cannot work in this window (a chain worker needs room for its part, notes and output that
+        one retrieval call does not): the retrieval answer that was paid for is kept, and the reason says why."""
+        log.info("auto: %s, but %s cannot read at this window: %s", why, self.fallback, exc)
+        return replace(first, strategy=self.spec, extras={
+            **first.extras, "route": "rag", "route_reason": f"{why}; {self.fallback} does not fit the window, so "
+                                                             "retrieval's answer is kept"})
 
     def _combine(self, ctx: ReadingContext, first: Result, second: Result, why: str) -> Result:
         from dataclasses import replace
