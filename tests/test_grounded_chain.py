@@ -452,3 +452,22 @@ def test_a_list_questions_readers_see_their_parts_sentences_that_name_the_questi
     plain = MockModel(replies={"worker": ship_worker(segments), "manager": "x"})
     Reader(text, model=plain, window=WINDOW, strategy="chain").ask("Compare all the ships that sailed from Tharmouth.")
     assert all("closest to the question" not in c.messages[-1]["content"] for c in plain.calls_by("worker"))
+
+
+def test_a_summary_the_checks_cut_to_almost_nothing_falls_back_to_its_checked_claims():
+    text = book((1, STORY), paragraphs=12)
+    segments = parts_of(text, question=None)
+    invented = ("The main people in the document are: John Smith, Jane Doe and Michael Brown. John Smith met Jane "
+                "Doe in 1986. Michael Brown and Sarah Wilson left for Boston.")
+    model = MockModel(replies={"worker": summary_worker(segments), "manager": invented})
+    result = Reader(text, model=model, window=WINDOW, strategy="chain").summarize()
+    check = result.extras["trace"]["summary_check"]
+    assert check["retried"] and check["extractive"]
+    assert "Ada Varn saved the steamer Otter." in result.text and "Smith" not in result.text
+    assert grounding_unsupported(result.text, text) == []  # every name and number is the story's
+
+
+def grounding_unsupported(summary: str, text: str) -> list[str]:
+    from longread import grounding
+
+    return grounding.unsupported_entities(summary, text)

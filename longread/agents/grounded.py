@@ -202,6 +202,19 @@ class ClaimManager:
     def not_found(self, parts: int) -> str:
         return self.prompts.not_found_answer.format(parts=parts)
 
+    # -- a summary's last resort -------------------------------------------------------------------------------------
+    def claims_summary(self, claims: Sequence[Claim]) -> str:
+        """The checked claims themselves, in document order, each once, within the answer's cap: what a summary
+        falls back to when the manager's draft and its retry lose almost everything to the checks (a 0.5B manager
+        invents a cast of "John Smith, Jane Doe"). Every sentence of it is the text's or a checked claim."""
+        count, cap = self.model.tokenizer.count, self.budget.answer_tokens
+        chosen: list[str] = []
+        for claim in sorted(claims, key=lambda c: (c.part, c.spans[:1])):
+            text = claim.text.strip()
+            if text and text not in chosen and count(" ".join([*chosen, text])) <= cap:
+                chosen.append(text)
+        return " ".join(chosen)
+
     # -- a list or a count, written by code -----------------------------------------------------------------------
     @property
     def items_kind(self) -> str | None:

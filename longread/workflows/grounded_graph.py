@@ -29,6 +29,7 @@ from ..segmenting import Segment
 from .hooks import ChainHooks
 
 MAX_COLLAPSE_ROUNDS = 4
+THIN_SUMMARY_WORDS = 30  # a retried summary the checks cut below this (and below half) falls back to its claims
 
 
 class GroundedState(TypedDict, total=False):
@@ -270,6 +271,12 @@ def build_grounded_graph(
         if not check.text.strip():  # the retry lost everything: the first draft, its bad sentences dropped
             check = drop_unsupported(state["draft"], folded())
         trace["summary_check"] = {**first, "retried": True, "after_retry": check.to_dict()}
+        left, written = len(grounding.words(check.text)), len(grounding.words(completion.text))
+        if left < THIN_SUMMARY_WORDS and left < written / 2:  # the checks took most of it: the claims themselves
+            extract = check_summary(manager.claims_summary(claims_from_dicts(state.get("stage", []))), folded())
+            if len(grounding.words(extract.text)) > len(grounding.words(check.text)):
+                check = extract
+                trace["summary_check"]["extractive"] = True
         if hooks.on_text:
             hooks.on_text(check.text)
         return {"output": check.text, "calls": [record], "trace": trace}
