@@ -210,7 +210,7 @@ class ClaimManager:
         count, cap = self.model.tokenizer.count, self.budget.answer_tokens
         chosen: list[str] = []
         for claim in sorted(claims, key=lambda c: (c.part, c.spans[:1])):
-            text = claim.text.strip()
+            text = " ".join(claim.text.split())  # a copied sentence keeps the page's line breaks: not a summary's
             if text and text not in chosen and count(" ".join([*chosen, text])) <= cap:
                 chosen.append(text)
         return " ".join(chosen)
