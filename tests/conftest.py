@@ -1,9 +1,16 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# A suite started as a background job (`make test &`, nohup, a runner without job control) inherits SIGINT ignored,
+# and Python keeps it so: the Ctrl-C tests would press a key nobody hears. Restored here, for this process and the
+# commands it starts (an ignored signal stays ignored across exec; a handled one is reset to the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 
