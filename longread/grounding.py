@@ -312,13 +312,13 @@ def _folded_numbers(folded: str) -> set[str]:
     return {number_value(n) for n in found if n[:1].isdigit()}
 
 
-_LIST_MARKER = re.compile(r"^[ \t]*(?:\d{1,3}[.)]|[-*\u2022])[ \t]+", re.MULTILINE)
+LIST_MARKER = re.compile(r"^[ \t]*(?:\d{1,3}[.)]|[-*\u2022])[ \t]+", re.MULTILINE)  # "1. ", "2) ", "- " opening a line
 
 
 def unsupported_entities(text: str, source: str | Folded) -> list[str]:
     """The names and numbers of `text` that `source` lacks (a summary's inventions). A list's item numbers ("1.",
     "2)") are its layout, not numbers it states."""
-    return unsupported(entities(_LIST_MARKER.sub("", text)), source)
+    return unsupported(entities(LIST_MARKER.sub("", text)), source)
 
 
 # -- sentences and repetition -----------------------------------------------------------------------------------------

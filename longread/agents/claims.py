@@ -150,13 +150,10 @@ def parse_claims(reply: str, part: int) -> list[Claim]:
     return claims
 
 
-_MARKUP = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*\u2022])\s+|\*\*|__")
-
-
 def _plain(text: str) -> str:
     """A claim's text without the list number and markdown a small model puts around it ("1. **The tall man ...**"):
     "1" is no number the claim states."""
-    return _MARKUP.sub("", _MARKUP.sub("", text.strip())).strip()
+    return grounding.LIST_MARKER.sub("", text.strip().replace("**", "").replace("__", "")).strip()
 
 
 def _parse_json(text: str, part: int) -> list[Claim] | None:
@@ -258,9 +255,8 @@ def _copied(claim: Claim, part: PartText, question: str) -> Claim | None:
             found.append(grounding.sentence_around(part.text, *hit))
     if not found:
         return None
-    sentences = sorted(set(found))
-    return replace(_checked(claim, part, sentences), text=" ".join(
-        dict.fromkeys(part.text[lo:hi].strip() for lo, hi in sentences)), origin="copied")
+    checked = _checked(claim, part, sorted(set(found)))
+    return replace(checked, text=checked.source, origin="copied")
 
 
 RESTATE_RELEVANCE = 0.5  # the share of the question's words (names aside) a quoted sentence must hold to stand alone

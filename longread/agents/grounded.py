@@ -9,7 +9,7 @@ window budgets (budget.py) count them like any other worker and manager prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from .. import grounding
 from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallback
@@ -223,19 +223,13 @@ class ClaimManager:
         return items_asked(self.question) if self.mode == "query" and self.question else None
 
     def items_answer(self, claims: Sequence[Claim], parts: int) -> str | None:
-        """Every distinct checked claim in document order, each with its part; a count first for a count. Two
-        claims are one item when they rest on the same source sentence or say the same thing."""
+        """Every checked claim in document order, each with its part; a count first for a count. The claims come
+        merged (`merge_claims`: one that says what another says is one item, while two values of one sentence stay
+        two), so each is counted once."""
         kind = self.items_kind
         if kind is None or not claims:
             return None
-        seen: set[Any] = set()
-        items: list[Claim] = []
-        for claim in sorted(claims, key=lambda c: (c.part, c.spans[:1])):
-            keys = {grounding.fold(claim.text).text.strip(" .")} | ({tuple(claim.spans[0])} if claim.spans else set())
-            if keys & seen:
-                continue
-            seen |= keys
-            items.append(claim)
+        items = sorted(claims, key=lambda c: (c.part, c.spans[:1]))
         lines = [self.prompts.items_line.format(item=c.text.strip().rstrip("."),
                                                 parts=", ".join(str(p + 1) for p in c.cited_parts))
                  for c in items]
