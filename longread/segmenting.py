@@ -20,14 +20,13 @@ segment is counted once more, in a batch, and packed again in the rare case the 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from .tokenizers import Tokenizer
+from .tokenizers import TiktokenTokenizer, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,13 @@ _NON_SPACE = re.compile(r"\S")
 # inside the text, "Word" at a segment's start). Such a segment is counted exactly before it is accepted.
 _EDGE_SLACK = 3
 
-# sha1 of the pre-tokenizer patterns of o200k_base and cl100k_base (tiktoken 0.14) that the reasoning in
-# `_exact_start` / `_exact_end` was checked against. Any other pattern just takes the exact-count path.
-_CHECKED_PATTERNS = frozenset({"958b3ed6a0032227aae6a29fb846625290c320a6", "69af969f64b7cc05c220c98e1f8a86de7f0206dd"})
+# The tiktoken encodings whose pre-tokenizer patterns the reasoning in `_exact_start` / `_exact_end` was checked
+# against; any other tokenizer takes the exact-count path. tiktoken has no public accessor for an encoding's pattern,
+# so the name is the key, and tests/test_segmenting.py checks the patterns behind these names (sha1s below) against
+# the installed tiktoken: an upgrade that changed one fails there, not silently here.
+CHECKED_ENCODINGS = frozenset({"o200k_base", "cl100k_base"})
+CHECKED_PATTERN_SHA1 = {"o200k_base": "958b3ed6a0032227aae6a29fb846625290c320a6",
+                        "cl100k_base": "69af969f64b7cc05c220c98e1f8a86de7f0206dd"}
 
 
 def segment_text(text: str, tokenizer: Tokenizer, budget: int) -> list[Segment]:
@@ -115,11 +118,10 @@ class _Segmenter:
         if token_starts is not None:
             self.starts = np.maximum.accumulate(np.asarray(token_starts(text), dtype=np.int64))
         self._index: dict[int, int] = {}  # position -> tokens starting before it, filled in batches
-        pattern = getattr(tokenizer, "pattern", None)
         self.split_stable = (
             self.starts is not None
-            and isinstance(pattern, str)
-            and hashlib.sha1(pattern.encode()).hexdigest() in _CHECKED_PATTERNS
+            and isinstance(tokenizer, TiktokenTokenizer)
+            and tokenizer.name in CHECKED_ENCODINGS
         )
 
     def run(self) -> list[tuple[int, int, int]]:

@@ -267,3 +267,17 @@ def test_books_are_counted_from_one_encoding(monkeypatch):
 def test_a_shared_book_with_the_local_models_tokenizer(smollm):
     text = shared_file("books/anne_of_green_gables_part.txt").read_text(encoding="utf-8")
     check_invariants(text, segment_text(text, smollm, 1000), smollm, 1000)
+
+
+@pytest.mark.parametrize("encoding", sorted(segmenting.CHECKED_ENCODINGS))
+def test_the_encodings_taken_as_split_stable_still_have_the_patterns_that_were_checked(encoding):
+    """segmenting keys its fast path on the encoding's name (tiktoken has no public accessor for the pattern): the
+    installed tiktoken must still give those names the patterns the reasoning was checked against."""
+    import hashlib
+
+    import tiktoken
+
+    pattern = getattr(tiktoken.get_encoding(encoding), "_pat_str", None)
+    if pattern is None:
+        pytest.skip("this tiktoken keeps no pattern where the test can read it")
+    assert hashlib.sha1(pattern.encode()).hexdigest() == segmenting.CHECKED_PATTERN_SHA1[encoding]

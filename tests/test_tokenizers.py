@@ -106,6 +106,19 @@ def test_token_starts_match_tiktokens_own_offsets(text):
     assert tokenizer.token_starts(text).tolist() == offsets
 
 
+@pytest.mark.parametrize("encoding", ["o200k_base", "cl100k_base"])
+def test_the_token_length_table_is_the_one_tiktokens_public_api_gives(encoding):
+    """The table token_starts reads is built from a private attribute of tiktoken when it has it: it must equal
+    the one built token by token through the public API, on whatever tiktoken version is installed."""
+    import tiktoken
+
+    tokenizer, enc = TiktokenTokenizer(encoding), tiktoken.get_encoding(encoding)
+    ordinary = len(enc.token_byte_values())  # the ranks are the ids 0..n-1; the special tokens come after them
+    public = [len(piece) for piece in enc.decode_tokens_bytes(range(ordinary))]
+    assert tokenizer._token_bytes.tolist()[:ordinary] == public
+    assert not tokenizer._token_bytes[ordinary:].any()
+
+
 @settings(max_examples=150, deadline=None)
 @given(text=lined_text, parts=st.integers(2, 5), encoding=st.sampled_from(["o200k_base", "cl100k_base"]))
 def test_parallel_pieces_encode_like_the_whole_text(text, parts, encoding):

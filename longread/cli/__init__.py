@@ -19,55 +19,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-import typer.core
 
 from .._version import __version__
 from .commands.ask import ask
 from .commands.chat import chat
 from .commands.models import models
-from .options import OPTIONAL_VALUES
+from .command import Command, with_optional_values
 from .commands.runs import app as runs_app
 from .commands.serve import serve
 from .commands.settings_commands import alias_app, config_app, strategies
 from .commands.summarize import summarize
 
-
-def _argument_type(self, ctx):  # noqa: ANN001
-    """typer prints Python annotations beside arguments (`PATH <list[str]>`); the metavar already says what to type."""
-    return None
-
-
-_option_type = typer.core.TyperOption.display_type_rich
-
-
-def _option_type_for_people(self, ctx):  # noqa: ANN001
-    """A flag takes no value, so it shows none (typer shows `<bool>`); other options show their metavar."""
-    return None if self.is_flag else _option_type(self, ctx)
-
-
-def with_optional_values(args: list[str]) -> list[str]:
-    """`--ray` alone (last, or before another option) becomes `--ray auto`: an option whose value may be left out,
-    which typer's parser cannot express (click's `flag_value` on a value option is not passed on)."""
-    out: list[str] = []
-    for i, arg in enumerate(args):
-        out.append(arg)
-        if arg == "--":
-            return out + list(args[i + 1:])
-        if arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-")):
-            out.append(OPTIONAL_VALUES[arg])
-    return out
-
-
-_parse_args = typer.core.TyperCommand.parse_args
-
-
-def _parse_args_with_optional_values(self, ctx, args):  # noqa: ANN001
-    return _parse_args(self, ctx, with_optional_values(list(args)))
-
-
-typer.core.TyperCommand.parse_args = _parse_args_with_optional_values  # type: ignore[method-assign]
-typer.core.TyperArgument.display_type_rich = _argument_type  # type: ignore[method-assign]
-typer.core.TyperOption.display_type_rich = _option_type_for_people  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="longread",
@@ -103,16 +65,16 @@ def main(
     configure_logging(verbose, debug)
 
 
-READS = {"no_args_is_help": True}
+READS = {"no_args_is_help": True, "cls": Command}
 app.command(**READS)(ask)
 app.command(**READS)(summarize)
 app.command(**READS)(chat)
-app.command()(models)
-app.command()(serve)
+app.command(cls=Command)(models)
+app.command(cls=Command)(serve)
 app.add_typer(runs_app, name="runs")
 app.add_typer(alias_app, name="alias")
 app.add_typer(config_app, name="config")
-app.command()(strategies)
+app.command(cls=Command)(strategies)
 from .commands.eval import app as eval_app; app.add_typer(eval_app, name="eval")  # noqa: E402,E702
 
-__all__ = ["app"]
+__all__ = ["app", "with_optional_values"]

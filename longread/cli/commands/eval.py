@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperGroup
+
+from ..command import Command
 
 from ..options import GpuMemoryOption
 
@@ -39,7 +41,7 @@ class EvalGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-class GreedyOptions(TyperCommand):
+class GreedyOptions(Command):
     """Lets `--lengths 8000 32000 --depths 0 0.5 1` give several values after one option (click takes one value
     per occurrence): the values up to the next option become repeated occurrences."""
 
@@ -107,7 +109,7 @@ def _checked_strategies(names: list[str]) -> list[str]:
     return names
 
 
-@app.command("run")
+@app.command("run", cls=Command)
 def run_command(
     cases: Annotated[Path, typer.Argument(metavar="CASES.jsonl", show_default=False,
                                           help="The cases (see docs/evaluation.md for the format).")],
@@ -231,7 +233,7 @@ def needles_command(
     typer.echo(f"wrote {count} cases to {target} (documents in {target.parent / 'documents'})")
 
 
-@app.command("dataset")
+@app.command("dataset", cls=Command)
 def dataset_command(
     name: Annotated[str, typer.Argument(metavar="NAME", show_default=False,
                                         help="quality, sci_fi, squality or longbench_v2.")],
@@ -250,7 +252,7 @@ def dataset_command(
     typer.echo(f"wrote {count} cases to {target} ({documents} documents in {target.parent / 'documents'})")
 
 
-@app.command("report")
+@app.command("report", cls=Command)
 def report_command(
     results: Annotated[list[Path], typer.Argument(metavar="RESULTS.jsonl...", show_default=False,
                                                   help="One or more results files of `longread eval`.")],

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..command import Command
 from ..options import WorkspaceOption
 
 app = typer.Typer(help="Past runs: document, question, model, strategy, tokens, cost, time, and where the output is.",
@@ -103,7 +104,7 @@ def runs(
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 def show(
     run_id: Annotated[int, typer.Argument(metavar="ID", help="The run's id (the first column of `longread runs`).")],
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="The whole record, result included.")] = False,

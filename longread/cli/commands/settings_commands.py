@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..command import Command
+
 alias_app = typer.Typer(help="Short names for model strings: `longread alias set fast openai/gpt-4o-mini`, then "
                         "`--model fast`.", no_args_is_help=True)
 config_app = typer.Typer(help="Defaults for --model, --window, --strategy and --kv, in the settings file.",
@@ -34,7 +36,7 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
-@alias_app.command("set")
+@alias_app.command("set", cls=Command)
 def alias_set(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The alias, e.g. fast.")],
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The model string it stands for.")],
@@ -51,7 +53,7 @@ def alias_set(
     typer.echo(f"{name} -> {model} (in {config.path})")
 
 
-@alias_app.command("list")
+@alias_app.command("list", cls=Command)
 def alias_list(as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object.")] = False) -> None:
     """The aliases and the models they stand for."""
     config = _load()
@@ -64,7 +66,7 @@ def alias_list(as_json: Annotated[bool, typer.Option("--json", metavar="", help=
         typer.echo(f"{name}: {model}")
 
 
-@alias_app.command("remove")
+@alias_app.command("remove", cls=Command)
 def alias_remove(name: Annotated[str, typer.Argument(metavar="NAME", help="The alias to remove.")]) -> None:
     """Remove an alias."""
     config = _load()
@@ -75,7 +77,7 @@ def alias_remove(name: Annotated[str, typer.Argument(metavar="NAME", help="The a
     typer.echo(f"removed {name}")
 
 
-@config_app.command("path")
+@config_app.command("path", cls=Command)
 def config_path_command() -> None:
     """Where the settings file is (LONGREAD_CONFIG names another)."""
     from ..config import config_path
@@ -83,7 +85,7 @@ def config_path_command() -> None:
     typer.echo(str(config_path()))
 
 
-@config_app.command("show")
+@config_app.command("show", cls=Command)
 def config_show(as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object.")] = False) -> None:
     """The settings in force from the file."""
     config = _load()
@@ -97,7 +99,7 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", metavar="", help
         typer.echo(f"aliases: {', '.join(sorted(config.aliases))}")
 
 
-@config_app.command("set")
+@config_app.command("set", cls=Command)
 def config_set(
     key: Annotated[str, typer.Argument(metavar="KEY", help="model, window, strategy or kv.")],
     value: Annotated[Optional[str], typer.Argument(metavar="VALUE", help="The value; leave out to remove it.")] = None,
