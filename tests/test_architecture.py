@@ -1,4 +1,4 @@
-"""The rule of docs/architecture.md, checked on the source: imports go down the layers, never up; no module imports
+"""The rule and the map of docs/architecture.md, checked on the source: imports go down the layers, never up; no module imports
 another that imports it back (directly or round a loop, inside functions too); only the application (cli/) writes
 to a terminal (rich, typer). Read from the code's import statements (ast), so nothing is imported."""
 
@@ -11,18 +11,30 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "longread"
 
+MAP = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def map_block(heading: str) -> list[str]:
+    """The lines of the first code block under `heading` in docs/architecture.md."""
+    text = MAP.read_text(encoding="utf-8")
+    after = text[text.index(f"\n{heading}\n"):]
+    start = after.index("```\n") + 4
+    return after[start:after.index("```", start)].splitlines()
+
+
+def map_layers() -> tuple[tuple[str, ...], ...]:
+    """The layers as docs/architecture.md's rule draws them, lowest first: `N  module module ...  what they are`."""
+    rows = []
+    for line in map_block("### The rule")[1:]:
+        number, rest = line.split(maxsplit=1)
+        modules = rest.split("  ")[0].split()  # two spaces end the list of modules
+        rows.append((int(number), tuple(modules)))
+    assert [n for n, _ in sorted(rows)] == list(range(len(rows)))
+    return tuple(modules for _, modules in sorted(rows))
+
+
 # Lowest first: a module may import from its own layer or one below, never from one above.
-LAYERS = (
-    ("_env", "_version", "errors", "plugins"),  # foundations
-    ("tokenizers", "segmenting", "grounding", "results", "documents"),  # text and data
-    ("backends", "testing"),  # models: one ChatModel interface, the backend registry, MockModel
-    ("agents", "structured", "tracing"),  # what one call is for; conventions around a call
-    ("memory",),  # beside the agents: the memory stream, retrieval, the controller
-    ("workflows",),  # ways of reading, by name
-    ("reader", "many"),  # the library's facade
-    ("eval", "serve"),  # the library's own consumers: quality measurement, the OpenAI-compatible server
-    ("cli", "__main__"),  # the application, on top and only on top
-)
+LAYERS = map_layers()
 LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
 LAYER["longread"] = LAYER["cli"]  # the package's facade (__init__.py) names everything, on first use: on top too
 PRESENTATION = ("rich", "typer", "click")  # what draws on a terminal or parses a command line
@@ -126,3 +138,41 @@ def test_only_the_application_writes_to_a_terminal(library):
     drawing = [f"{name}:{line} imports {target}" for name, path in MODULES.items() if top(name) == library
                for target, line in imports(path) if target.split(".")[0] in PRESENTATION]
     assert drawing == []
+
+
+def map_tree() -> list[str]:
+    """The paths docs/architecture.md's module tree names (`agents/claims.py`, `agents/`), from its indentation."""
+    lines = map_block("### Modules")
+    assert lines[0] == "longread/"
+    paths, parents = [], []
+    for line in lines[1:]:
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        parents = parents[:depth - 1]
+        paths.append("/".join(parents + [name.rstrip("/")]) + ("/" if name.endswith("/") else ""))
+        if name.endswith("/"):
+            parents.append(name.rstrip("/"))
+    return paths
+
+
+def test_the_map_names_every_module_once_and_nothing_else():
+    named = map_tree()
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if p.name != "__init__.py" or p.parent == PACKAGE}
+    modules |= {str(p.parent.relative_to(PACKAGE)) + "/" for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE}
+    assert sorted(set(named)) == sorted(named), "a module named twice"
+    assert sorted(modules - set(named)) == [], "modules the map does not name"
+    assert sorted(set(named) - modules) == [], "the map names modules that do not exist"
+
+
+def test_every_module_path_the_map_mentions_exists():
+    """`cli/run/runner.py`, `kv/static.py`, `tests/test_faults.py`: each module path written in backquotes is there
+    (relative to the repository, the package, or the package's backends/ or cli/)."""
+    import re
+
+    root = PACKAGE.parent
+    missing = []
+    for path in re.findall(r"`([\w.-]+/[\w./-]*\.py)`", MAP.read_text(encoding="utf-8")):
+        if not any((base / path).exists() for base in (root, PACKAGE, PACKAGE / "backends", PACKAGE / "cli")):
+            missing.append(path)
+    assert missing == []
