@@ -59,6 +59,8 @@ def install(model: Any) -> bool:
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
         from transformers.modeling_utils import AttentionInterface
 
+        # transformers has no public getter for the implementation a model runs; `config._attn_implementation` is
+        # the property its own modeling code reads (pinned: transformers>=5.23,<5.24 in pyproject.toml).
         original = config._attn_implementation or "eager"
         if original == NAME:
             return True
@@ -71,9 +73,9 @@ def install(model: Any) -> bool:
         # The mask the model builds for its own calls stays the one its attention function expects.
         mask_name = original if original in ALL_MASK_ATTENTION_FUNCTIONS else "eager"
         AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS[mask_name])
-        for sub in [config, *(getattr(config, k) for k in getattr(config, "sub_configs", {}) if hasattr(config, k))]:
-            if getattr(sub, "_attn_implementation", None) == original:
-                sub._attn_implementation = NAME
+        model.set_attn_implementation(NAME)  # transformers' public setter: the config and every sub-model's
+        if config._attn_implementation != NAME:  # a model that cannot switch (transformers warned): engines not used
+            return False
         model._longread_attention = original
         return True
 
