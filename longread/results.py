@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 if TYPE_CHECKING:
     from .backends.base import Completion
@@ -53,14 +53,30 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class Citation:
-    """A char span of the source that an answer rests on, and the segment (or chunk) it lies in."""
+    """Characters [start, end) of the source, and the segment (or chunk) they lie in: what an answer cites, and
+    what a memory item came from (the memory calls it `Span`: one type, two names; see below)."""
 
     segment: int
     start: int
     end: int
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {"segment": self.segment, "start": self.start, "end": self.end}
+
+    @classmethod
+    def of(cls, value: Any) -> "Citation":
+        """One from a Citation, a {segment, start, end} mapping, a 3-tuple, or any object with those attributes;
+        always of plain ints (a Citation made of numpy ints is rebuilt), so to_dict's JSON never fails."""
+        if isinstance(value, Mapping):
+            return cls(int(value["segment"]), int(value["start"]), int(value["end"]))
+        if isinstance(value, (tuple, list)) and len(value) == 3:
+            return cls(*(int(v) for v in value))
+        return cls(int(value.segment), int(value.start), int(value.end))
+
+
+# The memory's name for a source span (MemoryItem.spans, `from longread.memory import Span`): the same class, so a
+# memory item's spans are citations as they are, with no conversion between two types of one concept.
+Span = Citation
 
 
 def unique_citations(spans: Sequence[Any]) -> list[Citation]:

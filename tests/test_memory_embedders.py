@@ -91,3 +91,15 @@ def test_litellm_embedder_checks_given_dims_and_wraps_errors(monkeypatch):
     with pytest.raises(ModelError, match="openai/text-embedding-3-small") as error:
         LiteLLMEmbedder("openai/text-embedding-3-small", api_key="sk-secret").embed_query("q")
     assert "sk-secret" not in str(error.value)
+
+
+def test_one_embedder_rule_keyed_on_stand_in_for_the_library_and_the_chat(tmp_path):
+    from longread.backends.cache import CachedModel
+    from longread.cli.run import chat_session
+    from longread.memory.embedders import embedder_for
+    from longread.testing import MockModel
+
+    assert chat_session.embedder_for is embedder_for  # the chat's memory file and the library's chunks agree
+    assert isinstance(embedder_for(MockModel(name="renamed")), HashingEmbedder)  # the flag decides, not the name
+    assert isinstance(embedder_for(CachedModel(MockModel(), tmp_path / "c.sqlite")), HashingEmbedder)  # passed through
+    assert isinstance(embedder_for(types.SimpleNamespace(name="mock-like")), MiniLMEmbedder)  # a real model: no flag

@@ -46,6 +46,23 @@ def test_items_keep_every_field_and_flash_is_the_latest(stream):
     assert (stored.embedder, stored.dims) == ("hashing-v1", 64)
 
 
+def test_a_memory_span_is_a_citation_and_reads_back_as_one(stream):
+    from types import SimpleNamespace
+
+    from longread import Citation
+
+    assert Span is Citation  # one type, two names: an item's spans are citations as they are
+    given = [{"segment": 1, "start": 2, "end": 3}, (4, 5, 6), [7, 8, 9], SimpleNamespace(segment=1, start=0, end=2),
+             Citation(np.int64(3), np.int64(0), np.int64(4))]
+    item = stream.add("s", "answer", "cited", spans=given)
+    expected = (Citation(1, 2, 3), Citation(4, 5, 6), Citation(7, 8, 9), Citation(1, 0, 2), Citation(3, 0, 4))
+    assert item.spans == expected and stream.get(item.id).spans == expected
+    assert all(type(v) is int for span in item.spans for v in (span.segment, span.start, span.end))
+    row = stream._db.execute("SELECT spans FROM items WHERE id = ?", (item.id,)).fetchone()[0]
+    assert json.loads(row)[0] == {"segment": 1, "start": 2, "end": 3}  # the file's format, unchanged
+    assert len({Citation(1, 2, 3), Span.of((1, 2, 3))}) == 1
+
+
 def test_summary_touch_and_clear(stream):
     a, b = stream.add_many("s", "note", ["first note", "second note"], spans=[[(0, 0, 5)], []])
     assert a.spans == (Span(0, 0, 5),)

@@ -13,7 +13,9 @@ from .controller import Activation, FusedPrompt, Gate, MemoryController, Recalle
 from .embedders import Embedder, HashingEmbedder, LiteLLMEmbedder, MiniLMEmbedder, default_embedder, fold, words
 from .prompts import DEFAULT_MEMORY_PROMPTS, MemoryPrompts
 from .retrieval import RetrievalConfig, Scored, Weights, bm25, rank, recency_scores
-from .store import KINDS, EmbedderMismatch, Kind, MemoryItem, MemoryStoreError, MemoryStream, SessionVectors, Span
+from ..results import Span
+from .store import KINDS, EmbedderMismatch, Kind, MemoryItem, MemoryStoreError, MemoryStream
+from .vectors import SessionVectors
 
 __all__ = [
     "Activation", "DEFAULT_MEMORY_PROMPTS", "Embedder", "EmbedderMismatch", "FusedPrompt", "Gate", "HashingEmbedder",

@@ -261,6 +261,8 @@ def default_embedder() -> Embedder:
 
 
 def embedder_for(model: Any) -> Embedder:
-    """all-MiniLM-L6-v2 beside a real model; the model-free hashing embedder beside a stand-in (the MockModel of
-    tests and the --dry-run estimate), which must not load a neural model to count tokens."""
+    """The embedder that goes with a model, for the library (retrieval chunks) and the chat (its memory file) alike:
+    all-MiniLM-L6-v2 beside a real model; the model-free hashing embedder beside a stand-in (`stand_in = True`: the
+    MockModel of tests and trials, the --dry-run estimate; wrappers pass it through), which must not load a neural
+    model. Keyed on that flag, never on the model's name."""
     return HashingEmbedder() if getattr(model, "stand_in", False) else MiniLMEmbedder()

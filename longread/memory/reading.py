@@ -56,7 +56,7 @@ class ReadingMemory:
         return [text for text, _ in chosen]
 
     def recalled_citations(self) -> list[Citation]:
-        return [Citation(s.segment, s.start, s.end) for item in self.recalled for s in item.spans]
+        return [span for item in self.recalled for span in item.spans]  # a memory Span is a Citation
 
     # -- a chat turn --------------------------------------------------------------------------------------------
     def has_notes(self) -> bool:
@@ -91,8 +91,8 @@ class ReadingMemory:
         """Archive a question and its answer (the answer with the spans it cites)."""
         self.stream.add(self.session, "question", question)
         if answer.strip():
-            self.stream.add(self.session, "answer", answer.strip(), spans=[c.to_dict() for c in citations])
+            self.stream.add(self.session, "answer", answer.strip(), spans=citations)
 
     def remember_summary(self, summary: str, citations: Sequence[Citation] = ()) -> None:
         if summary.strip():
-            self.stream.add(self.session, "summary", summary.strip(), spans=[c.to_dict() for c in citations])
+            self.stream.add(self.session, "summary", summary.strip(), spans=citations)

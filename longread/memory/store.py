@@ -1,4 +1,4 @@
-"""The memory stream: everything the agents and the user wrote, in one SQLite file.
+"""The memory stream: everything the agents and the user wrote, in one SQLite file; its items, written and read.
 
 Self-Controlled Memory (Wang et al., "Enhancing Large Language Model with Self-Controlled Memory Framework",
 arXiv:2304.13343): the stream keeps every item of a session as *archived memory*; the latest item is *flash
@@ -10,9 +10,12 @@ Concurrency: WAL journal, a busy timeout, and every write is one short `BEGIN IM
 processes writing to one file wait for each other instead of failing or losing rows. Embeddings are computed
 before the transaction starts, so a slow embedder never holds the write lock.
 
-Speed: retrieval reads a session's embeddings once into a float32 matrix kept in memory and appended to on every
-add; `PRAGMA data_version` tells, at the cost of one pragma, whether another process committed since, and only
-then are the new rows read. Open one MemoryStream per process (a SQLite connection must not cross a fork).
+The file has three parts, one module each: this one owns the file (opening, schema, transactions) and the items
+(MemoryItem: writing, reading, forgetting); vectors.py keeps each session's embeddings as an in-memory matrix for
+retrieval, current with other processes' commits, and the record of which embedder made them; keywords.py keeps
+the FTS5 index and the per-session word counts that BM25 reads. MemoryStream is the one door to all three: the
+others take its connection and run under its lock. Open one MemoryStream per process (a SQLite connection must not
+cross a fork).
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
 from ..errors import DamagedDataWarning, LongreadError
+from ..results import Span  # one type with results.Citation; `from longread.memory.store import Span` still works
 from ..tokenizers import Tokenizer, tiktoken_tokenizer
+from . import keywords
 from .embedders import Embedder, MiniLMEmbedder, words
+from .vectors import (SessionVectors, Signature, VectorIndex, latest_item_signature, set_signature, signature_of,
+                      stored_signature)
 
 SCHEMA_VERSION = 1
 Kind = Literal["note", "question", "answer", "turn", "summary"]
@@ -55,21 +61,7 @@ CREATE TABLE IF NOT EXISTS items (
     dims INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_by_session ON items (session, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5 (
-    text, content='items', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER IF NOT EXISTS items_fts_insert AFTER INSERT ON items BEGIN
-    INSERT INTO items_fts (rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS items_fts_delete AFTER DELETE ON items BEGIN
-    INSERT INTO items_fts (items_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
--- Document frequency of each word per session, for BM25's IDF. FTS5 can tell it too, but only by scanning the
--- word's whole posting list (milliseconds for a common word at 100k items); this table answers in microseconds.
-CREATE TABLE IF NOT EXISTS terms (
-    session TEXT NOT NULL, term TEXT NOT NULL, df INTEGER NOT NULL, PRIMARY KEY (session, term)
-) WITHOUT ROWID;
-"""
+""" + keywords.KEYWORD_SCHEMA
 
 _ITEM_COLUMNS = "id, session, kind, text, summary, tokens, spans, created, accessed, embedder, dims"
 
@@ -86,7 +78,7 @@ class MemoryStoreError(LongreadError):
 class EmbedderMismatch(MemoryStoreError):
     """The stream's vectors were made by another embedder (name or dims); mixing them would rank garbage."""
 
-    def __init__(self, path: str | Path, stored: tuple[str, int], given: tuple[str, int]):
+    def __init__(self, path: str | Path, stored: Signature, given: Signature):
         self.stored = stored
         self.given = given
         super().__init__(
@@ -94,29 +86,6 @@ class EmbedderMismatch(MemoryStoreError):
             f"memory was embedded with {stored[0]} ({stored[1]} dims) but the embedder given is {given[0]} "
             f"({given[1]} dims); use the same embedder, or open with reembed=True to re-embed every item",
         )
-
-
-@dataclass(frozen=True)
-class Span:
-    """Characters [start, end) of segment `segment` of the source document."""
-
-    segment: int
-    start: int
-    end: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {"segment": self.segment, "start": self.start, "end": self.end}
-
-    @classmethod
-    def of(cls, value: Any) -> "Span":
-        """A Span from a Span, a {segment, start, end} mapping, a 3-tuple, or any object with those attributes."""
-        if isinstance(value, Span):
-            return value
-        if isinstance(value, Mapping):
-            return cls(int(value["segment"]), int(value["start"]), int(value["end"]))
-        if isinstance(value, (tuple, list)) and len(value) == 3:
-            return cls(*(int(v) for v in value))
-        return cls(int(value.segment), int(value.start), int(value.end))
 
 
 @dataclass(frozen=True)
@@ -146,67 +115,12 @@ class MemoryItem:
         }
 
 
-def _signature_of(value: str) -> tuple[str, int]:
-    stored = json.loads(value)
-    return (str(stored["name"]), int(stored["dims"]))
-
-
 def _item(row: Sequence[Any]) -> MemoryItem:
     id_, session, kind, text, summary, tokens, spans, created, accessed, embedder, dims = row
     return MemoryItem(
         id_, session, kind, text, summary, tokens, tuple(Span.of(s) for s in json.loads(spans)),
         created, accessed, embedder, dims,
     )
-
-
-class SessionVectors:
-    """One session's ids, embeddings and word counts, in id order, grown in place (capacity doubles)."""
-
-    def __init__(self, dims: int):
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._matrix = np.zeros((0, dims), dtype=np.float32)
-        self._words = np.zeros(0, dtype=np.int32)
-        self.n = 0
-        self.skipped: set[int] = set()  # ids of rows whose embedding could not be read (left out)
-        self._seen = 0  # the last id read, a skipped one included
-
-    def append(self, ids: np.ndarray, matrix: np.ndarray, word_counts: np.ndarray) -> None:
-        need = self.n + len(ids)
-        if need > len(self._ids):
-            capacity = max(need, 2 * len(self._ids), 64)
-            self._ids = np.resize(self._ids, capacity)
-            self._words = np.resize(self._words, capacity)
-            grown = np.zeros((capacity, self._matrix.shape[1]), dtype=np.float32)
-            grown[: self.n] = self._matrix[: self.n]
-            self._matrix = grown
-        # Rows past n are never read, so views handed out earlier stay valid while we write here.
-        self._ids[self.n : need] = ids
-        self._matrix[self.n : need] = matrix
-        self._words[self.n : need] = word_counts
-        self.n = need
-        if len(ids):
-            self._seen = max(self._seen, int(ids[-1]))
-
-    def skip(self, id_: int) -> None:
-        self.skipped.add(id_)
-        self._seen = max(self._seen, id_)
-
-    @property
-    def last_id(self) -> int:
-        """The last id read from the file (rows after it are new)."""
-        return self._seen
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids[: self.n]
-
-    @property
-    def matrix(self) -> np.ndarray:
-        return self._matrix[: self.n]
-
-    @property
-    def word_counts(self) -> np.ndarray:
-        return self._words[: self.n]
 
 
 class MemoryStream:
@@ -235,7 +149,6 @@ class MemoryStream:
         self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else tiktoken_tokenizer()
         self._signature = (self.embedder.name, int(self.embedder.dims))
         self._lock = threading.RLock()
-        self._vectors: dict[str, SessionVectors] = {}
         self._said: set[Any] = set()  # damaged items already warned about
         if self.path.is_dir():
             raise MemoryStoreError(self.path, "is a folder, not a memory file")
@@ -261,18 +174,18 @@ class MemoryStream:
             stored = self._open_schema()
         except sqlite3.DatabaseError as exc:
             raise MemoryStoreError(self.path, f"not a usable memory file ({exc})") from exc
+        self._vectors = VectorIndex(self._db, self._signature[1], self._left_out)  # once the schema is there
         if stored != self._signature:
             if not reembed:
                 raise EmbedderMismatch(self.path, stored, self._signature)
             self.reembed()
-        self._data_version = self._pragma_data_version()
 
     # -- transactions ---------------------------------------------------------------------------------
 
     def _write(self) -> "_Transaction":
         return _Transaction(self._db)
 
-    def _open_schema(self) -> tuple[str, int]:
+    def _open_schema(self) -> Signature:
         with self._lock, self._write():
             for statement in _split_sql(_SCHEMA):  # not executescript: it would commit outside our transaction
                 self._db.execute(statement)
@@ -285,44 +198,30 @@ class MemoryStream:
             if "schema_version" not in meta:
                 self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             if "embedder" not in meta:
-                self._set_signature(self._signature)
+                set_signature(self._db, self._signature)
                 return self._signature
             try:
-                return _signature_of(meta["embedder"])
+                return signature_of(meta["embedder"])
             except (ValueError, TypeError, KeyError) as exc:
                 return self._rebuild_signature(exc)
 
-    def _rebuild_signature(self, exc: Exception) -> tuple[str, int]:
+    def _rebuild_signature(self, exc: Exception) -> Signature:
         """The embedder record, rebuilt from the items' own columns (or this stream's, for a file without items)
         when it cannot be read; said with a DamagedDataWarning. Inside the caller's write transaction."""
-        row = self._db.execute("SELECT embedder, dims FROM items ORDER BY id DESC LIMIT 1").fetchone()
-        signature = (str(row[0]), int(row[1])) if row is not None else self._signature
-        self._set_signature(signature)
+        signature = latest_item_signature(self._db) or self._signature
+        set_signature(self._db, signature)
         warnings.warn(f"{self.path}: its record of the embedder was damaged ({type(exc).__name__}); rebuilt from "
                       f"its items ({signature[0]}, {signature[1]} dims)", DamagedDataWarning, stacklevel=4)
         return signature
 
-    def _set_signature(self, signature: tuple[str, int]) -> None:
-        value = json.dumps({"name": signature[0], "dims": signature[1]})
-        self._db.execute(
-            "INSERT INTO meta VALUES ('embedder', ?) ON CONFLICT(key) DO UPDATE SET value = ?", (value, value)
-        )
-
-    def _stored_signature(self) -> tuple[str, int]:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
+    def _check_signature(self) -> None:
         try:
-            return _signature_of(row[0])
+            stored = stored_signature(self._db)
         except (ValueError, TypeError, KeyError) as exc:  # damaged by another process since we opened it
             raise MemoryStoreError(self.path, f"its record of the embedder cannot be read ({exc}); reopen it "
                                               "to rebuild the record") from exc
-
-    def _check_signature(self) -> None:
-        stored = self._stored_signature()
         if stored != self._signature:  # another process re-embedded the file with another embedder
             raise EmbedderMismatch(self.path, stored, self._signature)
-
-    def _pragma_data_version(self) -> int:
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -369,7 +268,6 @@ class MemoryStream:
             expected = (n, self._signature[1])
             raise ValueError(f"{self.embedder!r} returned vectors of shape {vectors.shape}, expected {expected}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        document_frequency = Counter(term for ws in item_words for term in set(ws))
         now = time.time()
         name, dims = self._signature
         with self._lock:
@@ -387,15 +285,9 @@ class MemoryStream:
                         ),
                     )
                     ids.append(int(cursor.lastrowid))
-                self._db.executemany(
-                    "INSERT INTO terms (session, term, df) VALUES (?, ?, ?)"
-                    " ON CONFLICT (session, term) DO UPDATE SET df = df + excluded.df",
-                    [(session, term, df) for term, df in document_frequency.items()],
-                )
-            index = self._vectors.get(session)
-            if index is not None and self._pragma_data_version() == self._data_version:
-                # No other process committed since the index was synced: our rows are exactly the next ones.
-                index.append(np.array(ids, dtype=np.int64), vectors, np.array([len(w) for w in item_words]))
+                keywords.count_words(self._db, session, item_words)
+            self._vectors.appended(session, np.array(ids, dtype=np.int64), vectors,
+                                   np.array([len(w) for w in item_words]))
         return [
             MemoryItem(
                 ids[i], session, kind, texts[i], summaries[i] if summaries is not None else None, counts[i],
@@ -438,8 +330,8 @@ class MemoryStream:
         with self._lock:
             with self._write():
                 removed = self._db.execute("DELETE FROM items WHERE session = ?", (session,)).rowcount
-                self._db.execute("DELETE FROM terms WHERE session = ?", (session,))
-            self._vectors.pop(session, None)
+                keywords.forget_session(self._db, session)
+            self._vectors.drop(session)
         return removed
 
     def forget(self, session: str, kinds: Iterable[str]) -> int:
@@ -455,14 +347,9 @@ class MemoryStream:
                     (session, *kinds),
                 ).fetchall()
                 if rows:
-                    frequency = Counter(term for _, text in rows for term in set(words(text)))
-                    self._db.executemany(
-                        "UPDATE terms SET df = df - ? WHERE session = ? AND term = ?",
-                        [(df, session, term) for term, df in frequency.items()],
-                    )
-                    self._db.execute("DELETE FROM terms WHERE session = ? AND df <= 0", (session,))
+                    keywords.uncount_words(self._db, session, [words(text) for _, text in rows])
                     self._db.executemany("DELETE FROM items WHERE id = ?", [(row[0],) for row in rows])
-            self._vectors.pop(session, None)  # rebuilt from the file on the next query
+            self._vectors.drop(session)  # rebuilt from the file on the next query
         return len(rows)
 
     def reembed(self) -> int:
@@ -493,9 +380,8 @@ class MemoryStream:
                         if row[0] in present
                     ],
                 )
-                self._set_signature(self._signature)
-            self._vectors.clear()
-            self._data_version = self._pragma_data_version()
+                set_signature(self._db, self._signature)
+            self._vectors.reset()
         return len(rows)
 
     # -- reading --------------------------------------------------------------------------------------
@@ -573,80 +459,18 @@ class MemoryStream:
     def vectors(self, session: str) -> SessionVectors:
         """The session's embeddings as an in-memory matrix, current with every commit of every process."""
         with self._lock:
-            self._sync()
-            index = self._vectors.get(session)
-            if index is None:
-                index = SessionVectors(self._signature[1])
-                self._append_rows(session, index, after=0)
-                self._vectors[session] = index
-            return index
-
-    def _append_rows(self, session: str, index: SessionVectors, after: int) -> None:
-        rows = self._db.execute(
-            "SELECT id, embedding, words FROM items WHERE session = ? AND id > ? ORDER BY id", (session, after)
-        ).fetchall()
-        if not rows:
-            return
-        dims = self._signature[1]
-        good = []
-        for row in rows:  # a damaged row is left out of retrieval, not the session
-            if isinstance(row[1], bytes) and len(row[1]) == 4 * dims and isinstance(row[2], int):
-                good.append(row)
-            else:
-                index.skip(int(row[0]))
-                self._left_out(row[0], f"its embedding is not {dims} float32 values")
-        rows = good
-        if not rows:
-            return
-        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
-        index.append(
-            np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
-            matrix.reshape(len(rows), dims),
-            np.fromiter((row[2] for row in rows), dtype=np.int32, count=len(rows)),
-        )
-
-    def _sync(self) -> None:
-        """Bring the in-memory indexes up to date with commits made by other connections."""
-        version = self._pragma_data_version()
-        if version == self._data_version:
-            return
-        self._check_signature()
-        for session, index in list(self._vectors.items()):
-            self._append_rows(session, index, after=index.last_id)
-            (count,) = self._db.execute("SELECT count(*) FROM items WHERE session = ?", (session,)).fetchone()
-            if count != index.n + len(index.skipped):  # rows were removed elsewhere (a clear): rebuild
-                fresh = SessionVectors(self._signature[1])
-                self._append_rows(session, fresh, after=0)
-                self._vectors[session] = fresh
-        self._data_version = version
+            self._vectors.sync(check=self._check_signature)
+            return self._vectors.session(session)
 
     def term_frequencies(self, session: str, terms: Sequence[str]) -> dict[str, int]:
         """Document frequency in the session of each term (terms that occur nowhere are left out)."""
-        if not terms:
-            return {}
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT term, df FROM terms WHERE session = ? AND term IN ({','.join('?' * len(terms))})",
-                (session, *terms),
-            ).fetchall()
-        return dict(rows)
+            return keywords.term_frequencies(self._db, session, terms)
 
     def keyword_matches(self, session: str, terms: Sequence[str], limit: int) -> list[int]:
-        """Ids of the session's latest `limit` items containing any of the terms, through the FTS5 index.
-
-        No ORDER BY rank: FTS5 walks its posting lists in rowid order and stops at `limit`, so the cost stays
-        small however many items match; the caller scores the hits itself (BM25 over its candidate set).
-        """
-        if not terms or limit <= 0:
-            return []
-        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        """Ids of the session's latest `limit` items containing any of the terms (keywords.keyword_matches)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT items.id FROM items_fts JOIN items ON items.id = items_fts.rowid"
-                " WHERE items_fts MATCH ? AND items.session = ? ORDER BY items_fts.rowid DESC LIMIT ?",
-                (match, session, int(limit)),
-            ).fetchall()
-        return [row[0] for row in rows]
+            return keywords.keyword_matches(self._db, session, terms, limit)
 
     def texts(self, ids: Sequence[int]) -> dict[int, str]:
         ids = [int(i) for i in ids]

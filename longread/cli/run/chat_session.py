@@ -38,6 +38,7 @@ from ...backends.base import ChatModel
 from ..display.console import Display, TextStream, note, stderr_console
 from ...documents import Document, load_source
 from ...errors import LongreadError
+from ...memory.embedders import embedder_for
 from ...memory.store import EmbedderMismatch
 from ...reader import ChainEvent, Reader, default_session
 from ...workflows.chat import Turn, build_chat_graph, chat_config, history
@@ -78,13 +79,6 @@ def session_folder(workspace: Path, session: str) -> Path:
     if safe != session:
         safe = f"{safe or 'session'}-{hashlib.sha256(session.encode()).hexdigest()[:8]}"
     return workspace / "sessions" / safe
-
-
-def embedder_for(model: ChatModel) -> Any:
-    """all-MiniLM-L6-v2 for real models; the mock model (tests, trials) gets the model-free hashing embedder."""
-    from ...memory import HashingEmbedder, MiniLMEmbedder
-
-    return HashingEmbedder() if model.name.startswith("mock") else MiniLMEmbedder()
 
 
 def sqlite_saver(path: Path, warn: Callable[[str], None] = lambda message: None) -> Any:
