@@ -41,6 +41,7 @@ from ...errors import LongreadError
 from ...memory.store import EmbedderMismatch
 from ...reader import ChainEvent, Reader, default_session
 from ...workflows.chat import Turn, build_chat_graph, chat_config, history
+from .workspace import checkpoints_path, label_threads, open_checkpointer
 
 EXIT_INTERRUPTED = 130
 RECENT_ITEMS = 8
@@ -85,13 +86,6 @@ def embedder_for(model: ChatModel) -> Any:
     from ...memory import HashingEmbedder, MiniLMEmbedder
 
     return HashingEmbedder() if model.name.startswith("mock") else MiniLMEmbedder()
-
-
-def sqlite_saver(path: Path, warn: Callable[[str], None] = lambda message: None) -> Any:
-    """The checked SqliteSaver of cli/run/workspace.py: a damaged file is moved aside, a read-only one an error."""
-    from .workspace import open_checkpointer
-
-    return open_checkpointer(path, warn)
 
 
 def memory_warning(folder: Path) -> str | None:
@@ -414,7 +408,7 @@ def open_reader(settings: ChatSettings, document: Document, model: ChatModel, st
     stream = stack.enter_context(
         MemoryStream(folder / "memory.sqlite", embedder=embedder_for(model), tokenizer=model.tokenizer)
     )
-    chain_checkpoints = stack.enter_context(sqlite_saver(settings.workspace / "checkpoints.sqlite", _warn(settings)))
+    chain_checkpoints = stack.enter_context(open_checkpointer(checkpoints_path(settings.workspace), _warn(settings)))
     return Reader(document, model=model, window=settings.window, memory=stream, session=session,
                   checkpointer=chain_checkpoints, strategy=settings.strategy)
 
@@ -437,9 +431,7 @@ def run_chat(settings: ChatSettings) -> int:
                                     f"({model.context_window})")
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
-            history = stack.enter_context(sqlite_saver(folder / "chat.sqlite", _warn(settings)))
-            from .workspace import label_threads
-
+            history = stack.enter_context(open_checkpointer(folder / "chat.sqlite", _warn(settings)))
             label_threads(history, [reader.session], f"the turn history of session {reader.session}",
                           "the session goes on without its earlier turns (its memory is kept)")
             chat = ChatSession(reader, history, out, err,
