@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,6 +36,7 @@ from rich.text import Text
 from ... import backends
 from ...backends.base import ChatModel
 from ..display.console import Display, TextStream, note, stderr_console
+from ..settings import Settings
 from ...documents import Document, load_source
 from ...errors import LongreadError
 from ...memory.store import EmbedderMismatch
@@ -56,20 +57,18 @@ COMMANDS = {
 }
 
 
-@dataclass(frozen=True)
-class ChatSettings:
+@dataclass(frozen=True, kw_only=True)
+class ChatSettings(Settings):
+    """The command line's settings (model, window, kv, strategy, workspace, --json: one JSON object per answer,
+    --quiet, --no-stream, --timeout, --api-base; their names and defaults are `Settings`'), and what a chat adds:
+    the document and the session."""
+
     path: str | Path  # a file or an http(s) URL
-    session: str | None
-    model: str
-    window: int | None
-    kv: str | None
-    workspace: Path
-    strategy: str = "auto"
-    as_json: bool = False  # one JSON object per answer on stdout
-    quiet: bool = False  # no progress and no notes
-    stream: bool = True
-    timeout: float | None = None  # seconds per model call (API models)
-    api_base: str | None = None  # --api-base
+    session: str | None = None  # None: named after the document's content
+
+    @classmethod
+    def of(cls, settings: Settings, *, path: str | Path, session: str | None) -> "ChatSettings":
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(Settings)}, path=path, session=session)
 
 
 def session_folder(workspace: Path, session: str) -> Path:
