@@ -69,9 +69,9 @@ def worker(rank, queue, model_path, out_dir, deadline, device):
         key = case.document_key
         if key not in documents:
             documents[key] = case.load_document()
-        line = run_case(case, documents[key], model, setting, read)
-        line["model"] = setting.model
-        results.append(line)
+        record = run_case(case, documents[key], model, setting, read)
+        record.model = setting.model
+        results.append(record)
 
 def main():
     ap = argparse.ArgumentParser()
@@ -82,10 +82,10 @@ def main():
     a = ap.parse_args()
     start = time.time()
     from longread.eval.cases import load_cases
-    from longread.eval.runner import Setting, line_key, read_results
+    from longread.eval.runner import Setting, read_results
     done = set()
     for f in glob.glob(os.path.join(a.out, "results-*.jsonl")):
-        done |= {line_key(l) for l in read_results(f) if not l.get("error")}
+        done |= {record.key for record in read_results(f) if not record.failed}
     jobs = []
     for block in json.loads(Path(a.plan).read_text()):
         cases = load_cases(block["cases"])[: block.get("limit")]
@@ -118,9 +118,9 @@ def main():
     print(f"{len(jobs)} pending at start; {len(rows)} lines now; {time.time() - start:.0f} s")
     table = {}
     for r in rows:
-        k = (r["dataset"], r["strategy"], r.get("kv"))
-        t = table.setdefault(k, [0.0, 0, 0.0, 0, 0]); t[0] += r.get("score") or 0; t[1] += 1
-        t[2] += r.get("seconds") or 0; t[3] += len(r.get("calls") or []); t[4] += bool(r.get("error"))
+        k = (r.dataset, r.strategy, r.kv)
+        t = table.setdefault(k, [0.0, 0, 0.0, 0, 0]); t[0] += r.score or 0; t[1] += 1
+        t[2] += r.seconds; t[3] += len(r.calls); t[4] += r.failed
     for k in sorted(table, key=str):
         s, n, sec, calls, err = table[k]
         print(f"{k[0]:<18} {k[1]:<34} {str(k[2]):<7} {s / n:5.2f} n={n:<3} {sec / n:6.1f}s {calls / n:5.1f}calls err={err}")

@@ -5,7 +5,7 @@ For each document of a cases file (QuALITY: several questions per article), in q
   archives its notes), every later one goes through Self-Controlled Memory's rule: answered from the notes in one
   call, or sent back to the document when the reply is INSUFFICIENT;
 - **fresh**: every question read by the same strategy from scratch, no memory (the baseline, same run).
-Scores come from the eval harness (`longread.eval.runner.result_line`), so they are `longread eval`'s.
+Scores come from the eval harness (`longread.eval.runner.case_record`), so they are `longread eval`'s.
 Rows: per question, both arms, with where the memory arm's answer came from and its calls/tokens/seconds.
 
     .venv/bin/python benchmarks/memory_quality.py CASES.jsonl --model hf:DIR --strategy lookback:guided=true,notes=map \
@@ -38,7 +38,7 @@ def main() -> None:
     from longread import Reader
     from longread.backends import get_model
     from longread.eval.cases import load_cases
-    from longread.eval.runner import Setting, question_for, result_line
+    from longread.eval.runner import Setting, case_record, question_for
     from longread.memory import MemoryStream, MiniLMEmbedder
 
     model = get_model(a.model)
@@ -61,12 +61,12 @@ def main() -> None:
                         reader = remembering if arm == "memory" else Reader(
                             document, model=model, window=a.window, strategy=a.strategy, embedder=embedder)
                         result = reader.ask(question_for(case))
-                        line = result_line(case, setting, result=result, seconds=time.monotonic() - started)
-                        row = {"document": key, "case": case.id, "order": order, "arm": arm, "score": line["score"],
+                        record = case_record(case, setting, result=result, seconds=time.monotonic() - started)
+                        row = {"document": key, "case": case.id, "order": order, "arm": arm, "score": record.score,
                                "answered_from": result.extras.get("answered_from", "read"),
                                "calls": len(result.calls), "prompt_tokens": result.usage.prompt_tokens,
                                "completion_tokens": result.usage.completion_tokens,
-                               "seconds": round(line["seconds"], 2)}
+                               "seconds": round(record.seconds, 2)}
                         rows.append(row)
                         print(row, flush=True)
     summary = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 
 
 def main() -> None:
@@ -30,29 +29,31 @@ def main() -> None:
     from longread.backends import get_model
     from longread.workflows.auto import AutoStrategy
     from longread.eval.cases import load_cases
+    from longread.eval.runner import read_results
     from longread.segmenting import segment_text
     from longread.workflows.rag import CHUNK_TOKENS
 
     tokenizer = get_model(a.tokenizer).tokenizer
     cases = {c.id: c for path in a.cases for c in load_cases(path)}
-    lines = {(l["strategy"], l["case"]): l for f in glob.glob(a.results) for l in map(json.loads, open(f))}
+    lines = {(l.strategy, l.case): l for f in glob.glob(a.results) for l in read_results(f)}
     before = after = caught = 0
     for (strategy, case_id), line in sorted(lines.items()):
-        if strategy != a.auto or case_id not in cases or line.get("error"):
+        if strategy != a.auto or case_id not in cases or line.failed:
             continue
-        score = line["score"] or 0.0
-        fallback = (lines.get((a.fallback, case_id)) or {}).get("score") or 0.0
-        if line["extras"].get("route") != "rag":
+        score = line.score or 0.0
+        recorded_fallback = lines.get((a.fallback, case_id))
+        fallback = (recorded_fallback.score if recorded_fallback else None) or 0.0
+        if line.extras.get("route") != "rag":
             new = fallback  # retrieval could not answer: the (replayed) fallback's answer
         else:
             pieces = segment_text(cases[case_id].load_document().text, tokenizer, CHUNK_TOKENS)
-            excerpts = "\n".join(pieces[i].text for i in line["extras"].get("retrieved", []))
-            why = AutoStrategy.unsupported_answer(line["answer"], excerpts, line["question"])
+            excerpts = "\n".join(pieces[i].text for i in line.extras.get("retrieved", []))
+            why = AutoStrategy.unsupported_answer(line.answer, excerpts, line.question)
             new = score
             if why:
                 caught += 1
                 new = fallback
-                print(f"{case_id}: {line['answer'][:50]!r}: {why}; {score} -> {new} ({a.fallback})")
+                print(f"{case_id}: {line.answer[:50]!r}: {why}; {score} -> {new} ({a.fallback})")
         before, after = before + score, after + new
     print(f"{caught} caught; recorded auto {before:.0f}, replayed {after:.0f}")
 

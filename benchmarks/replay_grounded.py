@@ -14,7 +14,6 @@ reply is used as it was. Lines are written as `longread eval` writes them, with 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from longread import Reader  # noqa: E402
 from longread.backends.base import ChatModel, Completion  # noqa: E402
 from longread.eval.cases import load_cases  # noqa: E402
-from longread.eval.runner import ResultsFile, Setting, question_for, result_line  # noqa: E402
+from longread.eval.record import EvalRecord  # noqa: E402
+from longread.eval.runner import ResultsFile, Setting, case_record, question_for, read_results  # noqa: E402
 
 REPLAY_LABEL = "replay:chain"
 
@@ -68,18 +68,17 @@ def main() -> None:
     from longread.backends import get_model
 
     cases = {c.id: c for f in a.cases for c in load_cases(f)}
-    latest: dict[tuple, dict[str, Any]] = {}
-    for raw in a.results.read_text(encoding="utf-8").splitlines():
-        line = json.loads(raw)
-        if line.get("strategy") == a.strategy and not line.get("error") and line.get("case") in cases:
-            latest[(line["dataset"], line["case"])] = line
+    latest: dict[tuple, EvalRecord] = {}
+    for line in read_results(a.results):
+        if line.strategy == a.strategy and not line.failed and line.case in cases:
+            latest[(line.dataset, line.case)] = line
     out = ResultsFile(a.out)
-    done = {(l.get("dataset"), l.get("case")) for l in out.lines if not l.get("error")}
+    done = {(record.dataset, record.case) for record in out.records if not record.failed}
     real = get_model(f"hf:{a.model}")
     todo = [k for k in sorted(latest) if k not in done][: a.limit or None]
     for number, key in enumerate(todo, 1):
         line, case = latest[key], cases[key[1]]
-        replies = {c["segment"]: c["reply"] for c in line["calls"] if c["agent"] == "worker"}
+        replies = {c["segment"]: c["reply"] for c in line.calls if c["agent"] == "worker"}
         model = Replayed(real, replies)
         document = case.load_document()
         started = time.monotonic()
@@ -87,17 +86,17 @@ def main() -> None:
         question = question_for(case)
         try:
             result = reader.summarize() if question is None else reader.ask(question)
-            new = result_line(case, Setting(REPLAY_LABEL, line["model"], a.window), result=result,
-                              seconds=time.monotonic() - started, model_name=line.get("model_name"),
+            new = case_record(case, Setting(REPLAY_LABEL, line.model, a.window), result=result,
+                              seconds=time.monotonic() - started, model_name=line.model_name,
                               document=document)
-            new["extras"] = {**new.get("extras", {}), "replayed_from": a.strategy, "missing_replies": model.missing,
-                             "recorded_score": line.get("score")}
+            new.extras = {**new.extras, "replayed_from": a.strategy, "missing_replies": model.missing,
+                          "recorded_score": line.score}
         except Exception as exc:  # one case's failure is its line's error
-            new = result_line(case, Setting(REPLAY_LABEL, line["model"], a.window), error=exc)
+            new = case_record(case, Setting(REPLAY_LABEL, line.model, a.window), error=exc)
         out.append(new)
-        print(f"[{number}/{len(todo)}] {key[1]}: {line.get('score')} -> {new.get('score')} "
-              f"(segments {new.get('segments')}, recorded workers {len(replies)}, missing {model.missing}) "
-              f"{(new.get('answer') or '')[:80]!r}", flush=True)
+        print(f"[{number}/{len(todo)}] {key[1]}: {line.score} -> {new.score} "
+              f"(segments {new.segments}, recorded workers {len(replies)}, missing {model.missing}) "
+              f"{new.answer[:80]!r}", flush=True)
 
 
 if __name__ == "__main__":

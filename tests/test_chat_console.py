@@ -185,6 +185,27 @@ def test_a_scripted_session_reads_one_question_per_line(workspace, monkeypatch):
     assert "answered from memory" in again.stdout
 
 
+def test_the_session_gets_the_commands_settings_and_its_document_and_name(workspace, monkeypatch):
+    """ChatSettings is the command line's Settings (names and defaults in one place) plus the path and session."""
+    from longread.cli.run import chat_session
+    from longread.cli.settings import Settings
+
+    seen = []
+    monkeypatch.setattr(chat_session, "run_chat", lambda settings: seen.append(settings) or 0)
+    args = ["chat", str(STORY), "--model", "mock", "--window", "1024", "--kv", "quant:4", "--strategy", "chain",
+            "--json", "--quiet", "--no-stream", "--timeout", "5", "--session", "s1", "--workspace", str(workspace)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (settings,) = seen
+    assert isinstance(settings, Settings) and (settings.path, settings.session) == (str(STORY), "s1")
+    assert (settings.command, settings.model, settings.window, settings.kv, settings.strategy, settings.workspace) == (
+        "chat", "mock", 1024, "quant:4", "chain", workspace)
+    assert (settings.as_json, settings.quiet, settings.stream, settings.timeout, settings.api_base) == (
+        True, True, False, 5.0, None)
+    assert CliRunner().invoke(app, ["chat", str(STORY), "--model", "mock", "--workspace", str(workspace)]).exit_code == 0
+    defaults = seen[-1]
+    assert (defaults.session, defaults.as_json, defaults.quiet, defaults.stream) == (None, False, False, True)
+
+
 def test_bad_document_is_one_clear_error(tmp_path, workspace):
     missing = tmp_path / "nope.txt"
     result = CliRunner().invoke(app, ["chat", str(missing), "--model", "mock", "--workspace", str(workspace)])

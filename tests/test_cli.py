@@ -18,7 +18,7 @@ from longread import Reader
 from longread.cli import app
 from longread.cli.run.jobs import Job
 from longread.cli.run.outputs import OutputFolder
-from longread.cli.run.runner import open_checkpointer
+from longread.cli.run.workspace import checkpoints_path, open_checkpointer
 from longread.cli.display.console import Display
 from longread.documents import load_document
 from longread.errors import DocumentError, ModelError
@@ -482,12 +482,12 @@ def worker_parts(model: MockModel) -> list[int]:
 def test_resume_after_a_failure_through_the_workspace_checkpoints(tmp_path):
     model = MockModel(completion_tokens=20, failure=ModelError, fail_on_calls={4})
     workspace = tmp_path / "workspace"
-    with open_checkpointer(workspace) as checkpointer, pytest.raises(ModelError):
+    with open_checkpointer(checkpoints_path(workspace)) as checkpointer, pytest.raises(ModelError):
         Reader(long_text(), strategy="chain:notes=rewrite", model=model, window=1024, checkpointer=checkpointer).ask(QUESTION)
     assert worker_parts(model) == [1, 2, 3]
 
     # A new connection, as a new process would open: the run resumes at the failed worker.
-    with open_checkpointer(workspace) as checkpointer:
+    with open_checkpointer(checkpoints_path(workspace)) as checkpointer:
         result = Reader(long_text(), strategy="chain:notes=rewrite", model=model, window=1024, checkpointer=checkpointer).ask(QUESTION)
     n = result.segments
     assert worker_parts(model) == list(range(1, n + 1))  # each segment read exactly once over both runs

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from longread.eval.record import EvalRecord
 from longread.eval.report import Labeller, _length_bins, load_results, write_report, write_summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -84,11 +85,12 @@ def test_the_last_line_of_a_key_wins_across_files(tmp_path):
     first.write_text(json.dumps(line("a", "toy", "chain", None, error="Timeout: slow")) + "\n", encoding="utf-8")
     second.write_text(json.dumps(line("a", "toy", "chain", 1.0)) + "\n", encoding="utf-8")
     (only,) = load_results([first, second])
-    assert only["score"] == 1.0
+    assert only.score == 1.0
 
 
 def test_settings_are_named_by_what_varies():
-    lines = [line("a", "toy", "chain", 1.0, window=2048, kv="quant:4"), line("a", "toy", "chain", 1.0, window=4096)]
+    lines = [EvalRecord.from_dict(line("a", "toy", "chain", 1.0, window=2048, kv="quant:4")),
+             EvalRecord.from_dict(line("a", "toy", "chain", 1.0, window=4096))]
     label = Labeller.of(lines)
     assert [label(l) for l in lines] == ["chain · w2048 · kv quant:4", "chain · w4096 · kv default"]
     assert Labeller.of(lines[:1])(lines[0]) == "chain"

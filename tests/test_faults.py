@@ -265,7 +265,8 @@ def test_a_full_disk_under_jobs_stops_every_document_and_starts_no_other(tmp_pat
 
 
 def test_a_document_in_flight_starts_no_call_once_another_has_stopped_the_run(tmp_path):
-    from longread.cli.run.runner import FatalError, open_checkpointer, read_document
+    from longread.cli.run.runner import FatalError, read_document
+    from longread.cli.run.workspace import checkpoints_path, open_checkpointer
     from longread.cli.settings import resolve
     from longread.documents import load_document
 
@@ -273,7 +274,8 @@ def test_a_document_in_flight_starts_no_call_once_another_has_stopped_the_run(tm
     doc.write_text(text_of(20))
     model = MockModel()
     settings = resolve("summarize", model="mock", window=512, kv=None, strategy="chain:notes=rewrite", workspace=tmp_path / "ws")
-    with open_checkpointer(settings.workspace) as checkpointer, pytest.raises(FatalError, match="disk is full"):
+    with open_checkpointer(checkpoints_path(settings.workspace)) as checkpointer, \
+            pytest.raises(FatalError, match="disk is full"):
         read_document(settings, None, load_document(doc), model, checkpointer,
                       stopped=lambda: "another document: disk is full" if len(model.calls) >= 2 else None)
     assert len(model.calls) == 2
@@ -471,6 +473,49 @@ def test_a_checkpoints_file_that_cannot_be_written_is_one_line_before_any_call(t
     [line] = result.stderr.splitlines()
     assert line.startswith("error: ") and "checkpoints.sqlite: cannot be written (attempt to write a readonly " \
         "database)" in line and "--workspace" in line
+
+
+def eval_args(tmp_path: Path) -> list[object]:
+    """`longread eval` of two small cases on the mock model, with --checkpoints tmp_path/eval.sqlite."""
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("".join(json.dumps({"id": f"c{i}", "dataset": "toy", "question": "What was counted?",
+                                         "text": text_of(6, str(i)), "answers": ["boats"]}) + "\n" for i in range(2)))
+    return ["eval", cases, "-s", "chain", "-m", "mock", "--out", tmp_path / "r.jsonl", "--quiet",
+            "--checkpoints", tmp_path / "eval.sqlite"]
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_a_damaged_eval_checkpoints_file_is_moved_aside_and_the_eval_goes_on(tmp_path, how):
+    args = eval_args(tmp_path)
+    assert invoke(*args, "-w", 512).exit_code == 0
+    damage(tmp_path / "eval.sqlite", how)
+    for side in tmp_path.glob("eval.sqlite-*"):
+        side.unlink()
+
+    result = invoke(*args, "-w", 1024)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "eval.sqlite was damaged" in warning and "moved to eval.sqlite.damaged-" in warning
+    assert "2 run, 0 already done, of 2" in result.stderr
+    assert len(list(tmp_path.glob("eval.sqlite.damaged-*"))) == 1
+
+
+def test_an_eval_checkpoints_file_that_cannot_be_written_is_one_line_before_any_case(tmp_path, monkeypatch):
+    import longread.cli.run.workspace as workspace
+
+    args = eval_args(tmp_path)
+    assert invoke(*args, "-w", 512).exit_code == 0
+
+    def read_only(path, *args, **kwargs):  # what a read-only file or folder gives (as root, chmod would not)
+        return REAL_CONNECT(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(workspace.sqlite3, "connect", read_only)
+    result = invoke(*args, "-w", 1024)
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "eval.sqlite: cannot be written (attempt to write a readonly" in line
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2  # only the first run's cases
 
 
 def test_damaged_chat_files_and_an_empty_memory_file_are_said_and_the_session_goes_on(tmp_path, monkeypatch):

@@ -22,40 +22,42 @@ from statistics import mean
 from typing import Any, Iterable, Sequence
 
 from .metrics import MAIN_METRIC, bootstrap_interval
-from .runner import line_key, read_results
+from .record import EvalRecord
+from .runner import read_results
 
 NEEDLE_PREFIX = "needle-"
 
 
-def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    latest: dict[tuple, dict[str, Any]] = {}
+def load_results(paths: Iterable[str | Path]) -> list[EvalRecord]:
+    """The records of `paths`, the last of each key (case and setting) only."""
+    latest: dict[tuple, EvalRecord] = {}
     for path in paths:
-        for line in read_results(path):
-            latest[line_key(line)] = line
+        for record in read_results(path):
+            latest[record.key] = record
     return list(latest.values())
 
 
 @dataclass(frozen=True)
 class Labeller:
-    """Names a line's setting by what varies across the files: the strategy, then model, window and kv if needed."""
+    """Names a record's setting by what varies across the files: the strategy, then model, window and kv if needed."""
 
     models: bool
     windows: bool
     kvs: bool
 
     @classmethod
-    def of(cls, lines: Sequence[dict[str, Any]]) -> "Labeller":
-        return cls(len({l.get("model") for l in lines}) > 1, len({l.get("window") for l in lines}) > 1,
-                   len({l.get("kv") for l in lines}) > 1)
+    def of(cls, lines: Sequence[EvalRecord]) -> "Labeller":
+        return cls(len({l.model for l in lines}) > 1, len({l.window for l in lines}) > 1,
+                   len({l.kv for l in lines}) > 1)
 
-    def __call__(self, line: dict[str, Any]) -> str:
-        parts = [str(line.get("strategy"))]
+    def __call__(self, line: EvalRecord) -> str:
+        parts = [str(line.strategy)]
         if self.models:
-            parts.append(_short_model(str(line.get("model"))))
+            parts.append(_short_model(str(line.model)))
         if self.windows:
-            parts.append(f"w{line.get('window')}")
+            parts.append(f"w{line.window}")
         if self.kvs:
-            parts.append(f"kv {line.get('kv') or 'default'}")
+            parts.append(f"kv {line.kv or 'default'}")
         return " · ".join(parts)
 
 
@@ -63,8 +65,8 @@ def _short_model(model: str) -> str:
     return model.rstrip("/").rsplit("/", 1)[-1] if model.startswith("hf:") else model
 
 
-def _scored(lines: Iterable[dict[str, Any]]) -> list[float]:
-    return [float(l["score"]) for l in lines if not l.get("error") and l.get("score") is not None]
+def _scored(lines: Iterable[EvalRecord]) -> list[float]:
+    return [float(l.score) for l in lines if l.scored]  # type: ignore[arg-type]
 
 
 def _interval(values: Sequence[float]) -> str:
@@ -82,30 +84,29 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def _grouped(lines: Sequence[dict[str, Any]], label: Labeller) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+def _grouped(lines: Sequence[EvalRecord], label: Labeller) -> dict[tuple[str, str], list[EvalRecord]]:
+    groups: dict[tuple[str, str], list[EvalRecord]] = defaultdict(list)
     for line in lines:
-        groups[(label(line), str(line.get("dataset")))].append(line)
+        groups[(label(line), str(line.dataset))].append(line)
     return groups
 
 
-def _per_case(lines: Sequence[dict[str, Any]], field: str) -> float:
-    ok = [l for l in lines if not l.get("error")]
-    values = [float((l.get("usage") or {}).get(field) or 0) for l in ok]
+def _per_case(lines: Sequence[EvalRecord], field: str) -> float:
+    ok = [l for l in lines if not l.failed]
+    values = [float(l.usage.get(field) or 0) for l in ok]
     return mean(values) if values else 0.0
 
 
-def _seconds(lines: Sequence[dict[str, Any]]) -> float:
-    ok = [float(l.get("seconds") or 0) for l in lines if not l.get("error")]
+def _seconds(lines: Sequence[EvalRecord]) -> float:
+    ok = [float(l.seconds or 0) for l in lines if not l.failed]
     return mean(ok) if ok else 0.0
 
 
-def length_of(line: dict[str, Any]) -> int | None:
-    """The length a line is plotted at: a needle case's asked length, else the document's tokens as read."""
-    meta = line.get("metadata") or {}
-    if meta.get("length"):
-        return int(meta["length"])
-    tokens = line.get("document_tokens")
+def length_of(line: EvalRecord) -> int | None:
+    """The length a record is plotted at: a needle case's asked length, else the document's tokens as read."""
+    if line.metadata.get("length"):
+        return int(line.metadata["length"])
+    tokens = line.document_tokens
     return int(tokens) if tokens else None
 
 
@@ -141,16 +142,16 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
     groups = _grouped(lines, label)
     settings = sorted({s for s, _ in groups})
     datasets = sorted({d for _, d in groups})
-    tasks = {str(l.get("dataset")): str(l.get("task")) for l in lines}
+    tasks = {str(l.dataset): str(l.task) for l in lines}
 
     plots = _plots(lines, label, settings, datasets, out)
     md: list[str] = ["# Evaluation report", ""]
     names = [f"`{Path(p).name}`" for p in paths]
     sources = ", ".join(names) if len(names) <= 3 else f"{len(names)} files"
     md.append(f"{len(lines)} results from {sources}; "
-              f"models: {', '.join(sorted({str(l.get('model')) for l in lines}))}; windows: "
-              f"{', '.join(str(w) for w in sorted({l.get('window') for l in lines if l.get('window') is not None}))}; "
-              f"kv: {', '.join(sorted({str(l.get('kv') or 'default') for l in lines}))}.")
+              f"models: {', '.join(sorted({str(l.model) for l in lines}))}; windows: "
+              f"{', '.join(str(w) for w in sorted({l.window for l in lines if l.window is not None}))}; "
+              f"kv: {', '.join(sorted({str(l.kv or 'default') for l in lines}))}.")
     md.append("")
     md.append("Scores are means with bootstrap 95% intervals (percentile, 2000 resamples, seed 0) and the number of "
               "scored cases; the metric of each dataset: " +
@@ -169,7 +170,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
             group = groups.get((s, d))
             if not group:
                 continue
-            failed = sum(1 for l in group if l.get("error"))
+            failed = sum(1 for l in group if l.failed)
             rows.append([s, d, len(group) - failed, failed, f"{_per_case(group, 'calls'):.1f}",
                          f"{_per_case(group, 'prompt_tokens'):,.0f}", f"{_per_case(group, 'completion_tokens'):,.0f}",
                          f"${_per_case(group, 'cost_usd'):.4f}", f"{_seconds(group):.1f}"])
@@ -187,14 +188,14 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path) -> Path:
     return target
 
 
-def summary_rows(lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_rows(lines: Sequence[EvalRecord]) -> list[dict[str, Any]]:
     """One row per setting, dataset and length (needle lengths; other datasets pooled): the score with its interval
     and the mean cost of a case, as `docs/benchmarks/*.json` rows hold them."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple, list[EvalRecord]] = defaultdict(list)
     for line in lines:
-        dataset = str(line.get("dataset"))
+        dataset = str(line.dataset)
         length = length_of(line) if dataset.startswith(NEEDLE_PREFIX) else None
-        groups[(str(line.get("strategy")), str(line.get("model")), line.get("window"), line.get("kv") or "default",
+        groups[(str(line.strategy), str(line.model), line.window, line.kv or "default",
                 dataset, length)].append(line)
     rows = []
     for (strategy, model, window, kv, dataset, length), group in sorted(groups.items(), key=lambda g: str(g[0])):
@@ -202,7 +203,7 @@ def summary_rows(lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         score, low, high = bootstrap_interval(values) if values else (math.nan,) * 3
         rows.append({
             "strategy": strategy, "model": model, "window": window, "kv": kv, "dataset": dataset, "length": length,
-            "n": len(values), "errors": sum(1 for l in group if l.get("error")),
+            "n": len(values), "errors": sum(1 for l in group if l.failed),
             "score": None if math.isnan(score) else round(score, 3),
             "ci95": None if math.isnan(low) else [round(low, 3), round(high, 3)],
             "calls": round(_per_case(group, "calls"), 1), "prompt_tokens": round(_per_case(group, "prompt_tokens")),
@@ -228,13 +229,13 @@ def write_summary(paths: Sequence[str | Path], target: str | Path, *, machine: s
     return out
 
 
-def _needle_section(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[str],
+def _needle_section(lines: Sequence[EvalRecord], label: Labeller, settings: Sequence[str],
                     plots: Sequence[str]) -> list[str]:
-    needles = [l for l in lines if str(l.get("dataset", "")).startswith(NEEDLE_PREFIX)]
+    needles = [l for l in lines if str(l.dataset).startswith(NEEDLE_PREFIX)]
     if not needles:
         return []
     md = ["", "## Needles", "", "Mean score by needle kind and length (over every depth), with n."]
-    kinds = sorted({(l.get("metadata") or {}).get("kind", l["dataset"][len(NEEDLE_PREFIX):]) for l in needles})
+    kinds = sorted({l.metadata.get("kind", l.dataset[len(NEEDLE_PREFIX):]) for l in needles})
     lengths = sorted({length_of(l) for l in needles if length_of(l)})
     header = ["setting", *(f"{k} {_bin_label((n, n))}" for k in kinds for n in lengths)]
     rows = []
@@ -257,20 +258,20 @@ SUMMARY_COLUMNS = (("rouge_l", "ROUGE-L", "{:.3f}"), ("coverage", "coverage", "{
                    ("unsupported_per_100_words", "unsupported / 100 words", "{:.2f}"), ("words", "words", "{:.0f}"))
 
 
-def _summary_means(group: Sequence[dict[str, Any]]) -> dict[str, float]:
+def _summary_means(group: Sequence[EvalRecord]) -> dict[str, float]:
     """The summary metrics' means of a group of summary lines (none for other tasks)."""
-    done = [l for l in group if l.get("task") == "summary" and not l.get("error")]
+    done = [l for l in group if l.task == "summary" and not l.failed]
     out = {}
     for key, _, _ in SUMMARY_COLUMNS[1:]:
-        values = [float(l["metrics"][key]) for l in done if isinstance((l.get("metrics") or {}).get(key), (int, float))]
+        values = [float(l.metrics[key]) for l in done if isinstance(l.metrics.get(key), (int, float))]
         if values:
             out[key] = round(mean(values), 4)
     return out
 
 
-def _summary_section(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[str]) -> list[str]:
+def _summary_section(lines: Sequence[EvalRecord], label: Labeller, settings: Sequence[str]) -> list[str]:
     """What ROUGE does not see, per setting: repetition, names and numbers the document lacks, coverage."""
-    summaries = [l for l in lines if l.get("task") == "summary" and not l.get("error")]
+    summaries = [l for l in lines if l.task == "summary" and not l.failed]
     if not summaries:
         return []
     md = ["", "## Summaries", "", "Means over the summaries each setting wrote (docs/evaluation.md, Metrics): ROUGE-L "
@@ -283,22 +284,22 @@ def _summary_section(lines: Sequence[dict[str, Any]], label: Labeller, settings:
             continue
         row: list[Any] = [s, len(group)]
         for key, _, fmt in SUMMARY_COLUMNS:
-            values = [float(l["metrics"][key]) for l in group if isinstance((l.get("metrics") or {}).get(key), (int, float))]
+            values = [float(l.metrics[key]) for l in group if isinstance(l.metrics.get(key), (int, float))]
             row.append(fmt.format(mean(values)) if values else "—")
         rows.append(row)
     md += ["", _table(["setting", "n", *(title for _, title, _ in SUMMARY_COLUMNS)], rows)]
     return md
 
 
-def _kind(line: dict[str, Any]) -> str:
-    return (line.get("metadata") or {}).get("kind") or str(line.get("dataset", ""))[len(NEEDLE_PREFIX):]
+def _kind(line: EvalRecord) -> str:
+    return line.metadata.get("kind") or line.dataset[len(NEEDLE_PREFIX):]
 
 
-def _failures(lines: Sequence[dict[str, Any]], label: Labeller) -> list[str]:
-    failed = [l for l in lines if l.get("error")]
+def _failures(lines: Sequence[EvalRecord], label: Labeller) -> list[str]:
+    failed = [l for l in lines if l.failed]
     if not failed:
         return []
-    counts = Counter((label(l), str(l["error"])[:160]) for l in failed)
+    counts = Counter((label(l), str(l.error)[:160]) for l in failed)
     md = ["", "## Failures", "", f"{len(failed)} case(s) failed and are not scored above."]
     md += ["", _table(["setting", "error", "cases"],
                       [[s, e.replace("|", "\\|"), n] for (s, e), n in counts.most_common(20)])]
@@ -306,7 +307,7 @@ def _failures(lines: Sequence[dict[str, Any]], label: Labeller) -> list[str]:
 
 
 # -- plots ----------------------------------------------------------------------------------------------------------
-def _plots(lines: Sequence[dict[str, Any]], label: Labeller, settings: Sequence[str], datasets: Sequence[str],
+def _plots(lines: Sequence[EvalRecord], label: Labeller, settings: Sequence[str], datasets: Sequence[str],
            out: Path) -> list[str]:
     import matplotlib
 
@@ -417,13 +418,13 @@ def _plot_lengths(plt, lines, groups, label, settings, datasets, colors):
 
 
 def _plot_heatmaps(plt, lines, groups, label, settings, datasets, colors):
-    needles = [l for l in lines if str(l.get("dataset", "")).startswith(NEEDLE_PREFIX) and length_of(l) is not None]
+    needles = [l for l in lines if str(l.dataset).startswith(NEEDLE_PREFIX) and length_of(l) is not None]
     if not needles:
         return None
     kinds = sorted({_kind(l) for l in needles})
     shown = [s for s in settings if any(label(l) == s for l in needles)]
     lengths = sorted({length_of(l) for l in needles})
-    depths = sorted({float((l.get("metadata") or {}).get("depth", 0)) for l in needles})
+    depths = sorted({float(l.metadata.get("depth", 0)) for l in needles})
     figure, axes = plt.subplots(len(kinds), len(shown), figsize=(1.1 * len(lengths) * len(shown) + 1.5,
                                                                   0.55 * len(depths) * len(kinds) + 1.6),
                                 squeeze=False)
@@ -435,7 +436,7 @@ def _plot_heatmaps(plt, lines, groups, label, settings, datasets, colors):
             for i, depth in enumerate(depths):
                 for j, n in enumerate(lengths):
                     values = _scored(l for l in needles if label(l) == s and _kind(l) == kind and length_of(l) == n
-                                     and float((l.get("metadata") or {}).get("depth", 0)) == depth)
+                                     and float(l.metadata.get("depth", 0)) == depth)
                     if values:
                         grid[i][j] = mean(values)
                         ax.text(j, i, f"{grid[i][j]:.2f}", ha="center", va="center", fontsize=8,

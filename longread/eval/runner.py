@@ -33,8 +33,9 @@ from ..documents import Document
 from ..errors import DamagedDataWarning
 from .cases import Case
 from .metrics import score
+from .record import EvalRecord, NotARecord
 
-ReadFunction = Callable[..., Any]  # read_case's signature, returning a longread.Result (or anything like it)
+ReadFunction = Callable[..., Any]  # read_case's signature, returning a longread.Result (or one with its fields)
 ModelFactory = Callable[..., Any]
 
 
@@ -46,12 +47,8 @@ class Setting:
     kv: str | None = None
 
     def key(self, case: Case) -> tuple:
+        """The EvalRecord.key of `case` under this setting."""
         return (case.dataset, case.id, self.strategy, self.model, self.window, self.kv)
-
-
-def line_key(line: dict[str, Any]) -> tuple:
-    return (line.get("dataset"), line.get("case"), line.get("strategy"), line.get("model"), line.get("window"),
-            line.get("kv"))
 
 
 def settings_of(strategies: Sequence[str], models: Sequence[str], windows: Sequence[int],
@@ -105,15 +102,15 @@ def read_case(case: Case, document: Document, model: Any, *, strategy: str, wind
 
 # -- the results file ---------------------------------------------------------------------------------------------
 class ResultsFile:
-    """The JSONL results: what it already holds, and appending whole lines to it (thread-safe)."""
+    """The JSONL results: the records it already holds, and appending whole lines to it (thread-safe)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.lines: list[dict[str, Any]] = []
+        self.records: list[EvalRecord] = []
         self._lock = threading.Lock()
         if self.path.exists():
             self._repair()
-            self.lines = read_results(self.path)
+            self.records = read_results(self.path)
 
     def _repair(self) -> None:
         """Cuts a half-written last line (a run killed while writing it), so the next line starts clean."""
@@ -123,25 +120,25 @@ class ResultsFile:
                 handle.truncate(data.rfind(b"\n") + 1)
 
     def finished(self, *, retry_errors: bool = False) -> set[tuple]:
-        latest: dict[tuple, dict[str, Any]] = {line_key(line): line for line in self.lines}
-        return {key for key, line in latest.items() if not (retry_errors and line.get("error"))}
+        latest = {record.key: record for record in self.records}
+        return {key for key, record in latest.items() if not (retry_errors and record.failed)}
 
-    def append(self, line: dict[str, Any]) -> None:
-        text = json.dumps(line, ensure_ascii=False) + "\n"
+    def append(self, record: EvalRecord) -> None:
+        text = json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            self.lines.append(line)
+            self.records.append(record)
 
 
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Every line of a results file that parses. A half-written last line is skipped; any other line that is not
-    a JSON object in UTF-8 is left out with a DamagedDataWarning naming the file and the line (its case counts as
-    not run)."""
-    lines = []
+def read_results(path: str | Path) -> list[EvalRecord]:
+    """The record of every line of a results file that parses. A half-written last line is skipped; any other line
+    that is not a JSON object in UTF-8 with a case and a setting is left out with a DamagedDataWarning naming the
+    file and the line (its case counts as not run)."""
+    records = []
     raws = Path(path).read_bytes().split(b"\n")
     for number, raw in enumerate(raws, 1):
         if not raw.strip():
@@ -155,11 +152,14 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             if number < len(raws):  # the last line may be one a killed run was writing
                 _left_out(path, number, "is not JSON")
             continue
-        if isinstance(line, dict):
-            lines.append(line)
-        else:
+        if not isinstance(line, dict):
             _left_out(path, number, f"is a JSON {type(line).__name__}, not an object")
-    return lines
+            continue
+        try:
+            records.append(EvalRecord.from_dict(line))
+        except NotARecord as exc:
+            _left_out(path, number, str(exc))
+    return records
 
 
 def _left_out(path: str | Path, number: int, why: str) -> None:
@@ -182,34 +182,27 @@ def gpu_peak_bytes(reset: bool = False) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
-def result_line(case: Case, setting: Setting, *, result: Any = None, error: BaseException | None = None,
+def case_record(case: Case, setting: Setting, *, result: Any = None, error: BaseException | None = None,
                 seconds: float = 0.0, model_name: str | None = None, document: Document | None = None,
-                gpu_peak: int | None = None) -> dict[str, Any]:
-    """The JSON line of one case under one setting (see docs/evaluation.md for the fields)."""
-    line: dict[str, Any] = {
-        "case": case.id, "dataset": case.dataset, "task": case.task, "strategy": setting.strategy,
-        "model": setting.model, "window": setting.window, "kv": setting.kv,
-        "score": None, "metrics": {}, "answer": "", "calls": [], "usage": {}, "seconds": round(seconds, 3),
-        "document_tokens": None, "segments": None, "error": None, "gpu_peak_bytes": gpu_peak,
-    }
+                gpu_peak: int | None = None) -> EvalRecord:
+    """The record of one case under one setting: scored from `result` (a longread.Result: text, calls, usage,
+    document_tokens, segments, extras), or failed with `error` (see docs/evaluation.md for the fields)."""
+    record = EvalRecord(
+        case=case.id, dataset=case.dataset, task=case.task, strategy=setting.strategy, model=setting.model,
+        window=setting.window, kv=setting.kv, seconds=round(seconds, 3), gpu_peak_bytes=gpu_peak,
+        question=case.question, gold=case.gold, model_name=model_name, metadata=case.metadata,
+    )
     if result is not None:
-        answer = str(getattr(result, "text", ""))
-        value, metrics = score(case, answer, document.text if document is not None else None)
-        usage = getattr(result, "usage", None)
-        line.update(
-            score=value, metrics=metrics, answer=answer,
-            calls=[c.to_dict() if hasattr(c, "to_dict") else dict(c) for c in getattr(result, "calls", [])],
-            usage=usage.to_dict() if hasattr(usage, "to_dict") else dict(usage or {}),
-            document_tokens=getattr(result, "document_tokens", None), segments=getattr(result, "segments", None),
-        )
-        extras = getattr(result, "extras", None)
-        if extras:
-            line["extras"] = _jsonable(extras)
+        record.answer = str(result.text)
+        record.score, record.metrics = score(case, record.answer, document.text if document is not None else None)
+        record.calls = [call.to_dict() for call in result.calls]
+        record.usage = result.usage.to_dict()
+        record.document_tokens, record.segments = result.document_tokens, result.segments
+        record.extras = _jsonable(result.extras) if result.extras else {}
     if error is not None:
-        line["error"] = f"{type(error).__name__}: {_one_line(error) or 'no message'}"[:2000]
-    line.update(question=case.question, gold=case.gold, model_name=model_name, metadata=case.metadata,
-                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return line
+        record.error = f"{type(error).__name__}: {_one_line(error) or 'no message'}"[:2000]
+    record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return record
 
 
 def _jsonable(value: Any) -> Any:
@@ -222,22 +215,22 @@ def _jsonable(value: Any) -> Any:
 
 def run_case(case: Case, document: Document | None, model: Any, setting: Setting, read: ReadFunction,
              load_error: BaseException | None = None, checkpointer: Any = None, own_peak: bool = False
-             ) -> dict[str, Any]:
-    """Reads and scores one case; any failure becomes the line's error, never an exception. `own_peak`: the case
+             ) -> EvalRecord:
+    """Reads and scores one case; any failure becomes the record's error, never an exception. `own_peak`: the case
     runs alone, so the GPU peak is reset first and the line's is the case's own."""
     started = time.monotonic()
     model_name = getattr(model, "name", None)
     if load_error is not None:
-        return result_line(case, setting, error=load_error, model_name=model_name)
+        return case_record(case, setting, error=load_error, model_name=model_name)
     if own_peak:
         gpu_peak_bytes(reset=True)
     try:
         result = read(case, document, model, strategy=setting.strategy, window=setting.window, kv=setting.kv,
                       checkpointer=checkpointer)
-        return result_line(case, setting, result=result, seconds=time.monotonic() - started, model_name=model_name,
+        return case_record(case, setting, result=result, seconds=time.monotonic() - started, model_name=model_name,
                            document=document, gpu_peak=gpu_peak_bytes())
     except Exception as exc:  # a failing case is recorded and the run goes on
-        return result_line(case, setting, error=exc, seconds=time.monotonic() - started, model_name=model_name,
+        return case_record(case, setting, error=exc, seconds=time.monotonic() - started, model_name=model_name,
                            gpu_peak=gpu_peak_bytes())
 
 
@@ -342,12 +335,12 @@ def run_eval(
 def _run_group(work: list[tuple[Case, Setting]], model: Any, workers: int, read: ReadFunction,
                documents: _Documents, results: ResultsFile, summary: RunSummary, progress: Any,
                checkpointer: Any) -> None:
-    def finish(line: dict[str, Any]) -> None:
-        results.append(line)
+    def finish(record: EvalRecord) -> None:
+        results.append(record)
         summary.ran += 1
-        summary.failed += bool(line.get("error"))
+        summary.failed += record.failed
         if progress is not None:
-            progress.finished(line)
+            progress.finished(record)
 
     if workers == 1:
         for case, setting in work:

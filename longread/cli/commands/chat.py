@@ -50,8 +50,4 @@ def chat(
                    "`longread ask FOLDER QUESTION` for every file in it)", err=True)
         raise typer.Exit(1)
     settings = fitted_window(settings, lambda message: typer.echo(message, err=True))
-    raise typer.Exit(run_chat(ChatSettings(
-        path, session, settings.model, settings.window, settings.kv, settings.workspace,
-        strategy=settings.strategy, api_base=settings.api_base, timeout=settings.timeout, as_json=as_json,
-        quiet=quiet, stream=not no_stream,
-    )))
+    raise typer.Exit(run_chat(ChatSettings.of(settings, path=path, session=session)))

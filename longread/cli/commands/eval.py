@@ -12,9 +12,9 @@ is taken as the cases file. Only typer is imported here; each command imports wh
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -147,8 +147,10 @@ def run_command(
     from rich.text import Text
 
     from ...eval.cases import CaseError, load_cases
-    from ..display.eval_progress import EvalProgress
     from ...eval.runner import run_eval, settings_of
+    from ..display.console import note
+    from ..display.eval_progress import EvalProgress
+    from ..run.workspace import WorkspaceError, open_checkpointer
 
     try:
         loaded = load_cases(cases)
@@ -159,7 +161,10 @@ def run_command(
     progress = EvalProgress(0, console=err, enabled=not quiet)
     try:
         with ExitStack() as stack:
-            saver = stack.enter_context(_saver(checkpoints)) if checkpoints else None
+            # The runs' checked opener: a damaged file is moved aside (a warning), one that cannot be written is
+            # one line before any case runs; the saver's own lock guards its connection across the --jobs threads.
+            saver = stack.enter_context(open_checkpointer(checkpoints, lambda message: note(err, message, "yellow"))
+                                        ) if checkpoints else None
             stack.enter_context(progress)
             summary = run_eval(loaded, settings, out, jobs=jobs, limit=limit, retry_errors=retry_errors,
                                progress=progress, on_note=progress.print, checkpointer=saver, gpu_memory=gpu_memory)
@@ -170,26 +175,14 @@ def run_command(
         err.print(Text(f"interrupted after {progress.done} case(s); finished ones are in {out}: run the same "
                        "command again to go on where it stopped.", style="yellow"), soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except WorkspaceError as exc:
+        _fail(str(exc))
     except OSError as exc:
         _fail(f"{out}: {exc.strerror or exc}")
     failed = f", {summary.failed} failed (recorded with their error)" if summary.failed else ""
     err.print(Text(f"{summary.ran} run{failed}, {summary.skipped} already done, of {summary.cases}; results in "
                    f"{out}"), soft_wrap=True)
     raise typer.Exit(1 if summary.failed or summary.models_failed else 0)
-
-
-@contextmanager
-def _saver(path: Path) -> Iterator[Any]:
-    """LangGraph's SqliteSaver on `path` (its lock guards the connection across the --jobs threads), checked as
-    the workspace's are: a damaged file is moved aside, a thread whose rows cannot be read starts over."""
-    from ..run.workspace import WorkspaceError, open_checkpointer
-    from ..display.console import note, stderr_console
-
-    try:
-        with open_checkpointer(path, lambda message: note(stderr_console(), message, "yellow")) as saver:
-            yield saver
-    except WorkspaceError as exc:
-        _fail(str(exc))
 
 
 def _tokens(value: str) -> int:

@@ -4,12 +4,13 @@ finished case otherwise (a run in the background writes a readable log)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.text import Text
+
+from ...eval.record import EvalRecord
 
 
 class EvalProgress:
@@ -55,21 +56,21 @@ class EvalProgress:
     def describe(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 
-    def finished(self, line: dict[str, Any]) -> None:
+    def finished(self, record: EvalRecord) -> None:
         self.done += 1
-        if line.get("error"):
+        if record.failed:
             self.errors += 1
-        elif line.get("score") is not None:
-            self.scores.append(float(line["score"]))
+        elif record.score is not None:
+            self.scores.append(float(record.score))
         mean = f"mean {sum(self.scores) / len(self.scores):.3f}" if self.scores else ""
         errors = f", {self.errors} failed" if self.errors else ""
         self.progress.update(self.task, advance=1, score=mean + errors)
         if self.lines:
-            outcome = f"error {line['error']}" if line.get("error") else f"score {line.get('score', 0):.3f}"
+            outcome = f"error {record.error}" if record.failed else f"score {record.score or 0:.3f}"
             self.console.print(
-                Text(f"[{self.done}/{self.total}] {line['case']} {line['strategy']} {line['model']} "
-                     f"w{line['window']}{' kv ' + line['kv'] if line.get('kv') else ''}: {outcome} "
-                     f"({line.get('seconds', 0):.1f} s){self._eta()}"),
+                Text(f"[{self.done}/{self.total}] {record.case} {record.strategy} {record.model} "
+                     f"w{record.window}{' kv ' + record.kv if record.kv else ''}: {outcome} "
+                     f"({record.seconds:.1f} s){self._eta()}"),
                 soft_wrap=True,
             )
 

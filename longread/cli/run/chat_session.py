@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,12 +36,14 @@ from rich.text import Text
 from ... import backends
 from ...backends.base import ChatModel
 from ..display.console import Display, TextStream, note, stderr_console
+from ..settings import Settings
 from ...documents import Document, load_source
 from ...errors import LongreadError
 from ...memory.embedders import embedder_for
 from ...memory.store import EmbedderMismatch
 from ...reader import ChainEvent, Reader, default_session
 from ...workflows.chat import Turn, build_chat_graph, chat_config, history
+from .workspace import checkpoints_path, label_threads, open_checkpointer
 
 EXIT_INTERRUPTED = 130
 RECENT_ITEMS = 8
@@ -56,20 +58,18 @@ COMMANDS = {
 }
 
 
-@dataclass(frozen=True)
-class ChatSettings:
+@dataclass(frozen=True, kw_only=True)
+class ChatSettings(Settings):
+    """The command line's settings (model, window, kv, strategy, workspace, --json: one JSON object per answer,
+    --quiet, --no-stream, --timeout, --api-base; their names and defaults are `Settings`'), and what a chat adds:
+    the document and the session."""
+
     path: str | Path  # a file or an http(s) URL
-    session: str | None
-    model: str
-    window: int | None
-    kv: str | None
-    workspace: Path
-    strategy: str = "auto"
-    as_json: bool = False  # one JSON object per answer on stdout
-    quiet: bool = False  # no progress and no notes
-    stream: bool = True
-    timeout: float | None = None  # seconds per model call (API models)
-    api_base: str | None = None  # --api-base
+    session: str | None = None  # None: named after the document's content
+
+    @classmethod
+    def of(cls, settings: Settings, *, path: str | Path, session: str | None) -> "ChatSettings":
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(Settings)}, path=path, session=session)
 
 
 def session_folder(workspace: Path, session: str) -> Path:
@@ -79,13 +79,6 @@ def session_folder(workspace: Path, session: str) -> Path:
     if safe != session:
         safe = f"{safe or 'session'}-{hashlib.sha256(session.encode()).hexdigest()[:8]}"
     return workspace / "sessions" / safe
-
-
-def sqlite_saver(path: Path, warn: Callable[[str], None] = lambda message: None) -> Any:
-    """The checked SqliteSaver of cli/run/workspace.py: a damaged file is moved aside, a read-only one an error."""
-    from .workspace import open_checkpointer
-
-    return open_checkpointer(path, warn)
 
 
 def memory_warning(folder: Path) -> str | None:
@@ -408,7 +401,7 @@ def open_reader(settings: ChatSettings, document: Document, model: ChatModel, st
     stream = stack.enter_context(
         MemoryStream(folder / "memory.sqlite", embedder=embedder_for(model), tokenizer=model.tokenizer)
     )
-    chain_checkpoints = stack.enter_context(sqlite_saver(settings.workspace / "checkpoints.sqlite", _warn(settings)))
+    chain_checkpoints = stack.enter_context(open_checkpointer(checkpoints_path(settings.workspace), _warn(settings)))
     return Reader(document, model=model, window=settings.window, memory=stream, session=session,
                   checkpointer=chain_checkpoints, strategy=settings.strategy)
 
@@ -431,9 +424,7 @@ def run_chat(settings: ChatSettings) -> int:
                                     f"({model.context_window})")
             reader = open_reader(settings, document, model, stack)
             folder = session_folder(settings.workspace, reader.session)
-            history = stack.enter_context(sqlite_saver(folder / "chat.sqlite", _warn(settings)))
-            from .workspace import label_threads
-
+            history = stack.enter_context(open_checkpointer(folder / "chat.sqlite", _warn(settings)))
             label_threads(history, [reader.session], f"the turn history of session {reader.session}",
                           "the session goes on without its earlier turns (its memory is kept)")
             chat = ChatSession(reader, history, out, err,

@@ -26,7 +26,8 @@ from collections import deque
 from typing import Any, Callable, Iterator, Sequence
 
 from ...errors import LongreadError
-from .runner import CHECKPOINT_ERROR, FatalError, Outcome, Run, checkpoints_path, open_checkpointer, read_document
+from .runner import CHECKPOINT_ERROR, FatalError, Outcome, Run, read_document
+from .workspace import checkpoints_path, open_checkpointer
 
 _MODELS: dict[tuple[str, str], Any] = {}  # per worker process: a model is built (weights loaded) once
 
@@ -47,7 +48,7 @@ def read_task(settings: Any, question: str | None, document: Any) -> dict[str, A
             from .runner import client_model
 
             _MODELS[key] = client_model(settings, backends.get_model(settings.model, **options))  # --cache
-        with open_checkpointer(settings.workspace) as checkpointer:
+        with open_checkpointer(checkpoints_path(settings.workspace)) as checkpointer:
             result, repeated = read_document(settings, question, document, _MODELS[key], checkpointer)
             return {"result": result, "repeated_calls": repeated}
     except sqlite3.Error as exc:

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import traceback
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -41,8 +41,8 @@ from .outputs import OutputError, OutputFolder, OutputSettings, SummaryFiles, pr
 from .parallel import in_threads
 from ..display.printing import Printer, done_line
 from ..settings import DEFAULT_MODEL, Settings, fitted_window
-from .workspace import WorkLock, WorkspaceError, checkpoint_failure, label_threads, lock_key, move_aside
-from .workspace import open_checkpointer as _open_checked
+from .workspace import (WorkLock, WorkspaceError, checkpoint_failure, checkpoints_path, label_threads, lock_key,
+                        move_aside, open_checkpointer)
 
 EXIT_INTERRUPTED = 130
 # Failures every other document would meet too: the run stops at the first one.
@@ -118,18 +118,6 @@ def _with_alias(settings: Settings, message: str) -> str:
     return f"{message} (alias {settings.alias})" if settings.alias else message
 
 
-@contextmanager
-def open_checkpointer(workspace: Path, warn: Callable[[str], None] = lambda message: None) -> Iterator[Any]:
-    """LangGraph's SqliteSaver on WORKSPACE/checkpoints.sqlite, checked first (workspace.open_checkpointer): every
-    worker step of every run is kept there."""
-    with _open_checked(checkpoints_path(workspace), warn) as saver:
-        yield saver
-
-
-def checkpoints_path(workspace: Path) -> Path:
-    return workspace / "checkpoints.sqlite"
-
-
 @dataclass
 class Resources:
     """The model and the checkpointer, made on first need: a run whose documents are all done loads nothing."""
@@ -182,8 +170,8 @@ class Resources:
             if self._checkpointer is None:
                 locks = self.settings.workspace / "locks"
                 try:
-                    self._checkpointer = self.stack.enter_context(open_checkpointer(self.settings.workspace,
-                                                                                    self.warn))
+                    self._checkpointer = self.stack.enter_context(
+                        open_checkpointer(checkpoints_path(self.settings.workspace), self.warn))
                     locks.mkdir(exist_ok=True)  # read_document's locks: a run that cannot take them stops here
                 except WorkspaceError as exc:
                     raise FatalError(str(exc)) from exc

@@ -1,9 +1,11 @@
 """The workspace of a run: checkpoint files opened with checks, and a lock per piece of work.
 
-- `open_checkpointer(path, warn)`: LangGraph's SqliteSaver on a checked file. A file that is not a SQLite
-  database, or is damaged, is moved aside (`NAME.damaged-<time>`, with a warning) and a new one started: it only
-  holds runs to resume, and the finished outputs live elsewhere. A file that cannot be written (a read-only
-  folder or file) is a `WorkspaceError` before any call.
+- `open_checkpointer(path, warn)`: LangGraph's SqliteSaver on a checked file, the one way the command line opens
+  one (the runs' WORKSPACE/checkpoints.sqlite, a chat's chat.sqlite, `longread eval --checkpoints FILE`). A file
+  that is not a SQLite database, or is damaged, is moved aside (`NAME.damaged-<time>`, with a warning) and a new
+  one started: it only holds runs to resume, and the finished outputs live elsewhere. A file that cannot be
+  written (a read-only folder or file) is a `WorkspaceError` before any call. One saver serves many threads
+  (--jobs): it guards its connection with its own lock.
 - `checkpoint_failure(exc, path)`: the one line for a checkpoint that could not be saved during a run. The run
   stops there: LangGraph saves each step before the next one starts (workflows/runs.py), so no call is spent that
   could not be kept, and a rerun resumes from the last saved step.
@@ -36,6 +38,11 @@ class WorkspaceError(LongreadError):
 
 
 # -- checkpoint files -------------------------------------------------------------------------------------------------
+def checkpoints_path(workspace: Path) -> Path:
+    """WORKSPACE/checkpoints.sqlite: every worker step of every run of `ask`, `summarize` and a chat's reading."""
+    return workspace / "checkpoints.sqlite"
+
+
 def _probe(path: Path) -> None:
     """Raises sqlite3.DatabaseError for a file that is not a database or is damaged, OperationalError for one that
     cannot be written. Reads every page of both tables' b-trees (count(*)), which finds truncated files."""
