@@ -40,8 +40,9 @@ class ScoredPolicy(KVPolicy):
               positions: torch.Tensor) -> torch.Tensor:
         """The importance (b, kv_heads, L) of keys (b, kv_heads, L, d) at `positions` (b, kv_heads, L; -1 for keys
         known to precede the window), given the window's queries (b, q_heads, w, d) at `query_positions` (w,);
-        the lowest go first. SnapKV (Li et al. 2024, "SnapKV: LLM Knows What You are Looking for Before
-        Generation"): the attention the window pays each key, averaged, pooled along positions (observe.py)."""
+        the lowest leave first (dropped by snap, demoted by mixed). SnapKV (Li et al. 2024, "SnapKV: LLM Knows
+        What You are Looking for Before Generation"): the attention the window pays each key, averaged, pooled
+        along positions (observe.py)."""
         return window_scores(queries, query_positions, keys, positions, self.pool)
 
 
@@ -80,10 +81,11 @@ class ScoredLayer(KVLayer):
     """Full-precision tokens with their positions and the latest observation window's queries (snap and mixed)."""
 
     wants_queries = True
+    policy: ScoredPolicy
 
-    def __init__(self, policy: KVPolicy) -> None:
+    def __init__(self, policy: ScoredPolicy) -> None:
         super().__init__(policy)
-        self.window: int = policy.window  # type: ignore[attr-defined]
+        self.window: int = policy.window
         self.positions: torch.Tensor | None = None  # (b, kv_heads, L) int32, sorted along L
         self.queries: torch.Tensor | None = None  # (b, q_heads, <= window, d): the latest window's queries
         self._pending: torch.Tensor | None = None
@@ -123,7 +125,7 @@ class ScoredLayer(KVLayer):
 
     def _scores(self, keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         queries, query_positions = self._query_window()
-        scores = self.policy.score(queries, query_positions, keys, positions)  # type: ignore[attr-defined]
+        scores = self.policy.score(queries, query_positions, keys, positions)
         # The observation window itself is always kept (SnapKV keeps it verbatim).
         return scores.masked_fill(positions >= self.seen - self.window, float("inf"))
 
