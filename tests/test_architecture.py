@@ -99,7 +99,6 @@ def test_imports_go_down_the_layers_never_up():
     assert upward == []
 
 
-@pytest.mark.xfail(strict=True, reason="three in-function cycles of the engine merge (kv.static<->static_fp8, local.batching<->admission, local.memory<->static_engine), removed in this change")
 def test_no_module_imports_one_that_imports_it_back():
     graph = {source: {t for t, _ in targets if t != "longread"} for source, targets in edges().items()
              if source != "longread"}

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import copy
 import threading
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from longread.backends import kv
-from longread.backends.kv.static import make_static_cache, static_supported
+from longread.backends.kv.snap import StaticSnap
+from longread.backends.kv.static import StaticPolicyCache, make_static_cache, static_supported
 from longread.backends.local import attention
-from longread.backends.local.batching import batched_forward, batcher_for
+from longread.backends.local.batching import batcher_for
+from longread.backends.local.device_rules import DeviceRules
 from longread.backends.local.generation import Decoding, RepetitionGuard, generate, prefill
-from longread.backends.local.static_engine import DeviceRules, StaticEngine
+from longread.backends.local.ragged import batched_forward
+from longread.backends.local.static_engine import StaticEngine
 
 ATOL = 1e-4
 # Small budgets so that every policy evicts, flushes or demotes within a few dozen steps.
@@ -189,6 +193,86 @@ def test_static_caches_keep_their_budgets_at_every_step(llama, policy):
             assert filled <= budget
         assert static.stored_bytes() == allocated  # the buffers never grow
     assert int(static.length[0]) == static.host_length[0] and int(static.seen[0]) == static.host_seen[0]
+
+
+# -- a new policy is one module: its static form is found on the policy, by inheritance --------------------------
+class KeyNormPolicy(kv.SnapPolicy):
+    """K-norm (Devoto et al. 2024, "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression"): the
+    keys of smallest L2 norm draw the most attention, so the largest go first. Only the score is new: the eviction,
+    dynamic and static, is snap's."""
+
+    @property
+    def name(self) -> str:
+        return f"knorm:{self.budget}"
+
+    def score(self, queries, query_positions, keys, positions):
+        return -keys.float().norm(dim=-1)
+
+
+class EagerOnlySnap(kv.SnapPolicy):
+    """A subclass whose layers would keep other tokens than its parent's opts out of the parent's form."""
+
+    def static_form(self):
+        return None
+
+
+class StaticWholeWindow(StaticPolicyCache):
+    """The static form of KeepAllPolicy: every token of the window, in order (what the policy's layers keep)."""
+
+    def main_slots(self) -> int:
+        return self.window
+
+    def row_positions(self, row: int, index: int = 0) -> torch.Tensor:
+        return torch.arange(self.host_length[row])
+
+
+@dataclass(frozen=True)
+class KeepAllPolicy(kv.KVPolicy):
+    """A policy written outside the package, with its static form beside it: no table to edit."""
+
+    name = "keep-all"
+
+    def new_layer(self):
+        return kv.FullLayer(self)
+
+    def static_form(self):
+        return StaticWholeWindow
+
+
+def test_a_new_score_runs_on_its_parents_static_form_and_keeps_the_same_tokens_as_its_dynamic_layers(llama):
+    policy = KeyNormPolicy(budget=24)
+    assert static_supported(policy)
+    dynamic, static, pairs = side_by_side(llama, policy, prompt=40, steps=30)
+    assert type(static) is StaticSnap
+    assert max((a - b).abs().max().item() for a, b in pairs) < ATOL
+    kept = static.row_positions(0).long().sort().values
+    assert torch.equal(kept, dynamic.layers[0].positions[0].cpu().long().sort().values)
+    # Both forms asked the new score: they keep other tokens than snap's own.
+    _, snap, _ = side_by_side(llama, kv.SnapPolicy(budget=24), prompt=40, steps=30)
+    assert not torch.equal(kept, snap.row_positions(0).long().sort().values)
+
+
+def test_a_policy_defined_outside_the_package_brings_its_own_static_form(llama):
+    policy = KeepAllPolicy()
+    assert static_supported(policy)
+    dynamic, static, pairs = side_by_side(llama, policy, prompt=40, steps=20)
+    assert type(static) is StaticWholeWindow
+    assert max((a - b).abs().max().item() for a, b in pairs) < ATOL
+    assert torch.equal(static.row_positions(0), torch.arange(60))
+
+
+def test_a_policy_without_a_static_form_runs_eagerly(tiny_local):
+    from longread.backends.local import LocalModel
+
+    net, tokenizer = tiny_local
+    engine = lambda policy: LocalModel(net, tokenizer, name="tiny", kv=policy, engine="static",  # noqa: E731
+                                       prefix_cache=False).resolved_engine()
+    assert engine(KeyNormPolicy(budget=24)) == "static"  # inherited
+    assert not static_supported(EagerOnlySnap(budget=24))
+    assert engine(EagerOnlySnap(budget=24)) == "eager"
+    with pytest.raises(ValueError, match="no static form"):
+        make_static_cache(EagerOnlySnap(budget=24), net.config, batch=1, window=64, device="cpu",
+                          dtype=torch.float32)
 
 
 # -- the device rules against the host's ------------------------------------------------------------------------

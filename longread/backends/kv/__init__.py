@@ -12,7 +12,8 @@
     cache = make_cache("snap:1024", model.config)   # a fresh transformers Cache for one call
     model(input_ids=..., position_ids=..., past_key_values=cache)
 
-Each policy is a small dataclass with one method, `new_layer()`. docs/kv.md explains how to add one: register a
+Each policy is a small dataclass with one method, `new_layer()`, and names its static form (`static_form()`,
+static.py) in its own module. docs/kv.md explains how to add one: register a
 `PolicyForm` here (`register_policy`), or ship it in a package with an entry point in `longread.kv_policies`:
 
     [project.entry-points."longread.kv_policies"]

@@ -14,19 +14,29 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
+if TYPE_CHECKING:
+    from .static import StaticPolicyCache
+
 
 class KVPolicy(ABC):
-    """A KV cache policy: one method, a fresh cache layer for one model layer."""
+    """A KV cache policy: one method, a fresh cache layer for one model layer; optionally its static form."""
 
     name: str = "policy"
 
     @abstractmethod
     def new_layer(self) -> CacheLayerMixin: ...
+
+    def static_form(self) -> type[StaticPolicyCache] | None:
+        """The static-shape twin of this policy's layers for the batched GPU engine (kv/static.py), defined in
+        the policy's own module; None (the default): the policy runs on the eager engine. Found by inheritance,
+        so a subclass runs on its parent's form: one whose layers keep other tokens overrides this (its own form,
+        or None)."""
+        return None
 
     @property
     def budget_tokens(self) -> int | None:

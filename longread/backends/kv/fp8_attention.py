@@ -1,4 +1,4 @@
-"""Decode attention over the FP8 (e4m3) static cache (kv/static_fp8.py): codes and scales read once, in registers.
+"""Decode attention over the FP8 (e4m3) static cache (StaticFP8, kv/fp8.py): codes and scales read once, in registers.
 
 Each token's key and value are 8-bit floats with one scale per (token, kv head), so the scale factors out of both
 dots: q . (c_n s_n) = s_n (q . c_n) for the scores, and sum_n p_n s_n c_n = (p s) . c for the output. The kernel
@@ -6,7 +6,7 @@ converts the codes to the query's dtype (exact: every e4m3 value is a bf16 value
 vector of BLOCK scores or probabilities; no dequantized tile is ever written. The split and the merge are
 quant_attention's (block-cyclic over a fixed grid, one merge launch).
 
-The reference path (kv/static_fp8.py) dequantizes the buffer and runs SDPA; quant_attention.use_kernel decides
+The reference path (StaticFP8 in kv/fp8.py) dequantizes the buffer and runs SDPA; quant_attention.use_kernel decides
 between them.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .fp8 import FP8_MAX
+from .fp8_codes import FP8_MAX
 from .quant_attention import BLOCK_N, _Scratch, _gp, _iters, merge, splits_for, triton
 
 if triton is not None:
@@ -133,7 +133,7 @@ def self_check(b: int, kv_heads: int, q_heads: int, d: int, device, dtype: torch
     """(reference, kernel) attention over random FP8 codes of rows filled to different counts (tests)."""
     import torch.nn.functional as F
 
-    from .fp8 import dequantize_fp8, quantize_fp8
+    from .fp8_codes import dequantize_fp8, quantize_fp8
 
     keys = torch.randn(b, kv_heads, capacity, d, device=device) * 3 + 1
     values = torch.randn(b, kv_heads, capacity, d, device=device)

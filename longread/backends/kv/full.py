@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .base import FullLayer, KVPolicy
+from .static import StaticPolicyCache
 
 
 @dataclass(frozen=True)
@@ -17,3 +20,16 @@ class FullPolicy(KVPolicy):
 
     def new_layer(self) -> FullLayer:
         return FullLayer(self)
+
+    def static_form(self) -> type[StaticPolicyCache]:
+        return StaticFull
+
+
+class StaticFull(StaticPolicyCache):
+    """K and V for the whole window; a decode step writes at the filled count, nothing moves between steps."""
+
+    def main_slots(self) -> int:
+        return self.window
+
+    def row_positions(self, row: int, index: int = 0) -> torch.Tensor:
+        return torch.arange(self.host_length[row])

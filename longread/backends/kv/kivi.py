@@ -22,11 +22,14 @@ found (without them, half). benchmarks/kv.py and docs/benchmarks.md have the fig
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .base import KVLayer, KVPolicy
 from .quantize import SUPPORTED_BITS, QuantizedBlocks, value_group
+from .static import StaticPolicyCache
+from .static_codes import QuantizedAttention
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class QuantPolicy(KVPolicy):
 
     def new_layer(self) -> "QuantLayer":
         return QuantLayer(self)
+
+    def static_form(self) -> type[StaticPolicyCache]:
+        return StaticQuant
 
 
 class QuantLayer(KVLayer):
@@ -119,3 +125,49 @@ class QuantLayer(KVLayer):
         self.keys, self.values = tensors["keys"], tensors["values"]
         assert self.store is not None
         self.store.load({k[2:]: v for k, v in tensors.items() if k.startswith("q_")})
+
+
+# -- the static form (kv/static.py) -------------------------------------------------------------------------------
+class StaticQuant(QuantizedAttention, StaticPolicyCache):
+    """Codes for the window; the exact part holds the sinks, then the residual in order, with room for one more
+    block: when it is full, the block after the sinks is quantized and the rest shifts down (the dynamic rule)."""
+
+    policy: QuantPolicy
+
+    def main_slots(self) -> int:
+        p = self.policy
+        return p.sinks + p.residual + p.group
+
+    def _load_layer(self, row: int, index: int, layer: Any) -> tuple[int, int]:
+        length, _ = super()._load_layer(row, index, layer)
+        return length, self.codes[index].load(row, layer.store)
+
+    def load_row(self, row: int, cache: Any) -> None:
+        if cache.layers[0].seen < self.policy.sinks:
+            raise ValueError("the static quant form needs at least the sink tokens in the prompt")
+        super().load_row(row, cache)
+
+    def _maintain(self) -> None:
+        for row in range(self.active):
+            if self.host_length[row] == self.slots:
+                self._flush(row)
+
+    def _flush(self, row: int) -> None:
+        p = self.policy
+        sinks, group, at = p.sinks, p.group, self.host_low[row]
+        for index in range(self.n_layers):
+            keys, values = self.keys[index], self.values[index]
+            self.codes[index].append(row, at, keys[row : row + 1, :, sinks : sinks + group],
+                                     values[row : row + 1, :, sinks : sinks + group])
+            rest = self.slots - sinks - group
+            keys[row, :, sinks : sinks + rest] = keys[row, :, sinks + group :].clone()
+            values[row, :, sinks : sinks + rest] = values[row, :, sinks + group :].clone()
+        self.length[row] = self.slots - group
+        self.low[row] = at + group
+        self.host_length[row] = self.slots - group
+        self.host_low[row] = at + group
+
+    def row_positions(self, row: int, index: int = 0) -> torch.Tensor:
+        sinks, seen, length = self.policy.sinks, self.host_seen[row], self.host_length[row]
+        return torch.tensor(list(range(sinks)) + list(range(seen - (length - sinks), seen)))
+

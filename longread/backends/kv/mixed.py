@@ -11,16 +11,18 @@ passes; the low-precision part grows with the text at BITS/16 of the full cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from .base import KVPolicy
 from .quantize import SUPPORTED_BITS, QuantizedBlocks, value_group
-from .snap import ScoredLayer, default_window
+from .snap import ScoredLayer, ScoredPolicy, StaticSnap, default_window
+from .static import StaticPolicyCache
+from .static_codes import QuantizedAttention
 
 
 @dataclass(frozen=True)
-class MixedPolicy(KVPolicy):
+class MixedPolicy(ScoredPolicy):
     budget: int
     bits: int
     window: int = field(default=0)  # 0: min(32, N // 4)
@@ -50,6 +52,9 @@ class MixedPolicy(KVPolicy):
 
     def new_layer(self) -> "MixedLayer":
         return MixedLayer(self)
+
+    def static_form(self) -> type[StaticPolicyCache]:
+        return StaticMixed
 
 
 class MixedLayer(ScoredLayer):
@@ -105,3 +110,41 @@ class MixedLayer(ScoredLayer):
         super().load_tensors(tensors)
         assert self.low is not None
         self.low.load({k[2:]: v for k, v in tensors.items() if k.startswith("q_")})
+
+
+# -- the static form (kv/static.py) -------------------------------------------------------------------------------
+class StaticMixed(QuantizedAttention, StaticSnap):
+    """snap's full-precision set (N + 1 slots, positions, the query ring) and quant's codes for the demoted."""
+
+    policy: MixedPolicy
+
+    def _load_layer(self, row: int, index: int, layer: Any) -> tuple[int, int]:
+        return self._load_scored(row, index, layer), self.codes[index].load(row, layer.low)
+
+    def _evict(self, row: int) -> None:
+        """MiKV's demotion, as MixedLayer.update does it: the least attended block goes into codes."""
+        p = self.policy
+        length, low = self.host_length[row], self.host_low[row]
+        over = length - p.budget
+        demote = -(-over // p.group) * p.group
+        for index in range(self.n_layers):
+            fp_keys = self.keys[index][row : row + 1, :, :length]
+            fp_values = self.values[index][row : row + 1, :, :length]
+            positions = self.positions[index][row : row + 1, :, :length]
+            if low:
+                low_keys, _ = self.codes[index].dequantize(row, low, self.dtype)
+                keys = torch.cat([low_keys, fp_keys], dim=2)
+            else:
+                keys = fp_keys
+            all_positions = torch.cat([positions.new_full((1, self.kv_heads, low), -1), positions], dim=-1)
+            scores = self._scores(row, index, keys, all_positions)[..., low:]
+            order = scores.argsort(dim=-1)
+            drop, keep = order[..., :demote].sort(dim=-1).values, order[..., demote:]
+            gather = drop.unsqueeze(-1).expand(-1, -1, -1, self.head_dim)
+            self.codes[index].append(row, low, fp_keys.gather(-2, gather), fp_values.gather(-2, gather))
+            self._keep(row, index, keep, length)
+        self.length[row] = length - demote
+        self.low[row] = low + demote
+        self.host_length[row] = length - demote
+        self.host_low[row] = low + demote
+

@@ -12,10 +12,12 @@ call stays inside the model's window, which longread checks before every call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .base import KVLayer, KVPolicy
+from .static import StaticPolicyCache
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class SinkPolicy(KVPolicy):
 
     def new_layer(self) -> "SinkLayer":
         return SinkLayer(self)
+
+    def static_form(self) -> type[StaticPolicyCache]:
+        return StaticSink
 
 
 class SinkLayer(KVLayer):
@@ -79,3 +84,46 @@ class SinkLayer(KVLayer):
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.lazy_initialization(tensors["keys"], tensors["values"])
         self.keys, self.values = tensors["keys"], tensors["values"]
+
+
+# -- the static form (kv/static.py) -------------------------------------------------------------------------------
+class StaticSink(StaticPolicyCache):
+    """The sinks in the first slots, then a ring: position p >= slots goes to sinks + (p - sinks) % ring."""
+
+    policy: SinkPolicy
+
+    def main_slots(self) -> int:
+        return self.policy.budget + 1
+
+    @property
+    def ring(self) -> int:
+        return self.slots - self.policy.sinks
+
+    def _slot_of(self, p: torch.Tensor) -> torch.Tensor:
+        sinks = self.policy.sinks
+        return torch.where(p < self.slots, p, sinks + (p - sinks) % self.ring)
+
+    def _slot(self, n: int) -> torch.Tensor:
+        return self._slot_of(self.seen[:n])
+
+    def _filled(self, n: int) -> torch.Tensor:
+        return self._arange[None, : self.slots] <= self.seen[:n, None]
+
+    def _count(self, n: int) -> torch.Tensor:
+        return (self.seen[:n] + 1).clamp(max=self.slots)
+
+    def _load_layer(self, row: int, index: int, layer: Any) -> tuple[int, int]:
+        slots = self._slot_of(torch.tensor(layer.positions(), device=self.device))
+        self.keys[index][row, :, slots] = layer.keys[0]
+        self.values[index][row, :, slots] = layer.values[0]
+        return layer.keys.shape[-2], 0
+
+    def row_positions(self, row: int, index: int = 0) -> torch.Tensor:
+        seen, sinks = self.host_seen[row], self.policy.sinks
+        if seen <= self.policy.budget:
+            return torch.arange(seen)
+        # The ring's oldest slot is the next write's, never attended again: held are the budget's tokens.
+        positions = torch.tensor(list(range(sinks)) + list(range(seen - (self.ring - 1), seen)))
+        order = self._slot_of(positions.to(self.device)).cpu().argsort()
+        return positions[order]
+

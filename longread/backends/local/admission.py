@@ -8,7 +8,7 @@ prefill; a new engine of the call's window. When the budget is short, idle engin
 fits nowhere now waits for rows to free; a call that cannot fit even with every engine of its model idle is
 refused (GPUMemoryExceeded, naming the sizes). An eager call needs a place in the batch (`max_batch`).
 
-The admitted calls are then prefilled together (batching.prefill_together); if that fails, each is retried alone
+The admitted calls are then prefilled together (ragged.prefill_together); if that fails, each is retried alone
 from its start, so one call's failure (a prompt too long for the memory left, say) is that call's error only.
 """
 
@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...errors import GPUMemoryExceeded
-from .batching import Batcher, PrefillStopped, Request, prefill_together
 from .failures import call_error, fail, give_memory_back
 from .memory import gb, static_row_bytes
+from .ragged import PrefillStopped, prefill_together
+
+if TYPE_CHECKING:  # the batcher drives admission: it hands itself and its requests in
+    from .batching import Batcher, Request
 
 
 def admit(batcher: Batcher, joining: list[Request], live: list[Request]) -> list[Request]:

@@ -16,9 +16,10 @@ from ...tokenizers import HFTokenizer
 from ..base import ChatModel, Completion, Message
 from .. import kv as kv_policies
 from . import memory
-from .batching import Request, batched_prefill, batcher_for, can_batch, model_lock
+from .batching import Request, batcher_for, can_batch, model_lock
 from .generation import Decoding, GenerationResult, RepetitionGuard, generate, prefill
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache, prefix_key, shared_prefix_cache
+from .ragged import batched_prefill
 from .weights import EMBEDDED_NAME, EMBEDDED_WINDOW, default_device, embedded_model_dir, load_pretrained
 
 # Tokenized prompts kept per model: a call's window check and its run, times a few concurrent worker threads.

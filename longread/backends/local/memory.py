@@ -125,7 +125,7 @@ def _row_bytes(policy: Any, layers: int, kv_heads: int, q_heads: int, head_dim: 
     from types import SimpleNamespace
 
     from ..kv.static import make_static_cache
-    from .static_engine import DeviceRules
+    from .device_rules import DeviceRules
 
     text = SimpleNamespace(num_hidden_layers=layers, num_key_value_heads=kv_heads, num_attention_heads=q_heads,
                            head_dim=head_dim, hidden_size=q_heads * head_dim)
