@@ -17,10 +17,11 @@ calls the old sync body made, in the same thread and order, and the async driver
 body awaited: the steps between the yields are the one body, so events, checkpoints and batching are unchanged.
 
 What a body yields is an `Effect`: an object with `run()` (the sync way) and `arun()` (the async way). `Call` is a
-model call; `Blocking` is work that blocks (run in place, or in a worker thread off the event loop); `Together`
-runs effects at once (threads, or tasks); workflows/runs.py adds graph runs. Whatever an effect raises is thrown
-into the body at its `yield`, so the body sees a failure (a window exceeded, a model error, Ctrl-C, a cancelled
-task) exactly where its own call would have raised it.
+model call; `Twin` is any API with both forms (`graph.invoke` / `graph.ainvoke`, `strategy.run` / `strategy.arun`);
+`Blocking` is work that blocks (run in place, or in a worker thread off the event loop); `Together` runs bodies at
+once (threads, or tasks). Whatever an effect raises is thrown into the body at its `yield`, so the body sees a
+failure (a window exceeded, a model error, Ctrl-C, a cancelled task) exactly where its own call would have raised
+it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Protocol, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Generator, Protocol, Sequence, TypeVar
 
 from .base import CallTag, ChatModel, Completion, Message, TextCallback
 
@@ -71,6 +72,20 @@ class Call:
         return await self.model.acomplete(self.messages, self.max_new_tokens, self.temperature, **self._options())
 
 
+class Twin:
+    """One call of an API that has a sync and an async form: `sync(*args, **kwargs)` for `drive`,
+    `await async_(*args, **kwargs)` for `adrive`."""
+
+    def __init__(self, sync: Callable[..., Any], async_: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any):
+        self.sync, self.async_, self.args, self.kwargs = sync, async_, args, kwargs
+
+    def run(self) -> Any:
+        return self.sync(*self.args, **self.kwargs)
+
+    async def arun(self) -> Any:
+        return await self.async_(*self.args, **self.kwargs)
+
+
 @dataclass(frozen=True)
 class Blocking:
     """Work that blocks (CPU or disk): done in place by `drive`, in a worker thread by `adrive` (off the loop)."""
@@ -86,18 +101,18 @@ class Blocking:
 
 @dataclass(frozen=True)
 class Together:
-    """Independent effects at once, their outcomes in order: one thread each (named `thread_name`-N) for `drive`,
-    one task each for `adrive`."""
+    """Independent bodies at once, their values in order: one thread each (named `thread_name`_N) driven by
+    `drive`, or one task each driven by `adrive`."""
 
-    effects: Sequence[Effect]
+    bodies: Sequence[Steps[Any]]
     thread_name: str = "longread"
 
     def run(self) -> list[Any]:
-        with ThreadPoolExecutor(max_workers=max(1, len(self.effects)), thread_name_prefix=self.thread_name) as pool:
-            return list(pool.map(lambda effect: effect.run(), self.effects))
+        with ThreadPoolExecutor(max_workers=max(1, len(self.bodies)), thread_name_prefix=self.thread_name) as pool:
+            return list(pool.map(drive, self.bodies))
 
     async def arun(self) -> list[Any]:
-        return list(await asyncio.gather(*(effect.arun() for effect in self.effects)))
+        return list(await asyncio.gather(*(adrive(body) for body in self.bodies)))
 
 
 def drive(steps: Steps[T]) -> T:
