@@ -30,9 +30,10 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generator, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Protocol, Sequence, TypeVar
 
-from .base import CallTag, ChatModel, Completion, Message, TextCallback
+if TYPE_CHECKING:  # (only named in annotations: base.py's ChatModel drives its own calls with this module)
+    from .base import CallTag, ChatModel, Completion, Message, TextCallback
 
 T = TypeVar("T")
 
