@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypedDict
 
 from ..errors import WindowExceeded
-from .calls import Blocking, Steps, Twin, adrive, drive
 from ..tokenizers import Tokenizer
+from .calls import Blocking, Steps, Twin, adrive, drive
 
 
 class Message(TypedDict):

@@ -22,9 +22,9 @@ from ..agents.bridges import DocumentIndex
 from ..agents.claims import claims_from_dicts
 from ..agents.questions import aggregate_question, items_asked, listing_question
 from ..agents.grounded import ClaimManager, ClaimWorker, item_sentences
+from ..backends.calls import Blocking, Steps
 from ..results import CallRecord, Citation, Result, unique_citations
 from ..segmenting import Segment
-from ..backends.calls import Blocking, Steps
 from .base import ReadingContext, StepsStrategy
 from .chain_of_agents import build_chain_graph, initial_state
 from .hooks import ChainHooks

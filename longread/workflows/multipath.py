@@ -3,9 +3,10 @@
 
 Path 0 reads forward, path 1 backward, paths 2.. in seeded shuffles (seed = the path's number, so a rerun reads
 the same orders and resumes). Each path is a whole chain with its own checkpoint thread; the paths are
-independent, so they run concurrently (threads for `run`, tasks for `arun`: backends/calls.py's Together) where the backend allows it. The judge
-sees every path's answer with the notes it came from and picks or merges them; for a summary it merges the k
-summaries. Only path 0 writes to memory, so the stream does not hold k copies of the same notes.
+independent, so they run concurrently (threads for `run`, tasks for `arun`: backends/calls.py's Together) where
+the backend allows it. The judge sees every path's answer with the notes it came from and picks or merges them;
+for a summary it merges the k summaries. Only path 0 writes to memory, so the stream does not hold k copies of the
+same notes.
 """
 
 from __future__ import annotations
