@@ -43,6 +43,17 @@ def graph_run(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int
     return dict((yield Twin(graph.invoke, graph.ainvoke, start, config, **_durability(graph)))), False
 
 
+def run_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
+              concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
+    """`graph_run` with the sync API (a strategy plugin's `run`; the built-ins yield from `graph_run`)."""
+    return drive(graph_run(graph, thread_id, initial, steps=steps, fresh=fresh, concurrency=concurrency))
+
+
+async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
+                     concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
+    return await adrive(graph_run(graph, thread_id, initial, steps=steps, fresh=fresh, concurrency=concurrency))
+
+
 def _unfinished(snapshot: Any) -> bool:
     """A thread with steps left. `next` alone does not say: when a step's writes were saved but the checkpoint after
     it was not (a failed save), the snapshot lists that step's task, done, and no `next`; the run must go on."""
