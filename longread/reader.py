@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, Seq
 from .agents import DEFAULT_PROMPTS, Budget, Mode, Prompts, default_window
 from .backends import ChatModel, check_model, get_model
 from .backends.base import CallTag, Completion, Message, TextCallback
+from .backends.calls import Steps, Twin, adrive, drive
 from .documents import Document, as_document
 from .results import CallRecord, ChainEvent, Citation, EventHandler, ReadEvent, Result, unique_citations
 from .segmenting import Segment
-from .workflows.base import ReadingContext, Strategy, fingerprint
+from .workflows.base import ReadingContext, Strategy, fingerprint, reading_with
 from .workflows.registry import get_strategy
 from .workflows.runs import forget
 
@@ -183,49 +184,46 @@ class Reader:
             on_text: TextCallback | None = None) -> Result:
         """The answer; with memory, from memory first (see the class docstring for the rule). With `schema`, also
         as an object in `Result.data`."""
-        self._check_question(question)
-        schema = _checked_schema(schema)
-        with self._run_span("query") as finished:
-            if self.memory is None:
-                result = self.strategy.run(self.context(on_event, on_text), question)
-            else:
-                result = self._answer_from_graph(self._memory_graph(on_event, on_text).invoke({"question": question}))
-            return finished(self._structured(result, schema, on_event))
+        return drive(self._asking(question, schema, on_event, on_text))
 
     def summarize(self, *, schema: Any = None, on_event: EventHandler | None = None,
                   on_text: TextCallback | None = None) -> Result:
-        schema = _checked_schema(schema)
-        with self._run_span("summary") as finished:
-            result = self._remember_summary(self.strategy.run(self.context(on_event, on_text), None))
-            return finished(self._structured(result, schema, on_event))
+        return drive(self._summarizing(schema, on_event, on_text))
 
     async def aask(self, question: str, *, schema: Any = None, on_event: EventHandler | None = None,
                    on_text: TextCallback | None = None) -> Result:
-        self._check_question(question)
-        schema = _checked_schema(schema)
-        with self._run_span("query") as finished:
-            if self.memory is None:
-                result = await self.strategy.arun(self.context(on_event, on_text), question)
-            else:
-                graph = self._memory_graph(on_event, on_text)
-                result = self._answer_from_graph(await graph.ainvoke({"question": question}))
-            return finished(await self._astructured(result, schema, on_event))
+        return await adrive(self._asking(question, schema, on_event, on_text))
 
     async def asummarize(self, *, schema: Any = None, on_event: EventHandler | None = None,
                          on_text: TextCallback | None = None) -> Result:
-        schema = _checked_schema(schema)
-        with self._run_span("summary") as finished:
-            result = self._remember_summary(await self.strategy.arun(self.context(on_event, on_text), None))
-            return finished(await self._astructured(result, schema, on_event))
+        return await adrive(self._summarizing(schema, on_event, on_text))
 
     def read(self, question: str, *, schema: Any = None, on_event: EventHandler | None = None,
              on_text: TextCallback | None = None) -> Result:
         """One pass of the strategy over the whole document for the question, whatever memory holds."""
+        return drive(self._asking(question, schema, on_event, on_text, from_memory=False))
+
+    # The runs written once, as steps (backends/calls.py): the sync methods drive them with the sync API (the
+    # strategy's `run`, the graph's `invoke`), the async ones with the async API.
+    def _asking(self, question: str, schema: Any, on_event: EventHandler | None, on_text: TextCallback | None,
+                from_memory: bool = True) -> Steps[Result]:
         self._check_question(question)
         schema = _checked_schema(schema)
         with self._run_span("query") as finished:
-            result = self.strategy.run(self.context(on_event, on_text), question)
-            return finished(self._structured(result, schema, on_event))
+            if self.memory is None or not from_memory:
+                result = yield from reading_with(self.strategy, self.context(on_event, on_text), question)
+            else:
+                graph = self._memory_graph(on_event, on_text)
+                result = self._answer_from_graph((yield Twin(graph.invoke, graph.ainvoke, {"question": question})))
+            return finished((yield from self._structuring(result, schema, on_event)))
+
+    def _summarizing(self, schema: Any, on_event: EventHandler | None, on_text: TextCallback | None
+                     ) -> Steps[Result]:
+        schema = _checked_schema(schema)
+        with self._run_span("summary") as finished:
+            result = yield from reading_with(self.strategy, self.context(on_event, on_text), None)
+            result = self._remember_summary(result)
+            return finished((yield from self._structuring(result, schema, on_event)))
 
     # -- client conventions: the run's span, a structured answer ------------------------------------------------
     @contextmanager
@@ -244,19 +242,12 @@ class Reader:
 
             yield finished
 
-    def _structured(self, result: Result, schema: Any, on_event: EventHandler | None) -> Result:
+    def _structuring(self, result: Result, schema: Any, on_event: EventHandler | None) -> Steps[Result]:
         if schema is None:
             return result
-        from .structured import structure_result
+        from .structured import structuring
 
-        return structure_result(self.model, result, schema, window=self.window, on_event=on_event)
-
-    async def _astructured(self, result: Result, schema: Any, on_event: EventHandler | None) -> Result:
-        if schema is None:
-            return result
-        from .structured import astructure_result
-
-        return await astructure_result(self.model, result, schema, window=self.window, on_event=on_event)
+        return (yield from structuring(self.model, result, schema, window=self.window, on_event=on_event))
 
     @staticmethod
     def _check_question(question: str) -> None:

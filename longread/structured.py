@@ -22,9 +22,10 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from .backends.base import CallTag, ChatModel, Completion, Message
+from .backends.calls import Call, Steps, adrive, drive
 from .errors import LongreadError, WindowExceeded
 from .tokenizers import truncate_to_tokens
 
@@ -224,19 +225,31 @@ def retry_messages(messages: Sequence[Message], reply: str, error: str, model: C
                                         "Reply again with only the corrected JSON."}]
 
 
-Steps = Generator[list[Message], Completion, tuple[list[Completion], Any]]
+def json_steps(model: ChatModel, messages: Sequence[Message], schema: OutputSchema, max_new_tokens: int, *,
+               temperature: float = 0.0, window: int | None = None, tag: CallTag = FORMATTER,
+               on_call: Callable[[str, Completion | None], None] | None = None, caller: Any = None
+               ) -> Steps[tuple[list[Completion], Any]]:
+    """The calls of a JSON answer, written once for the sync and the async caller (backends/calls.py): the first,
+    and one retry when its reply does not match; returns (completions, value). `caller` makes the calls instead of
+    the model (an object with `complete` / `acomplete`: serve's queue)."""
+    messages = list(messages)
 
+    def call(prompt: list[Message]) -> Steps[Completion]:
+        if on_call is not None:
+            on_call("started", None)
+        completion = yield Call(caller or model, prompt, max_new_tokens, temperature, window=window, tag=tag,
+                                response_format=schema.response_format())
+        if on_call is not None:
+            on_call("finished", completion)
+        return completion
 
-def _steps(schema: OutputSchema, messages: list[Message], cap: int, model: ChatModel) -> Steps:
-    """The calls of a JSON answer, written once for the sync and the async caller: yields each prompt, is sent its
-    completion, returns (completions, value). A retry that does not fit the window is thrown back in."""
-    first = yield messages
+    first = yield from call(messages)  # a first call that does not fit raises WindowExceeded
     try:
         return [first], checked(schema, first.text)
     except ValueError as exc:
         error = str(exc)
     try:
-        second = yield retry_messages(messages, first.text, error, model, cap)
+        second = yield from call(retry_messages(messages, first.text, error, model, max_new_tokens))
     except WindowExceeded:
         raise _failed(error, first.text, [first], "no room in the window to retry") from None
     try:
@@ -255,24 +268,18 @@ def complete_json(model: ChatModel, messages: Sequence[Message], schema: Any, ma
                   on_call: Callable[[str, Completion | None], None] | None = None) -> tuple[list[Completion], Any]:
     """(the completions made, the validated value): one call, and one retry when its reply does not match.
     `on_call("started" | "finished", completion)` around each call (progress events)."""
-    schema = as_schema(schema)
-    steps = _steps(schema, list(messages), max_new_tokens, model)
-    prompt = next(steps)
-    while True:
-        if on_call is not None:
-            on_call("started", None)
-        try:
-            completion = model.complete(prompt, max_new_tokens, temperature, window=window, tag=tag,
-                                        response_format=schema.response_format())
-        except WindowExceeded as exc:
-            prompt = steps.throw(exc)  # raises for a first call that does not fit
-            continue
-        if on_call is not None:
-            on_call("finished", completion)
-        try:
-            prompt = steps.send(completion)
-        except StopIteration as done:
-            return done.value
+    return drive(json_steps(model, messages, as_schema(schema), max_new_tokens, temperature=temperature,
+                            window=window, tag=tag, on_call=on_call))
+
+
+class _Queued:
+    """A call made by `complete(messages)` (serve's queue) in place of the model's own."""
+
+    def __init__(self, complete: Callable[[list[Message]], Awaitable[Completion]]):
+        self._complete = complete
+
+    async def acomplete(self, messages: Sequence[Message], *args: Any, **options: Any) -> Completion:
+        return await self._complete(list(messages))
 
 
 async def acomplete_json(model: ChatModel, messages: Sequence[Message], schema: Any, max_new_tokens: int, *,
@@ -281,27 +288,9 @@ async def acomplete_json(model: ChatModel, messages: Sequence[Message], schema: 
                          complete: Callable[[list[Message]], Awaitable[Completion]] | None = None
                          ) -> tuple[list[Completion], Any]:
     """The async twin of complete_json. `complete(messages)` makes the call instead of the model (serve's queue)."""
-    schema = as_schema(schema)
-    steps = _steps(schema, list(messages), max_new_tokens, model)
-    prompt = next(steps)
-    while True:
-        if on_call is not None:
-            on_call("started", None)
-        try:
-            if complete is not None:
-                completion = await complete(prompt)
-            else:
-                completion = await model.acomplete(prompt, max_new_tokens, temperature, window=window, tag=tag,
-                                                   response_format=schema.response_format())
-        except WindowExceeded as exc:
-            prompt = steps.throw(exc)  # raises for a first call that does not fit
-            continue
-        if on_call is not None:
-            on_call("finished", completion)
-        try:
-            prompt = steps.send(completion)
-        except StopIteration as done:
-            return done.value
+    return await adrive(json_steps(model, messages, as_schema(schema), max_new_tokens, temperature=temperature,
+                                   window=window, tag=tag, on_call=on_call,
+                                   caller=_Queued(complete) if complete is not None else None))
 
 
 # -- a read document's answer as JSON -----------------------------------------------------------------------------
@@ -354,35 +343,30 @@ def _with_data(result: "Result", completions: Sequence[Completion], value: Any, 
     return replace(result, calls=[*result.calls, *records], data=value)
 
 
-def structure_result(model: ChatModel, result: "Result", schema: Any, *, window: int, on_event: Any = None
-                     ) -> "Result":
+def structuring(model: ChatModel, result: "Result", schema: Any, *, window: int, on_event: Any = None
+                ) -> Steps["Result"]:
     """`result` with `data` (the validated object) and the formatter calls added to its calls. On a second miss,
-    StructuredOutputError with `.result`: the answer and every call made, the formatter's too."""
+    StructuredOutputError with `.result`: the answer and every call made, the formatter's too. Written once for
+    `structure_result` and `astructure_result` (backends/calls.py)."""
     schema = as_schema(schema)
     cap = json_cap(window)
     messages = formatter_messages(model, result, schema, window, cap)
     try:
-        completions, value = complete_json(model, messages, schema, cap, window=window,
-                                           on_call=_events(result, cap, on_event))
+        completions, value = yield from json_steps(model, messages, schema, cap, window=window,
+                                                   on_call=_events(result, cap, on_event))
     except StructuredOutputError as exc:
         exc.result = _with_data(result, exc.completions, None, cap)
         if getattr(model, "upper_bound", False):
             return exc.result  # a dry run's stand-in: it takes the retry, and its calls are the estimate
         raise
     return _with_data(result, completions, value, cap)
+
+
+def structure_result(model: ChatModel, result: "Result", schema: Any, *, window: int, on_event: Any = None
+                     ) -> "Result":
+    return drive(structuring(model, result, schema, window=window, on_event=on_event))
 
 
 async def astructure_result(model: ChatModel, result: "Result", schema: Any, *, window: int, on_event: Any = None
                             ) -> "Result":
-    schema = as_schema(schema)
-    cap = json_cap(window)
-    messages = formatter_messages(model, result, schema, window, cap)
-    try:
-        completions, value = await acomplete_json(model, messages, schema, cap, window=window,
-                                                  on_call=_events(result, cap, on_event))
-    except StructuredOutputError as exc:
-        exc.result = _with_data(result, exc.completions, None, cap)
-        if getattr(model, "upper_bound", False):
-            return exc.result  # a dry run's stand-in: it takes the retry, and its calls are the estimate
-        raise
-    return _with_data(result, completions, value, cap)
+    return await adrive(structuring(model, result, schema, window=window, on_event=on_event))

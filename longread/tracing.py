@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from .backends.base import ChatModel, Completion
+from .backends.calls import Steps
 from .backends.wrapper import ModelWrapper
 
 if TYPE_CHECKING:
@@ -169,17 +170,11 @@ class TracedModel(ModelWrapper):
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                     raise
 
-    def _call(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra) -> Completion:
+    def _calling(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra
+                 ) -> Steps[Completion]:
         with self._spans(max_new_tokens, temperature, extra) as finished:
-            completion = super()._call(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
-            finished(completion)
-            return completion
-
-    async def _acall(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra
-                     ) -> Completion:
-        with self._spans(max_new_tokens, temperature, extra) as finished:
-            completion = await super()._acall(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix,
-                                              **extra)
+            completion = yield from super()._calling(messages, max_new_tokens, temperature, prompt_tokens,
+                                                     cache_prefix, **extra)
             finished(completion)
             return completion
 

@@ -99,6 +99,66 @@ def _patch(monkeypatch, fake: Scripted) -> None:
     monkeypatch.setattr(litellm, "acompletion", fake.async_)
 
 
+class BreakingStream:
+    """Stands in for a streaming litellm call: each attempt streams litellm's mock reply, and the attempts listed in
+    `break_after` (attempt number -> pieces delivered first) fail with a dropped connection after that many."""
+
+    def __init__(self, break_after: dict[int, int], text: str = "hello there reader"):
+        self.break_after = break_after
+        self.text = text
+        self.calls = 0
+
+    def sync(self, **kwargs):
+        self.calls += 1
+        cut = self.break_after.get(self.calls)
+        stream = REAL_COMPLETION(**{**kwargs, "mock_response": self.text})
+        return stream if cut is None else self._cut(list(stream), cut)
+
+    async def async_(self, **kwargs):
+        self.calls += 1
+        cut = self.break_after.get(self.calls)
+        stream = await REAL_ACOMPLETION(**{**kwargs, "mock_response": self.text})
+        if cut is None:
+            return stream
+        chunks = [chunk async for chunk in stream]
+
+        async def cut_stream():
+            for chunk in self._cut(chunks, cut):
+                yield chunk
+
+        return cut_stream()
+
+    @staticmethod
+    def _cut(chunks, cut):
+        delivered = 0
+        for chunk in chunks:
+            if delivered == cut:
+                raise _error(litellm.APIConnectionError, "the connection dropped")
+            delivered += bool(chunk.choices and chunk.choices[0].delta.content)
+            yield chunk
+        raise _error(litellm.APIConnectionError, "the connection dropped")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_stream_is_retried_until_its_first_words_and_never_after(monkeypatch, mode):
+    """A stream that fails before any text reached the reader is retried; one that fails after is not (a retry
+    would repeat words the reader has seen), and the error says so."""
+    fake = BreakingStream({1: 0})
+    _patch(monkeypatch, fake)
+    pieces: list[str] = []
+    result = _call(LiteLLMModel(MODEL, retry_wait=0), mode, 16, on_text=pieces.append)
+    assert fake.calls == 2 and result.text == "hello there reader" == "".join(pieces)
+
+    fake = BreakingStream({1: 1})
+    _patch(monkeypatch, fake)
+    pieces = []
+    with pytest.raises(ModelError) as raised:
+        _call(LiteLLMModel(MODEL, retry_wait=0), mode, 16, on_text=pieces.append)
+    assert fake.calls == 1 and len(pieces) == 1
+    assert "the stream broke after its first words" in str(raised.value)
+    assert raised.value.error_type == "APIConnectionError" and raised.value.attempts == 1
+
+
 # ---- construction and model facts -------------------------------------------------------------------------------
 
 

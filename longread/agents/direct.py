@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallback
+from ..backends.calls import Call, Steps, adrive, drive
 from ..errors import WindowTooSmall
 from .budget import JOIN_MARGIN
 from .messages import Mode, reader_messages
@@ -45,10 +46,13 @@ class DirectReader:
     def fits(self, text: str) -> bool:
         return self.model.count_prompt_tokens(self.messages(text)) + self.answer_tokens <= self.limit
 
+    def reading(self, text: str, *, on_text: TextCallback | None = None) -> Steps[Completion]:
+        """The reader's one call (backends/calls.py: `drive` or `adrive` runs it)."""
+        return (yield Call(self.model, self.messages(text), self.answer_tokens, window=self.window,
+                           tag=CallTag("reader"), on_text=on_text))
+
     def read(self, text: str, *, on_text: TextCallback | None = None) -> Completion:
-        return self.model.complete(self.messages(text), self.answer_tokens, window=self.window, tag=CallTag("reader"),
-                                   on_text=on_text)
+        return drive(self.reading(text, on_text=on_text))
 
     async def aread(self, text: str, *, on_text: TextCallback | None = None) -> Completion:
-        return await self.model.acomplete(self.messages(text), self.answer_tokens, window=self.window,
-                                          tag=CallTag("reader"), on_text=on_text)
+        return await adrive(self.reading(text, on_text=on_text))

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from .. import grounding
 from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallback
+from ..backends.calls import Call, Steps, adrive, drive
 from ..segmenting import Segment
 from .budget import Budget
 from .bridges import DocumentIndex, bridges
@@ -73,17 +74,18 @@ class ClaimWorker:
                                    focus)
         return messages, worker_prefix_chars(self.prompts, segment.text, number, self.question)
 
-    def read(self, segment: Segment, claims: Sequence[Claim], path: int | None = None) -> ClaimStep:
+    def reading(self, segment: Segment, claims: Sequence[Claim], path: int | None = None) -> Steps[ClaimStep]:
+        """The worker's one call and its checked claims (backends/calls.py: `drive` or `adrive` runs it)."""
         messages, prefix = self.messages(segment, claims)
-        completion = self.model.complete(messages, self.budget.notes_tokens, window=self.budget.window,
-                                         cache_prefix=prefix, tag=CallTag("worker", segment.index, path))
+        completion = yield Call(self.model, messages, self.budget.notes_tokens, window=self.budget.window,
+                                cache_prefix=prefix, tag=CallTag("worker", segment.index, path))
         return self.step(segment, claims, completion)
 
+    def read(self, segment: Segment, claims: Sequence[Claim], path: int | None = None) -> ClaimStep:
+        return drive(self.reading(segment, claims, path))
+
     async def aread(self, segment: Segment, claims: Sequence[Claim], path: int | None = None) -> ClaimStep:
-        messages, prefix = self.messages(segment, claims)
-        completion = await self.model.acomplete(messages, self.budget.notes_tokens, window=self.budget.window,
-                                                cache_prefix=prefix, tag=CallTag("worker", segment.index, path))
-        return self.step(segment, claims, completion)
+        return await adrive(self.reading(segment, claims, path))
 
     def step(self, segment: Segment, claims: Sequence[Claim], completion: Completion) -> ClaimStep:
         parsed = parse_claims(completion.text, segment.index)
@@ -237,16 +239,19 @@ class ClaimManager:
             count=len(items), parts=parts)
         return "\n".join([head, *lines])
 
+    def writing(self, notes: str, extra_notes: Sequence[str] = (), sources: str = "", *, path: int | None = None,
+                on_text: TextCallback | None = None) -> Steps[Completion]:
+        """The manager's call (backends/calls.py: `drive` or `adrive` runs it)."""
+        return (yield Call(self.model, self.messages(notes, extra_notes, sources), self.budget.answer_tokens,
+                           window=self.budget.window, tag=CallTag("manager", None, path), on_text=on_text))
+
     def write(self, notes: str, extra_notes: Sequence[str] = (), sources: str = "", *, path: int | None = None,
               on_text: TextCallback | None = None) -> Completion:
-        return self.model.complete(self.messages(notes, extra_notes, sources), self.budget.answer_tokens,
-                                   window=self.budget.window, tag=CallTag("manager", None, path), on_text=on_text)
+        return drive(self.writing(notes, extra_notes, sources, path=path, on_text=on_text))
 
     async def awrite(self, notes: str, extra_notes: Sequence[str] = (), sources: str = "", *,
                      path: int | None = None, on_text: TextCallback | None = None) -> Completion:
-        return await self.model.acomplete(self.messages(notes, extra_notes, sources), self.budget.answer_tokens,
-                                          window=self.budget.window, tag=CallTag("manager", None, path),
-                                          on_text=on_text)
+        return await adrive(self.writing(notes, extra_notes, sources, path=path, on_text=on_text))
 
     # -- the collapse stage ---------------------------------------------------------------------------------------
     @property
@@ -291,13 +296,16 @@ class ClaimManager:
             out.append(current)
         return out
 
+    def collapsing(self, group: Sequence[Claim], path: int | None = None) -> Steps[Completion]:
+        """One collapse call over a group (backends/calls.py: `drive` or `adrive` runs it)."""
+        return (yield Call(self.model, self.collapse_messages(group), self.collapse_tokens, window=self.budget.window,
+                           tag=CallTag("manager", None, path, step="collapse")))
+
     def collapse(self, group: Sequence[Claim], path: int | None = None) -> Completion:
-        return self.model.complete(self.collapse_messages(group), self.collapse_tokens, window=self.budget.window,
-                                   tag=CallTag("manager", None, path, step="collapse"))
+        return drive(self.collapsing(group, path))
 
     async def acollapse(self, group: Sequence[Claim], path: int | None = None) -> Completion:
-        return await self.model.acomplete(self.collapse_messages(group), self.collapse_tokens,
-                                          window=self.budget.window, tag=CallTag("manager", None, path, step="collapse"))
+        return await adrive(self.collapsing(group, path))
 
     def collapsed(self, group: Sequence[Claim], reply: str) -> tuple[list[Claim], list[Dropped]]:
         """The merged items of one collapse call. A question's merged claims are checked again, each against the
@@ -332,13 +340,16 @@ class ClaimManager:
         task = self.prompts.summary_fix_task.format(summary=summary, items=", ".join(items))
         return [{"role": "system", "content": self.prompts.manager_system}, {"role": "user", "content": task}]
 
+    def fixing(self, summary: str, items: Sequence[str], path: int | None = None) -> Steps[Completion]:
+        """A summary's one retry (backends/calls.py: `drive` or `adrive` runs it)."""
+        return (yield Call(self.model, self.fix_messages(summary, items), self.budget.answer_tokens,
+                           window=self.budget.window, tag=CallTag("manager", None, path, step="fix")))
+
     def fix(self, summary: str, items: Sequence[str], path: int | None = None) -> Completion:
-        return self.model.complete(self.fix_messages(summary, items), self.budget.answer_tokens,
-                                   window=self.budget.window, tag=CallTag("manager", None, path, step="fix"))
+        return drive(self.fixing(summary, items, path))
 
     async def afix(self, summary: str, items: Sequence[str], path: int | None = None) -> Completion:
-        return await self.model.acomplete(self.fix_messages(summary, items), self.budget.answer_tokens,
-                                          window=self.budget.window, tag=CallTag("manager", None, path, step="fix"))
+        return await adrive(self.fixing(summary, items, path))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallback
+from ..backends.calls import Call, Steps, adrive, drive
 from ..errors import WindowTooSmall
 from ..tokenizers import truncate_to_tokens
 from .messages import Mode, judge_messages
@@ -50,10 +51,14 @@ class Judge:
             excess = self.model.count_prompt_tokens(messages) - limit
         return messages
 
+    def judging(self, candidates: Sequence[tuple[str, str]], *, on_text: TextCallback | None = None
+                ) -> Steps[Completion]:
+        """The judge's call (backends/calls.py: `drive` or `adrive` runs it)."""
+        return (yield Call(self.model, self.messages(candidates), self.answer_tokens, window=self.window,
+                           tag=CallTag("judge"), on_text=on_text))
+
     def judge(self, candidates: Sequence[tuple[str, str]], *, on_text: TextCallback | None = None) -> Completion:
-        return self.model.complete(self.messages(candidates), self.answer_tokens, window=self.window,
-                                   tag=CallTag("judge"), on_text=on_text)
+        return drive(self.judging(candidates, on_text=on_text))
 
     async def ajudge(self, candidates: Sequence[tuple[str, str]], *, on_text: TextCallback | None = None) -> Completion:
-        return await self.model.acomplete(self.messages(candidates), self.answer_tokens, window=self.window,
-                                          tag=CallTag("judge"), on_text=on_text)
+        return await adrive(self.judging(candidates, on_text=on_text))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..backends.base import CallTag, ChatModel, Completion, Message, TextCallback
+from ..backends.calls import Call, Steps, adrive, drive
 from .budget import Budget
 from .messages import Mode, manager_messages
 from .notes import CommunicationUnit
@@ -44,16 +45,16 @@ class Manager:
     def not_found(self, parts: int) -> str:
         return self.prompts.not_found_answer.format(parts=parts)
 
+    def writing(self, notes: CommunicationUnit, extra_notes: Sequence[str] = (), sources: str = "", *,
+                path: int | None = None, on_text: TextCallback | None = None) -> Steps[Completion]:
+        """The manager's call (backends/calls.py: `drive` or `adrive` runs it)."""
+        return (yield Call(self.model, self.messages(notes, extra_notes, sources), self.budget.answer_tokens,
+                           window=self.budget.window, tag=CallTag("manager", None, path), on_text=on_text))
+
     def write(self, notes: CommunicationUnit, extra_notes: Sequence[str] = (), sources: str = "", *,
               path: int | None = None, on_text: TextCallback | None = None) -> Completion:
-        return self.model.complete(
-            self.messages(notes, extra_notes, sources), self.budget.answer_tokens, window=self.budget.window,
-            tag=CallTag("manager", None, path), on_text=on_text,
-        )
+        return drive(self.writing(notes, extra_notes, sources, path=path, on_text=on_text))
 
     async def awrite(self, notes: CommunicationUnit, extra_notes: Sequence[str] = (), sources: str = "", *,
                      path: int | None = None, on_text: TextCallback | None = None) -> Completion:
-        return await self.model.acomplete(
-            self.messages(notes, extra_notes, sources), self.budget.answer_tokens, window=self.budget.window,
-            tag=CallTag("manager", None, path), on_text=on_text,
-        )
+        return await adrive(self.writing(notes, extra_notes, sources, path=path, on_text=on_text))

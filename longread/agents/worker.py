@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from ..backends.base import CallTag, ChatModel, Completion, Message
+from ..backends.calls import Call, Steps, adrive, drive
 from ..segmenting import Segment
 from ..tokenizers import truncate_to_tokens
 from .budget import Budget
@@ -44,21 +45,18 @@ class Worker:
         messages = worker_messages(self.prompts, self.mode, self.question, segment.text, shown, number, focus)
         return messages, worker_prefix_chars(self.prompts, segment.text, number, self.question)
 
-    def read(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> WorkerStep:
+    def reading(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> Steps[WorkerStep]:
+        """The worker's one call and its step (backends/calls.py: `drive` or `adrive` runs it)."""
         messages, prefix = self.messages(segment, previous)
-        completion = self.model.complete(
-            messages, self.budget.notes_tokens, window=self.budget.window, cache_prefix=prefix,
-            tag=CallTag("worker", segment.index, path),
-        )
+        completion = yield Call(self.model, messages, self.budget.notes_tokens, window=self.budget.window,
+                                cache_prefix=prefix, tag=CallTag("worker", segment.index, path))
         return self.step(segment, previous, completion)
 
+    def read(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> WorkerStep:
+        return drive(self.reading(segment, previous, path))
+
     async def aread(self, segment: Segment, previous: CommunicationUnit, path: int | None = None) -> WorkerStep:
-        messages, prefix = self.messages(segment, previous)
-        completion = await self.model.acomplete(
-            messages, self.budget.notes_tokens, window=self.budget.window, cache_prefix=prefix,
-            tag=CallTag("worker", segment.index, path),
-        )
-        return self.step(segment, previous, completion)
+        return await adrive(self.reading(segment, previous, path))
 
     def step(self, segment: Segment, previous: CommunicationUnit, completion: Completion) -> WorkerStep:
         marker = self.prompts.nothing_relevant

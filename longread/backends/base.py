@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence, TypedDict
 
 from ..errors import WindowExceeded
 from ..tokenizers import Tokenizer
+from .calls import Blocking, Steps, Twin, adrive, drive
 
 
 class Message(TypedDict):
@@ -105,17 +106,8 @@ class ChatModel(ABC):
         backends that can pass it on; the others ignore it (longread/structured.py validates the reply anyway).
         `cancel`, once set, stops a cancellable backend's call early (its finish_reason is then "cancelled";
         `longread serve` sets it for a client that has gone)."""
-        if self.is_local:  # a local model counts with its own tokenizer: CPU work, kept off the event loop
-            prompt_tokens = await asyncio.to_thread(self._checked_prompt_tokens, messages, max_new_tokens, window,
-                                                    cache_prefix)
-        else:
-            prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
-        extra = self._extra(tag, on_text, response_format, cancel)
-        completion = await self._acomplete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix,
-                                           **extra)
-        if on_text is not None and "on_text" not in extra:
-            on_text(completion.text)
-        return completion
+        return await adrive(self._completing(messages, max_new_tokens, temperature, window, cache_prefix, tag, on_text,
+                                             response_format, cancel))
 
     def complete(
         self,
@@ -130,9 +122,22 @@ class ChatModel(ABC):
         response_format: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
-        prompt_tokens = self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
+        return drive(self._completing(messages, max_new_tokens, temperature, window, cache_prefix, tag, on_text,
+                                      response_format, cancel))
+
+    def _completing(self, messages: Sequence[Message], max_new_tokens: int, temperature: float, window: int | None,
+                    cache_prefix: int | None, tag: CallTag | None, on_text: TextCallback | None,
+                    response_format: dict[str, Any] | None, cancel: threading.Event | None) -> Steps[Completion]:
+        """`complete` and `acomplete` written once (backends/calls.py): the window check, the backend's call
+        (`_complete` or `_acomplete`), and the whole text to `on_text` when the backend does not stream."""
+        def count() -> int:
+            return self._checked_prompt_tokens(messages, max_new_tokens, window, cache_prefix)
+
+        # a local model counts with its own tokenizer: CPU work, kept off the event loop (in place when sync)
+        prompt_tokens = (yield Blocking(count)) if self.is_local else count()
         extra = self._extra(tag, on_text, response_format, cancel)
-        completion = self._complete(list(messages), max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
+        completion = yield Twin(self._complete, self._acomplete, list(messages), max_new_tokens, temperature,
+                                prompt_tokens, cache_prefix, **extra)
         if on_text is not None and "on_text" not in extra:
             on_text(completion.text)
         return completion

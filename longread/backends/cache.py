@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .base import ChatModel, Completion, Message
+from .calls import Steps
 from .wrapper import ModelWrapper
 
 logger = logging.getLogger(__name__)
@@ -168,20 +169,13 @@ class CachedModel(ModelWrapper):
             extra["on_text"](found.text)  # a streaming caller gets the text in one piece
         return key, found
 
-    def _call(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra) -> Completion:
+    def _calling(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra
+                 ) -> Steps[Completion]:
         key, found = self._lookup(messages, max_new_tokens, temperature, extra)
         if found is not None:
             return found
-        completion = super()._call(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
-        self.cache.put(key, self.inner.name, completion)
-        return completion
-
-    async def _acall(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra
-                     ) -> Completion:
-        key, found = self._lookup(messages, max_new_tokens, temperature, extra)
-        if found is not None:
-            return found
-        completion = await super()._acall(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
+        completion = yield from super()._calling(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix,
+                                                 **extra)
         self.cache.put(key, self.inner.name, completion)
         return completion
 

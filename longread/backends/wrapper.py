@@ -1,7 +1,8 @@
 """A ChatModel around another one (the completion cache, tracing): the same model to everything that asks.
 
 A wrapper answers every question about the model (name, tokenizer, window, prices, the local engine's `kv`,
-`max_batch`, `with_kv`, ...) as the inner model does, and hands each call on through `_call` /`_acall`. It takes
+`max_batch`, `with_kv`, ...) as the inner model does, and hands each call on through `_calling` (one body for the
+sync and the async call: backends/calls.py). It takes
 the role tag and the response format whatever the inner model accepts (a wrapper may use them itself) and passes
 on only what the inner model takes, so wrappers stack in any order.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .base import ChatModel, Completion, Message
+from .calls import Steps, Twin, adrive, drive
 
 
 class ModelWrapper(ChatModel):
@@ -51,23 +53,19 @@ class ModelWrapper(ChatModel):
             passed.pop("response_format", None)
         return passed
 
-    def _call(self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int,
-              cache_prefix: int | None, **extra: Any) -> Completion:
-        """The inner model's call, the window already checked (by this wrapper's `complete`)."""
-        return self.inner._complete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix,
-                                    **self.inner_extra(extra))
-
-    async def _acall(self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int,
-                     cache_prefix: int | None, **extra: Any) -> Completion:
-        return await self.inner._acomplete(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix,
-                                           **self.inner_extra(extra))
+    def _calling(self, messages: list[Message], max_new_tokens: int, temperature: float, prompt_tokens: int,
+                 cache_prefix: int | None, **extra: Any) -> Steps[Completion]:
+        """The inner model's call, the window already checked (by this wrapper's `complete`). A wrapper overrides
+        this, once for the sync and the async call (backends/calls.py), and yields from it for the inner call."""
+        return (yield Twin(self.inner._complete, self.inner._acomplete, messages, max_new_tokens, temperature,
+                           prompt_tokens, cache_prefix, **self.inner_extra(extra)))
 
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra) -> Completion:
-        return self._call(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
+        return drive(self._calling(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra))
 
     async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra
                          ) -> Completion:
-        return await self._acall(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra)
+        return await adrive(self._calling(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, **extra))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 from ..backends.base import CallTag, ChatModel, Completion, Message
+from ..backends.calls import Call, Steps, adrive, drive
 from ..errors import WindowTooSmall
 from ..results import CallRecord
 from ..tokenizers import Tokenizer, truncate_to_tokens
@@ -105,24 +106,21 @@ class MemoryController:
     def gate_messages(self, question: str) -> list[Message]:
         return [{"role": "user", "content": self.prompts.activation.format(question=question)}]
 
-    def needs_memory(self, question: str) -> bool:
+    def gating(self, question: str) -> Steps[bool]:
+        """The activation gate, written once for `needs_memory` and `aneeds_memory` (backends/calls.py)."""
         if self.activation != "llm":
             return self.activation == "always"
-        completion = self.model.complete(self.gate_messages(question), self.gate_tokens, window=self.window,
-                                         tag=CallTag("controller", step="gate"))
-        return self._gate_decision(completion)
-
-    async def aneeds_memory(self, question: str) -> bool:
-        if self.activation != "llm":
-            return self.activation == "always"
-        completion = await self.model.acomplete(self.gate_messages(question), self.gate_tokens, window=self.window,
-                                                tag=CallTag("controller", step="gate"))
-        return self._gate_decision(completion)
-
-    def _gate_decision(self, completion: Completion) -> bool:
+        completion = yield Call(self.model, self.gate_messages(question), self.gate_tokens, window=self.window,
+                                tag=CallTag("controller", step="gate"))
         self._record(completion, self.gate_tokens)
         decision = parse_yes_no(completion.text)
         return self.when_unsure if decision is None else decision
+
+    def needs_memory(self, question: str) -> bool:
+        return drive(self.gating(question))
+
+    async def aneeds_memory(self, question: str) -> bool:
+        return await adrive(self.gating(question))
 
     # -- 2. retrieval ---------------------------------------------------------------------------------
 
@@ -163,21 +161,20 @@ class MemoryController:
             text = truncate_to_tokens(text, self.tokenizer, self.tokenizer.count(text) - excess)
         return messages(text)
 
-    def summarize(self, item: MemoryItem) -> str:
-        completion = self.model.complete(self.summary_messages(item), self.summary_tokens, window=self.window,
-                                         tag=CallTag("controller", step="summary"))
-        return self._store_summary(item, completion)
-
-    async def asummarize(self, item: MemoryItem) -> str:
-        completion = await self.model.acomplete(self.summary_messages(item), self.summary_tokens, window=self.window,
-                                                tag=CallTag("controller", step="summary"))
-        return self._store_summary(item, completion)
-
-    def _store_summary(self, item: MemoryItem, completion: Completion) -> str:
+    def summarizing(self, item: MemoryItem) -> Steps[str]:
+        """An item's summary, written and stored (backends/calls.py: `drive` or `adrive` runs it)."""
+        completion = yield Call(self.model, self.summary_messages(item), self.summary_tokens, window=self.window,
+                                tag=CallTag("controller", step="summary"))
         self._record(completion, self.summary_tokens)
         summary = completion.text.strip()
         self.stream.set_summary(item.id, summary)
         return summary
+
+    def summarize(self, item: MemoryItem) -> str:
+        return drive(self.summarizing(item))
+
+    async def asummarize(self, item: MemoryItem) -> str:
+        return await adrive(self.summarizing(item))
 
     def _recall(self, scored: Sequence[Scored], summaries: dict[int, str]) -> tuple[Recalled, ...]:
         recalled = []
@@ -191,26 +188,23 @@ class MemoryController:
 
     # -- 1-3 together ---------------------------------------------------------------------------------
 
-    def activate(self, session: str, question: str) -> Activation:
-        """Gate, retrieve and summarise: the memory a call about `question` should see."""
+    def activating(self, session: str, question: str) -> Steps[Activation]:
+        """Gate, retrieve and summarise: the memory a call about `question` should see (written once for
+        `activate` and `aactivate`: backends/calls.py)."""
         first = len(self.calls)
         flash = self.stream.flash(session)
-        needed = self.needs_memory(question)
+        needed = yield from self.gating(question)
         scored = self.retrieve(session, question, exclude=[flash.id] if flash else []) if needed else []
         summaries = {}
         for item in self.to_summarize(scored):
-            summaries[item.id] = item.summary if item.summary is not None else self.summarize(item)
+            summaries[item.id] = item.summary if item.summary is not None else (yield from self.summarizing(item))
         return Activation(question, needed, self._recall(scored, summaries), flash, tuple(self.calls[first:]))
 
+    def activate(self, session: str, question: str) -> Activation:
+        return drive(self.activating(session, question))
+
     async def aactivate(self, session: str, question: str) -> Activation:
-        first = len(self.calls)
-        flash = self.stream.flash(session)
-        needed = await self.aneeds_memory(question)
-        scored = self.retrieve(session, question, exclude=[flash.id] if flash else []) if needed else []
-        summaries = {}
-        for item in self.to_summarize(scored):
-            summaries[item.id] = item.summary if item.summary is not None else await self.asummarize(item)
-        return Activation(question, needed, self._recall(scored, summaries), flash, tuple(self.calls[first:]))
+        return await adrive(self.activating(session, question))
 
     def activate_items(self, session: str, question: str) -> tuple[Recalled, ...]:
         """Retrieval and the summary gate without the activation gate: the top-k items for the question (the

@@ -28,7 +28,8 @@ from ..agents.replies import found_nothing
 from ..errors import WindowTooSmall
 from ..memory.reading import INSUFFICIENT_PHRASES
 from ..results import ReadEvent, Result
-from .base import ReadingContext, Strategy
+from ..backends.calls import Steps
+from .base import ReadingContext, StepsStrategy, Strategy, reading_with
 from .rag import RagStrategy
 from .registry import get_strategy
 
@@ -65,7 +66,7 @@ class RouteStep(RagStrategy):
 
 
 @dataclass
-class AutoStrategy(Strategy):
+class AutoStrategy(StepsStrategy):
     """Retrieval, then (only when it cannot answer) the whole document with `fallback`."""
 
     name: ClassVar[str] = "auto"
@@ -90,38 +91,21 @@ class AutoStrategy(Strategy):
 
     AGGREGATE_REASON = "an aggregate question: its answer is spread over the document, so all of it is read"
 
-    def run(self, ctx: ReadingContext, question: str | None) -> Result:
+    def reading(self, ctx: ReadingContext, question: str | None) -> Steps[Result]:
         if self.check_mode(question) == "summary":
-            return self._relabel(self._fallback().run(ctx, None), "summary: the whole document is read")
+            whole = yield from reading_with(self._fallback(), ctx, None)
+            return self._relabel(whole, "summary: the whole document is read")
         if aggregate_question(question):
             self._tell_aggregate(ctx)
-            return self._relabel(self._fallback().run(ctx, question), self.AGGREGATE_REASON)
+            return self._relabel((yield from reading_with(self._fallback(), ctx, question)), self.AGGREGATE_REASON)
         held = HeldText(ctx.on_text) if ctx.on_text is not None else None
-        first = self.route().run(replace(ctx, on_text=held), question)
+        first = yield from self.route().reading(replace(ctx, on_text=held), question)
         why = self.why_not_answered(ctx, first, question)
         self._tell(ctx, first, why, held)
         if why is None:
             return self._relabel(first, "retrieval answered")
         try:
-            second = self._fallback().run(ctx, question)
-        except WindowTooSmall as exc:
-            return self._kept(first, why, exc)
-        return self._combine(ctx, first, second, why)
-
-    async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
-        if self.check_mode(question) == "summary":
-            return self._relabel(await self._fallback().arun(ctx, None), "summary: the whole document is read")
-        if aggregate_question(question):
-            self._tell_aggregate(ctx)
-            return self._relabel(await self._fallback().arun(ctx, question), self.AGGREGATE_REASON)
-        held = HeldText(ctx.on_text) if ctx.on_text is not None else None
-        first = await self.route().arun(replace(ctx, on_text=held), question)
-        why = self.why_not_answered(ctx, first, question)
-        self._tell(ctx, first, why, held)
-        if why is None:
-            return self._relabel(first, "retrieval answered")
-        try:
-            second = await self._fallback().arun(ctx, question)
+            second = yield from reading_with(self._fallback(), ctx, question)
         except WindowTooSmall as exc:
             return self._kept(first, why, exc)
         return self._combine(ctx, first, second, why)

@@ -9,6 +9,8 @@ The context carries what every strategy needs and nothing it should decide: the 
 the prompts, the checkpointer, the memory hooks, the event and streaming callbacks, and caches of the document's
 segments and retrieval chunks (so a Reader asked twice does not segment or embed twice). A strategy chooses how
 to read; the context makes sure every way of reading counts, checkpoints and reports the same way.
+The built-in strategies write their reading once, as steps (`StepsStrategy.reading`, backends/calls.py), which
+`run` and `arun` drive; a plugin may implement `run` alone.
 Strategies register by name in registry.py; `Reader` (reader.py) is the facade over them.
 """
 
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from ..agents import DEFAULT_PROMPTS, Budget, Mode, Prompts, plan_budget
 from ..backends.base import ChatModel, TextCallback
+from ..backends.calls import Steps, Twin, adrive, drive
 from ..documents import Document
 from ..errors import StrategyError
 from ..results import Agent, CallRecord, Citation, EventHandler, ReadEvent, Result
@@ -169,3 +172,24 @@ class Strategy(ABC):
     def spec(self) -> str:
         """The name with its options, as `get_strategy` parses it back (e.g. "multipath:paths=5")."""
         return self.name
+
+
+class StepsStrategy(Strategy):
+    """A strategy whose reading is written once, as steps (backends/calls.py): `run` drives them with the sync API
+    (LangGraph's `invoke`, the model's `complete`), `arun` with the async one. The built-in strategies are these;
+    a plugin may still implement `run` alone (its `arun` is then `run` in a worker thread)."""
+
+    @abstractmethod
+    def reading(self, ctx: ReadingContext, question: str | None) -> Steps[Result]:
+        """The steps of answering `question` about ctx.document (None: a summary)."""
+
+    def run(self, ctx: ReadingContext, question: str | None) -> Result:
+        return drive(self.reading(ctx, question))
+
+    async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
+        return await adrive(self.reading(ctx, question))
+
+
+def reading_with(strategy: Strategy, ctx: ReadingContext, question: str | None) -> Steps[Result]:
+    """Any strategy's reading as one step: its `run` or its `arun`, as the driver goes (a plugin's too)."""
+    return (yield Twin(strategy.run, strategy.arun, ctx, question))

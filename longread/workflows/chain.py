@@ -12,7 +12,6 @@ caches are warm already. Both run as the LangGraph chain of chain_of_agents.py, 
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 
 from dataclasses import dataclass, replace
@@ -23,13 +22,14 @@ from ..agents.bridges import DocumentIndex
 from ..agents.claims import claims_from_dicts
 from ..agents.questions import aggregate_question, items_asked, listing_question
 from ..agents.grounded import ClaimManager, ClaimWorker, item_sentences
+from ..backends.calls import Blocking, Steps
 from ..results import CallRecord, Citation, Result, unique_citations
 from ..segmenting import Segment
-from .base import ReadingContext, Strategy
+from .base import ReadingContext, StepsStrategy
 from .chain_of_agents import build_chain_graph, initial_state
 from .hooks import ChainHooks
 from .grounded_graph import build_grounded_graph, dropped_claims, initial_grounded_state, used_claims
-from .runs import arun_graph, run_graph
+from .runs import graph_run
 
 
 @dataclass
@@ -133,7 +133,7 @@ def top_segments(ctx: ReadingContext, question: str, segments: Sequence[Segment]
 
 
 @dataclass
-class ChainStrategy(Strategy):
+class ChainStrategy(StepsStrategy):
     """Chain-of-Agents: n workers in order, then the manager. `lookback=True` is the `lookback` strategy;
     `guided=True` shows each worker the passages of its segment closest to the question (retrieval guiding the
     chain, one of the designs the strategies issue asks to measure)."""
@@ -320,18 +320,11 @@ class ChainStrategy(Strategy):
             empty: Any = () if plan.grounded else CommunicationUnit()
             fill([worker.messages(plan.segments[i], empty) for i in plan.order])
 
-    def run(self, ctx: ReadingContext, question: str | None) -> Result:
+    def reading(self, ctx: ReadingContext, question: str | None) -> Steps[Result]:
         plan = self.plan(ctx, question)
-        self.prefill_ahead(plan)
-        final, reused = run_graph(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps, fresh=ctx.fresh,
-                                  concurrency=plan.concurrency)
-        return self.result(ctx, plan, final, reused)
-
-    async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
-        plan = self.plan(ctx, question)
-        await asyncio.to_thread(self.prefill_ahead, plan)
-        final, reused = await arun_graph(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps,
-                                         fresh=ctx.fresh, concurrency=plan.concurrency)
+        yield Blocking(lambda: self.prefill_ahead(plan))
+        final, reused = yield from graph_run(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps,
+                                             fresh=ctx.fresh, concurrency=plan.concurrency)
         return self.result(ctx, plan, final, reused)
 
     def thread_ids(self, ctx: ReadingContext, question: str | None) -> list[str]:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, Literal, Sequence, TypedDict
 
-from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 
 from ..agents import CommunicationUnit, Manager, Worker, WorkerStep
 from ..backends.base import Completion
+from ..backends.calls import Steps
 from ..results import Agent, CallRecord
 from ..segmenting import Segment
 from .hooks import ChainHooks
+from .runs import steps_node
 
 
 class ChainState(TypedDict, total=False):
@@ -63,17 +64,11 @@ def build_chain_graph(
             hooks.finished(record)
         return {"next_segment": position + 1, "notes": step.notes.to_dict(), "calls": [record.to_dict()]}
 
-    def read_segment(state: ChainState) -> ChainState:
+    def read_segment(state: ChainState) -> Steps[ChainState]:
         position = state["next_segment"]
         segment = segments[order[position]]
         started("worker", segment.index)
-        return worker_update(position, worker.read(segment, CommunicationUnit.from_dict(state["notes"]), path))
-
-    async def aread_segment(state: ChainState) -> ChainState:
-        position = state["next_segment"]
-        segment = segments[order[position]]
-        started("worker", segment.index)
-        step = await worker.aread(segment, CommunicationUnit.from_dict(state["notes"]), path)
+        step = yield from worker.reading(segment, CommunicationUnit.from_dict(state["notes"]), path)
         return worker_update(position, step)
 
     def manager_inputs(state: ChainState) -> tuple[CommunicationUnit, Sequence[str], str, list[int]]:
@@ -94,27 +89,21 @@ def build_chain_graph(
             hooks.on_text(answer)
         return {"output": answer, "calls": [], "not_found": True, "lookback": []}
 
-    def write_answer(state: ChainState) -> ChainState:
+    def write_answer(state: ChainState) -> Steps[ChainState]:
         notes, extra, sources, looked = manager_inputs(state)
         if manager.nothing_to_read(notes, extra, sources):
             return not_found()
         started("manager", None)
-        return answered(manager.write(notes, extra, sources, path=path, on_text=hooks.on_text), looked)
-
-    async def awrite_answer(state: ChainState) -> ChainState:
-        notes, extra, sources, looked = manager_inputs(state)
-        if manager.nothing_to_read(notes, extra, sources):
-            return not_found()
-        started("manager", None)
-        return answered(await manager.awrite(notes, extra, sources, path=path, on_text=hooks.on_text), looked)
+        completion = yield from manager.writing(notes, extra, sources, path=path, on_text=hooks.on_text)
+        return answered(completion, looked)
 
     def route(state: ChainState) -> Literal["worker", "manager"]:
         return after_worker(state, total)
 
     graph = StateGraph(ChainState)
-    # Each node has a sync and an async body, so the same graph serves `invoke` and `ainvoke`.
-    graph.add_node("worker", RunnableLambda(read_segment, afunc=aread_segment, name="worker"))
-    graph.add_node("manager", RunnableLambda(write_answer, afunc=awrite_answer, name="manager"))
+    # Each node's body is written once and runs under `invoke` and `ainvoke` alike (runs.steps_node).
+    graph.add_node("worker", steps_node(read_segment, "worker"))
+    graph.add_node("manager", steps_node(write_answer, "manager"))
     graph.add_conditional_edges(START, route, ["worker", "manager"])
     graph.add_conditional_edges("worker", route, ["worker", "manager"])
     graph.add_edge("manager", END)

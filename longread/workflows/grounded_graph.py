@@ -15,7 +15,6 @@ import functools
 import operator
 from typing import Annotated, Any, Literal, Sequence, TypedDict
 
-from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
@@ -24,9 +23,11 @@ from ..agents.claims import Claim, Dropped, claims_from_dicts, claims_to_dicts, 
 from ..agents.grounded import ClaimManager, ClaimStep, ClaimWorker, check_summary, drop_unsupported
 from ..agents.notes import CommunicationUnit
 from ..backends.base import Completion
+from ..backends.calls import Steps
 from ..results import Agent, CallRecord
 from ..segmenting import Segment
 from .hooks import ChainHooks
+from .runs import steps_node
 
 MAX_COLLAPSE_ROUNDS = 4
 THIN_SUMMARY_WORDS = 30  # a retried summary the checks cut below this (and below half) falls back to its claims
@@ -95,28 +96,17 @@ def build_grounded_graph(
         return {"claims": claims_to_dicts(step.kept), "dropped": [d.to_dict() for d in step.dropped],
                 "calls": [record]}
 
-    def read_next(state: GroundedState) -> GroundedState:
+    def read_next(state: GroundedState) -> Steps[GroundedState]:
         position = state["next_segment"]
         segment = segments[order[position]]
         started("worker", segment.index)
-        return {**worker_update(segment, worker.read(segment, so_far(state), path)), "next_segment": position + 1}
-
-    async def aread_next(state: GroundedState) -> GroundedState:
-        position = state["next_segment"]
-        segment = segments[order[position]]
-        started("worker", segment.index)
-        step = await worker.aread(segment, so_far(state), path)
+        step = yield from worker.reading(segment, so_far(state), path)
         return {**worker_update(segment, step), "next_segment": position + 1}
 
-    def read_part(task: dict[str, Any]) -> GroundedState:
+    def read_part(task: dict[str, Any]) -> Steps[GroundedState]:
         segment = segments[task["segment"]]
         started("worker", segment.index)
-        return worker_update(segment, worker.read(segment, (), path))
-
-    async def aread_part(task: dict[str, Any]) -> GroundedState:
-        segment = segments[task["segment"]]
-        started("worker", segment.index)
-        return worker_update(segment, await worker.aread(segment, (), path))
+        return worker_update(segment, (yield from worker.reading(segment, (), path)))
 
     def fan_out(state: GroundedState) -> list[Send] | str:
         if not order:
@@ -156,13 +146,9 @@ def build_grounded_graph(
         return {**update, "pending": [claims_to_dicts(g) for g in groups], "merged": [],
                 "stage": claims_to_dicts(merged), "rounds": rounds + 1, "trace": trace}
 
-    def collapse(state: GroundedState) -> GroundedState:
+    def collapse(state: GroundedState) -> Steps[GroundedState]:
         started("manager", None)
-        return collapse_update(state, manager.collapse(claims_from_dicts(state["pending"][0]), path))
-
-    async def acollapse(state: GroundedState) -> GroundedState:
-        started("manager", None)
-        return collapse_update(state, await manager.acollapse(claims_from_dicts(state["pending"][0]), path))
+        return collapse_update(state, (yield from manager.collapsing(claims_from_dicts(state["pending"][0]), path)))
 
     def next_after_collapse(state: GroundedState) -> Literal["collapse", "manager"]:
         return "collapse" if state.get("pending") else "manager"
@@ -237,24 +223,14 @@ def build_grounded_graph(
         return {"output": answer, "calls": [], "not_found": False, "lookback": [], "trace": trace,
                 "notes": CommunicationUnit(render_claims(claims, numbered=False, source=False), evidence).to_dict()}
 
-    def write(state: GroundedState) -> GroundedState:
+    def write(state: GroundedState) -> Steps[GroundedState]:
         if (items := listed(state)) is not None:
             return items
         prepared, extra, sources, looked, trace = manager_inputs(state)
         if nothing(prepared, extra, sources):
             return not_found(trace)
         started("manager", None)
-        completion = manager.write(prepared.notes, extra, sources, path=path, on_text=stream())
-        return answered(prepared, completion, looked, trace)
-
-    async def awrite(state: GroundedState) -> GroundedState:
-        if (items := listed(state)) is not None:
-            return items
-        prepared, extra, sources, looked, trace = manager_inputs(state)
-        if nothing(prepared, extra, sources):
-            return not_found(trace)
-        started("manager", None)
-        completion = await manager.awrite(prepared.notes, extra, sources, path=path, on_text=stream())
+        completion = yield from manager.writing(prepared.notes, extra, sources, path=path, on_text=stream())
         return answered(prepared, completion, looked, trace)
 
     def next_after_manager(state: GroundedState) -> Literal["fix", "__end__"]:
@@ -281,29 +257,24 @@ def build_grounded_graph(
             hooks.on_text(check.text)
         return {"output": check.text, "calls": [record], "trace": trace}
 
-    def fix(state: GroundedState) -> GroundedState:
+    def fix(state: GroundedState) -> Steps[GroundedState]:
         started("manager", None)
         unsupported = state.get("trace", {}).get("summary_check", {}).get("unsupported", [])
-        return fixed(state, manager.fix(state["draft"], unsupported, path))
-
-    async def afix(state: GroundedState) -> GroundedState:
-        started("manager", None)
-        unsupported = state.get("trace", {}).get("summary_check", {}).get("unsupported", [])
-        return fixed(state, await manager.afix(state["draft"], unsupported, path))
+        return fixed(state, (yield from manager.fixing(state["draft"], unsupported, path)))
 
     graph = StateGraph(GroundedState)
     if worker.shared:
-        graph.add_node("worker", RunnableLambda(read_next, afunc=aread_next, name="worker"))
+        graph.add_node("worker", steps_node(read_next, "worker"))
         graph.add_conditional_edges(START, next_after_worker, ["worker", "gather"])
         graph.add_conditional_edges("worker", next_after_worker, ["worker", "gather"])
     else:
-        graph.add_node("read", RunnableLambda(read_part, afunc=aread_part, name="read"))
+        graph.add_node("read", steps_node(read_part, "read"))
         graph.add_conditional_edges(START, fan_out, ["read", "gather"])
         graph.add_edge("read", "gather")
     graph.add_node("gather", gather)
-    graph.add_node("collapse", RunnableLambda(collapse, afunc=acollapse, name="collapse"))
-    graph.add_node("manager", RunnableLambda(write, afunc=awrite, name="manager"))
-    graph.add_node("fix", RunnableLambda(fix, afunc=afix, name="fix"))
+    graph.add_node("collapse", steps_node(collapse, "collapse"))
+    graph.add_node("manager", steps_node(write, "manager"))
+    graph.add_node("fix", steps_node(fix, "fix"))
     graph.add_conditional_edges("gather", next_after_collapse, ["collapse", "manager"])
     graph.add_conditional_edges("collapse", next_after_collapse, ["collapse", "manager"])
     graph.add_conditional_edges("manager", next_after_manager, ["fix", END])

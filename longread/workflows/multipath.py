@@ -3,25 +3,25 @@
 
 Path 0 reads forward, path 1 backward, paths 2.. in seeded shuffles (seed = the path's number, so a rerun reads
 the same orders and resumes). Each path is a whole chain with its own checkpoint thread; the paths are
-independent, so they run concurrently (threads for `run`, tasks for `arun`) where the backend allows it. The judge
-sees every path's answer with the notes it came from and picks or merges them; for a summary it merges the k
-summaries. Only path 0 writes to memory, so the stream does not hold k copies of the same notes.
+independent, so they run concurrently (threads for `run`, tasks for `arun`: backends/calls.py's Together) where
+the backend allows it. The judge sees every path's answer with the notes it came from and picks or merges them;
+for a summary it merges the k summaries. Only path 0 writes to memory, so the stream does not hold k copies of the
+same notes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..agents import Judge
 from ..backends.base import Completion
+from ..backends.calls import Steps, Together
 from ..results import CallRecord, Result, unique_citations
-from .base import ReadingContext, Strategy
+from .base import ReadingContext, StepsStrategy
 from .chain import ChainRun, ChainStrategy
-from .runs import CallState, arun_graph, one_call_graph, run_graph
+from .runs import CallState, graph_run, one_call_graph
 
 
 def reading_orders(segments: int, paths: int) -> list[list[int]]:
@@ -43,7 +43,7 @@ def reading_orders(segments: int, paths: int) -> list[list[int]]:
 
 
 @dataclass
-class MultipathStrategy(Strategy):
+class MultipathStrategy(StepsStrategy):
     """k chains over different reading orders, and a judge over their answers."""
 
     name: ClassVar[str] = "multipath"
@@ -86,15 +86,11 @@ class MultipathStrategy(Strategy):
             ctx.finished(record, segments)
             return {"output": completion.text, "calls": [record.to_dict()]}
 
-        def call() -> CallState:
+        def call() -> Steps[CallState]:
             ctx.emit("call_started", "judge", None, segments)
-            return state(judge.judge(candidates, on_text=ctx.on_text))
+            return state((yield from judge.judging(candidates, on_text=ctx.on_text)))
 
-        async def acall() -> CallState:
-            ctx.emit("call_started", "judge", None, segments)
-            return state(await judge.ajudge(candidates, on_text=ctx.on_text))
-
-        return one_call_graph(call, acall, checkpointer=ctx.checkpointer, name="judge")
+        return one_call_graph(call, checkpointer=ctx.checkpointer, name="judge")
 
     def _judge_thread(self, ctx: ReadingContext, plans: list[ChainRun]) -> str:
         return ctx.thread_id("judge", plans[0].mode, plans[0].question, self.spec)
@@ -103,34 +99,17 @@ class MultipathStrategy(Strategy):
         plans = self._plans(ctx, question)
         return [p.thread_id for p in plans] + [self._judge_thread(ctx, plans)]
 
-    def run(self, ctx: ReadingContext, question: str | None) -> Result:
+    def reading(self, ctx: ReadingContext, question: str | None) -> Steps[Result]:
         plans = self._plans(ctx, question)
-
-        def read(plan: ChainRun) -> tuple[dict[str, Any], bool]:
-            return run_graph(plan.graph, plan.thread_id, plan.initial(), steps=plan.steps, fresh=ctx.fresh,
-                             concurrency=plan.concurrency)
-
-        with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="longread-path") as pool:
-            outcomes = list(pool.map(read, plans))
+        # the paths at once: a thread each under `run`, a task each under `arun`
+        outcomes = yield Together([graph_run(p.graph, p.thread_id, p.initial(), steps=p.steps, fresh=ctx.fresh,
+                                             concurrency=p.concurrency) for p in plans], thread_name="longread-path")
         if len(plans) == 1 or all(final.get("not_found") for final, _ in outcomes):
-            return self._single(ctx, plans, list(outcomes))
+            return self._single(ctx, plans, outcomes)
         finals = [final for final, _ in outcomes]
-        judged, _ = run_graph(self._judge_graph(ctx, plans, finals), self._judge_thread(ctx, plans), {}, steps=1,
-                              fresh=ctx.fresh)
+        judged, _ = yield from graph_run(self._judge_graph(ctx, plans, finals), self._judge_thread(ctx, plans), {},
+                                         steps=1, fresh=ctx.fresh)
         return self._result(ctx, plans, outcomes, judged)
-
-    async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
-        plans = self._plans(ctx, question)
-        outcomes = await asyncio.gather(*(
-            arun_graph(p.graph, p.thread_id, p.initial(), steps=p.steps, fresh=ctx.fresh, concurrency=p.concurrency)
-            for p in plans
-        ))
-        if len(plans) == 1 or all(final.get("not_found") for final, _ in outcomes):
-            return self._single(ctx, plans, list(outcomes))
-        finals = [final for final, _ in outcomes]
-        judged, _ = await arun_graph(self._judge_graph(ctx, plans, finals), self._judge_thread(ctx, plans), {},
-                                     steps=1, fresh=ctx.fresh)
-        return self._result(ctx, plans, list(outcomes), judged)
 
     def _single(self, ctx: ReadingContext, plans: list[ChainRun], outcomes: list[tuple[dict[str, Any], bool]]
                 ) -> Result:

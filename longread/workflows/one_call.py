@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 from ..agents import DirectReader, Mode, default_caps
 from ..backends.base import Completion
+from ..backends.calls import Steps
 from ..results import CallRecord, Citation, Result
-from .base import ReadingContext, Strategy
-from .runs import CallState, arun_graph, one_call_graph, run_graph
+from .base import ReadingContext, StepsStrategy
+from .runs import CallState, graph_run, one_call_graph
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Selection:
     window: int | None = None  # the window of the call, when not the context's (full: the model's context)
 
 
-class OneCallStrategy(Strategy):
+class OneCallStrategy(StepsStrategy):
     def reader(self, ctx: ReadingContext, mode: Mode, question: str | None) -> DirectReader:
         answer_tokens = default_caps(ctx.window, mode)[1]
         return DirectReader(ctx.model, ctx.prompts, mode, question, ctx.window, answer_tokens)
@@ -51,26 +52,17 @@ class OneCallStrategy(Strategy):
         return [ctx.thread_id(self.spec, self.check_mode(question), question)]
 
     def _graph(self, ctx: ReadingContext, reader: DirectReader, selection: Selection) -> Any:
-        def call() -> CallState:
+        def call() -> Steps[CallState]:
             ctx.emit("call_started", "reader", None, selection.segments)
-            return self._state(ctx, reader, selection, reader.read(selection.text, on_text=ctx.on_text))
+            completion = yield from reader.reading(selection.text, on_text=ctx.on_text)
+            return self._state(ctx, reader, selection, completion)
 
-        async def acall() -> CallState:
-            ctx.emit("call_started", "reader", None, selection.segments)
-            return self._state(ctx, reader, selection, await reader.aread(selection.text, on_text=ctx.on_text))
+        return one_call_graph(call, checkpointer=ctx.checkpointer, name="reader")
 
-        return one_call_graph(call, acall, checkpointer=ctx.checkpointer, name="reader")
-
-    def run(self, ctx: ReadingContext, question: str | None) -> Result:
+    def reading(self, ctx: ReadingContext, question: str | None) -> Steps[Result]:
         mode, reader, selection = self._prepare(ctx, question)
         graph = self._graph(ctx, reader, selection)
-        final, reused = run_graph(graph, self.thread_ids(ctx, question)[0], {}, steps=1, fresh=ctx.fresh)
-        return self._result(ctx, mode, question, reader, selection, final, reused)
-
-    async def arun(self, ctx: ReadingContext, question: str | None) -> Result:
-        mode, reader, selection = self._prepare(ctx, question)
-        graph = self._graph(ctx, reader, selection)
-        final, reused = await arun_graph(graph, self.thread_ids(ctx, question)[0], {}, steps=1, fresh=ctx.fresh)
+        final, reused = yield from graph_run(graph, self.thread_ids(ctx, question)[0], {}, steps=1, fresh=ctx.fresh)
         return self._result(ctx, mode, question, reader, selection, final, reused)
 
     def _result(self, ctx: ReadingContext, mode: Mode, question: str | None, reader: DirectReader,

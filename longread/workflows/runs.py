@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, TypedDict
+from typing import Any, Callable, TypedDict
+
+from ..backends.calls import Steps, Twin, adrive, drive
 
 
 def run_config(thread_id: str, steps: int, concurrency: int | None = None) -> dict[str, Any]:
@@ -24,20 +26,32 @@ def run_config(thread_id: str, steps: int, concurrency: int | None = None) -> di
     return config
 
 
-def run_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
-              concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
-    """(final state, whether it was a finished thread's state, reused without a call)."""
+def graph_run(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
+              concurrency: int | None = None) -> Steps[tuple[dict[str, Any], bool]]:
+    """(final state, whether it was a finished thread's state, reused without a call), written once for `invoke`
+    and `ainvoke` (backends/calls.py: `drive` or `adrive` runs it)."""
     config = run_config(thread_id, steps, concurrency)
     start: dict[str, Any] | None = initial
     if graph.checkpointer is not None:
         if fresh:
-            graph.checkpointer.delete_thread(thread_id)
-        snapshot = graph.get_state(config)
+            yield Twin(graph.checkpointer.delete_thread, graph.checkpointer.adelete_thread, thread_id)
+        snapshot = yield Twin(graph.get_state, graph.aget_state, config)
         if _unfinished(snapshot):
             start = None
         elif snapshot.values:
             return dict(snapshot.values), True
-    return dict(graph.invoke(start, config, **_durability(graph))), False
+    return dict((yield Twin(graph.invoke, graph.ainvoke, start, config, **_durability(graph)))), False
+
+
+def run_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
+              concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
+    """`graph_run` with the sync API (a strategy plugin's `run`; the built-ins yield from `graph_run`)."""
+    return drive(graph_run(graph, thread_id, initial, steps=steps, fresh=fresh, concurrency=concurrency))
+
+
+async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
+                     concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
+    return await adrive(graph_run(graph, thread_id, initial, steps=steps, fresh=fresh, concurrency=concurrency))
 
 
 def _unfinished(snapshot: Any) -> bool:
@@ -51,19 +65,15 @@ def _durability(graph: Any) -> dict[str, Any]:
     return {"durability": "sync"} if graph.checkpointer is not None else {}
 
 
-async def arun_graph(graph: Any, thread_id: str, initial: dict[str, Any], *, steps: int, fresh: bool = False,
-                     concurrency: int | None = None) -> tuple[dict[str, Any], bool]:
-    config = run_config(thread_id, steps, concurrency)
-    start: dict[str, Any] | None = initial
-    if graph.checkpointer is not None:
-        if fresh:
-            await graph.checkpointer.adelete_thread(thread_id)
-        snapshot = await graph.aget_state(config)
-        if _unfinished(snapshot):
-            start = None
-        elif snapshot.values:
-            return dict(snapshot.values), True
-    return dict(await graph.ainvoke(start, config, **_durability(graph))), False
+def steps_node(body: Callable[[Any], Steps[Any]], name: str) -> Any:
+    """A graph node whose body is written once as steps (backends/calls.py): `invoke` drives it with the sync API
+    in LangGraph's thread, `ainvoke` with the async one on the loop."""
+    from langchain_core.runnables import RunnableLambda
+
+    async def anode(state: Any) -> Any:
+        return await adrive(body(state))
+
+    return RunnableLambda(lambda state: drive(body(state)), afunc=anode, name=name)
 
 
 def forget(checkpointer: Any, thread_ids: list[str]) -> None:
@@ -80,18 +90,13 @@ class CallState(TypedDict, total=False):
     extras: dict[str, Any]
 
 
-def one_call_graph(call: Callable[[], CallState], acall: Callable[[], Awaitable[CallState]], *, checkpointer: Any,
-                   name: str = "call") -> Any:
-    """A graph of one node that makes one call: what a one-call strategy (or multipath's judge) checkpoints, so a
-    finished answer is kept like a finished chain's."""
-    from langchain_core.runnables import RunnableLambda
+def one_call_graph(call: Callable[[], Steps[CallState]], *, checkpointer: Any, name: str = "call") -> Any:
+    """A graph of one node that makes one call (`call()`: its steps): what a one-call strategy (or multipath's
+    judge) checkpoints, so a finished answer is kept like a finished chain's."""
     from langgraph.graph import END, START, StateGraph
 
-    async def anode(state: CallState) -> CallState:
-        return await acall()
-
     graph = StateGraph(CallState)
-    graph.add_node(name, RunnableLambda(lambda state: call(), afunc=anode, name=name))
+    graph.add_node(name, steps_node(lambda state: call(), name))
     graph.add_edge(START, name)
     graph.add_edge(name, END)
     return graph.compile(checkpointer=checkpointer)

@@ -36,6 +36,7 @@ from ... import _env  # noqa: F401  (must run before litellm is imported: no pri
 from ...errors import ModelError
 from ...tokenizers import tokenizer_for_api_model
 from ..base import ChatModel, Completion, Message
+from ..calls import Steps, Twin, adrive, drive
 from .pacing import SharedPause
 
 logger = logging.getLogger(__name__)
@@ -226,6 +227,63 @@ def _delta(chunk: Any) -> str:
     return getattr(delta, "content", None) or ""
 
 
+class _Stream:
+    """One attempt's streamed reply: each piece goes to `on_text` as it comes, the chunks are kept for litellm's
+    `stream_chunk_builder` (usage included). A failure after the first piece was delivered leaves the block as
+    StreamInterrupted, which is not retried."""
+
+    def __init__(self, litellm: Any, on_text: Any, messages: list[Message]):
+        self.litellm = litellm
+        self.on_text = on_text
+        self.messages = messages
+        self.chunks: list[Any] = []
+        self.delivered = False
+
+    def add(self, chunk: Any) -> None:
+        self.chunks.append(chunk)
+        piece = _delta(chunk)
+        if piece:
+            self.delivered = True
+            self.on_text(piece)
+
+    def built(self) -> Any:
+        return self.litellm.stream_chunk_builder(self.chunks, messages=self.messages)
+
+    def __enter__(self) -> "_Stream":
+        return self
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
+        if isinstance(error, Exception) and self.delivered:
+            raise StreamInterrupted(error) from error
+        return False
+
+
+class _Attempts:
+    """One call's request and its attempts: how many were made (for the error message) and when the first was
+    sent (for the seconds)."""
+
+    def __init__(self, litellm: Any, request: dict[str, Any], on_text: Any):
+        self.litellm = litellm
+        self.request = request
+        self.on_text = on_text
+        self.attempts = 0
+        self.first_sent: float | None = None
+
+    def count(self) -> None:
+        self.attempts += 1
+
+    def started(self) -> dict[str, Any]:
+        """The request, as it is sent (the clock starts at the first one)."""
+        self.first_sent = self.first_sent or time.perf_counter()
+        return self.request
+
+    def stream(self) -> _Stream:
+        return _Stream(self.litellm, self.on_text, self.request["messages"])
+
+    def seconds(self) -> float:
+        return time.perf_counter() - (self.first_sent or time.perf_counter())
+
+
 _UNKNOWN = object()  # not asked yet
 
 
@@ -364,78 +422,55 @@ class LiteLLMModel(ChatModel):
 
     # -- calls -------------------------------------------------------------------------------------------------
 
+    # One call is written once (`_calling`: the request, the retries, the error, the reply); only an attempt has a
+    # sync and an async form, which differ in how they wait (a thread semaphore or the loop's, the shared pause)
+    # and how they call litellm (`completion` or `acompletion`, `for` or `async for` over a stream).
     def _complete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                   response_format=None, **extra) -> Completion:
-        litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
-                                cache_prefix=cache_prefix, response_format=response_format)
-        attempts, started = 0, None
-
-        def attempt() -> Any:
-            nonlocal attempts, started
-            attempts += 1
-            with self._thread_slots:
-                self._pause.wait()
-                started = started or time.perf_counter()
-                response = litellm.completion(**request)
-                if on_text is None:
-                    return response
-                chunks, delivered = [], False
-                try:
-                    for chunk in response:
-                        chunks.append(chunk)
-                        piece = _delta(chunk)
-                        if piece:
-                            delivered = True
-                            on_text(piece)
-                except Exception as error:
-                    if delivered:
-                        raise StreamInterrupted(error) from error
-                    raise
-                return litellm.stream_chunk_builder(chunks, messages=request["messages"])
-
-        try:
-            response = self._retrying(tenacity.Retrying)(attempt)
-        except Exception as error:
-            raise self._model_error(error, attempts) from None
-        return self._parse(response, prompt_tokens, time.perf_counter() - started)
+        return drive(self._calling(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text,
+                                   response_format))
 
     async def _acomplete(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text=None,
                          response_format=None, **extra) -> Completion:
-        litellm = _litellm()
-        request = self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
-                                cache_prefix=cache_prefix, response_format=response_format)
-        slots = self._async_slots()
-        attempts, started = 0, None
+        return await adrive(self._calling(messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text,
+                                          response_format))
 
-        async def attempt() -> Any:
-            nonlocal attempts, started
-            attempts += 1
-            async with slots:
-                await self._pause.await_()
-                started = started or time.perf_counter()
-                response = await litellm.acompletion(**request)
-                if on_text is None:
-                    return response
-                chunks, delivered = [], False
-                try:
-                    async for chunk in response:
-                        chunks.append(chunk)
-                        piece = _delta(chunk)
-                        if piece:
-                            delivered = True
-                            on_text(piece)
-                except Exception as error:
-                    if delivered:
-                        raise StreamInterrupted(error) from error
-                    raise
-                return litellm.stream_chunk_builder(chunks, messages=request["messages"])
-
+    def _calling(self, messages, max_new_tokens, temperature, prompt_tokens, cache_prefix, on_text, response_format
+                 ) -> Steps[Completion]:
+        """One call with its retries (backends/calls.py: `drive` or `adrive` runs it)."""
+        call = _Attempts(_litellm(), self._request(messages, max_new_tokens, temperature, stream=on_text is not None,
+                                                   cache_prefix=cache_prefix, response_format=response_format),
+                         on_text)
         try:
-            response = await self._retrying(tenacity.AsyncRetrying)(attempt)
+            response = yield Twin(lambda: self._retrying(tenacity.Retrying)(self._attempt, call),
+                                  lambda: self._retrying(tenacity.AsyncRetrying)(self._aattempt, call))
         except Exception as error:
-            raise self._model_error(error, attempts) from None
-        return self._parse(response, prompt_tokens, time.perf_counter() - started)
+            raise self._model_error(error, call.attempts) from None
+        return self._parse(response, prompt_tokens, call.seconds())
+
+    def _attempt(self, call: _Attempts) -> Any:
+        call.count()
+        with self._thread_slots:
+            self._pause.wait()
+            response = call.litellm.completion(**call.started())
+            if call.on_text is None:
+                return response
+            with call.stream() as stream:
+                for chunk in response:
+                    stream.add(chunk)
+            return stream.built()
+
+    async def _aattempt(self, call: _Attempts) -> Any:
+        call.count()
+        async with self._async_slots():
+            await self._pause.await_()
+            response = await call.litellm.acompletion(**call.started())
+            if call.on_text is None:
+                return response
+            with call.stream() as stream:
+                async for chunk in response:
+                    stream.add(chunk)
+            return stream.built()
 
     def _async_slots(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
