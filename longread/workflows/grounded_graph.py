@@ -7,20 +7,25 @@ claims that do not fit the manager's window, the manager, and (a summary) one re
 Each worker call is its own task, so with a checkpointer a run killed during the reading resumes with the parts it
 had read (LangGraph keeps a finished task's writes); each collapse call, the manager and the fix are one super-step
 each. The segments stay out of the state; the claims travel as dicts (agents/claims.py).
+
+`GroundedGraph` holds what the nodes share (the segments, the agents, the hooks, the reading order); each node is
+one of its methods, written once as steps (runs.steps_node), and `build` wires them. Node names and state keys are
+the checkpoint's format: a thread saved by an earlier version resumes only if they stay as they are.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from typing import Annotated, Any, Literal, Sequence, TypedDict
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NamedTuple, Sequence, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from .. import grounding
 from ..agents.claims import Claim, Dropped, claims_from_dicts, claims_to_dicts, merge_claims, render_claims
-from ..agents.grounded import ClaimManager, ClaimStep, ClaimWorker, check_summary, drop_unsupported
+from ..agents.grounded import ClaimManager, ClaimStep, ClaimWorker, ManagerInput, check_summary, drop_unsupported
 from ..agents.notes import CommunicationUnit
 from ..backends.base import Completion
 from ..backends.calls import Steps
@@ -55,6 +60,17 @@ def initial_grounded_state() -> GroundedState:
             "trace": {}, "lookback": []}
 
 
+class ManagerReading(NamedTuple):
+    """What the manager reads: its prepared claims, recalled notes, looked-back sources (and their segments), and
+    the trace so far."""
+
+    prepared: ManagerInput
+    extra: list[str]
+    sources: str
+    looked: list[int]
+    trace: dict[str, Any]
+
+
 def build_grounded_graph(
     segments: Sequence[Segment],
     worker: ClaimWorker,
@@ -67,71 +83,128 @@ def build_grounded_graph(
     path: int | None = None,
 ):
     """The compiled graph; `worker.shared` picks the chain form (earlier claims shown) or the map form."""
-    hooks = hooks or ChainHooks()
     order = list(range(len(segments))) if order is None else list(order)
-    total = len(order)
-    @functools.cache
-    def folded() -> grounding.Folded:  # the document folded on first need (a summary's check), once
-        return grounding.fold(document)
+    return GroundedGraph(segments, worker, manager, document, hooks or ChainHooks(), order, path).build(checkpointer)
 
-    def started(agent: Agent, segment: int | None) -> None:
-        if hooks.started:
-            hooks.started(agent, segment)
 
-    def recorded(agent: Agent, segment: int | None, completion: Completion, cap: int, **kw: Any) -> dict[str, Any]:
-        record = CallRecord.of(agent, segment, completion, cap, path=path, **kw)
-        if hooks.finished:
-            hooks.finished(record)
+@dataclass
+class GroundedGraph:
+    """What the grounded graph's nodes share; one method per node (and per router), `build` wires them."""
+
+    segments: Sequence[Segment]
+    worker: ClaimWorker
+    manager: ClaimManager
+    document: str
+    hooks: ChainHooks
+    order: list[int]  # the reading order (positions into `segments`)
+    path: int | None  # multipath's path, named in the call records
+
+    def build(self, checkpointer: Any = None) -> Any:
+        """The compiled graph. The checkpointer is passed in (SqliteSaver in the CLI), never created here."""
+        graph = StateGraph(GroundedState)
+        if self.worker.shared:
+            graph.add_node("worker", steps_node(self.read_next, "worker"))
+            graph.add_conditional_edges(START, self.next_after_worker, ["worker", "gather"])
+            graph.add_conditional_edges("worker", self.next_after_worker, ["worker", "gather"])
+        else:
+            graph.add_node("read", steps_node(self.read_part, "read"))
+            graph.add_conditional_edges(START, self.fan_out, ["read", "gather"])
+            graph.add_edge("read", "gather")
+        graph.add_node("gather", self.gather)
+        graph.add_node("collapse", steps_node(self.collapse, "collapse"))
+        graph.add_node("manager", steps_node(self.write, "manager"))
+        graph.add_node("fix", steps_node(self.fix, "fix"))
+        graph.add_conditional_edges("gather", self.next_after_collapse, ["collapse", "manager"])
+        graph.add_conditional_edges("collapse", self.next_after_collapse, ["collapse", "manager"])
+        graph.add_conditional_edges("manager", self.next_after_manager, ["fix", END])
+        graph.add_edge("fix", END)
+        return graph.compile(checkpointer=checkpointer)
+
+    @property
+    def total(self) -> int:
+        return len(self.order)
+
+    @functools.cached_property
+    def folded(self) -> grounding.Folded:
+        """The document folded on first need (a summary's check), once."""
+        return grounding.fold(self.document)
+
+    # -- the hooks ---------------------------------------------------------------------------------------------------
+    def started(self, agent: Agent, segment: int | None) -> None:
+        if self.hooks.started:
+            self.hooks.started(agent, segment)
+
+    def recorded(self, agent: Agent, segment: int | None, completion: Completion, cap: int,
+                 **kw: Any) -> dict[str, Any]:
+        """The call's record, shown to `hooks.finished`, as the state keeps it."""
+        record = CallRecord.of(agent, segment, completion, cap, path=self.path, **kw)
+        if self.hooks.finished:
+            self.hooks.finished(record)
         return record.to_dict()
 
-    # -- reading ---------------------------------------------------------------------------------------------------
-    def so_far(state: GroundedState) -> list[Claim]:
-        return merge_claims([], claims_from_dicts(state.get("claims", [])))
+    def shown(self, text: str) -> None:
+        if self.hooks.on_text:
+            self.hooks.on_text(text)
 
-    def worker_update(segment: Segment, step: ClaimStep) -> GroundedState:
-        if hooks.archive:
+    # -- reading -----------------------------------------------------------------------------------------------------
+    def read_next(self, state: GroundedState) -> Steps[GroundedState]:
+        """Node `worker` (chain form): reads the next segment of the order, shown the claims so far."""
+        position = state["next_segment"]
+        segment = self.segments[self.order[position]]
+        self.started("worker", segment.index)
+        step = yield from self.worker.reading(segment, so_far(state), self.path)
+        return {**self.worker_update(segment, step), "next_segment": position + 1}
+
+    def read_part(self, task: dict[str, Any]) -> Steps[GroundedState]:
+        """Node `read` (map form): reads one segment (`task["segment"]`, sent by `fan_out`) on its own."""
+        segment = self.segments[task["segment"]]
+        self.started("worker", segment.index)
+        return self.worker_update(segment, (yield from self.worker.reading(segment, (), self.path)))
+
+    def worker_update(self, segment: Segment, step: ClaimStep) -> GroundedState:
+        """A worker's checked claims, its dropped ones and its call, archived first where memory keeps notes."""
+        if self.hooks.archive:
             text = render_claims(step.kept, numbered=False, source=False)
-            hooks.archive(segment, CommunicationUnit(text, (segment.index,)), not step.kept)
-        record = recorded("worker", segment.index, step.completion, worker.budget.notes_tokens, passed_on=not step.kept)
+            self.hooks.archive(segment, CommunicationUnit(text, (segment.index,)), not step.kept)
+        record = self.recorded("worker", segment.index, step.completion, self.worker.budget.notes_tokens,
+                               passed_on=not step.kept)
         return {"claims": claims_to_dicts(step.kept), "dropped": [d.to_dict() for d in step.dropped],
                 "calls": [record]}
 
-    def read_next(state: GroundedState) -> Steps[GroundedState]:
-        position = state["next_segment"]
-        segment = segments[order[position]]
-        started("worker", segment.index)
-        step = yield from worker.reading(segment, so_far(state), path)
-        return {**worker_update(segment, step), "next_segment": position + 1}
-
-    def read_part(task: dict[str, Any]) -> Steps[GroundedState]:
-        segment = segments[task["segment"]]
-        started("worker", segment.index)
-        return worker_update(segment, (yield from worker.reading(segment, (), path)))
-
-    def fan_out(state: GroundedState) -> list[Send] | str:
-        if not order:
+    def fan_out(self, state: GroundedState) -> list[Send] | str:
+        """Router from START (map form): one `read` task per segment, all in one super-step."""
+        if not self.order:
             return "gather"
-        return [Send("read", {"segment": i}) for i in order]
+        return [Send("read", {"segment": i}) for i in self.order]
 
-    def next_after_worker(state: GroundedState) -> Literal["worker", "gather"]:
-        return "worker" if state.get("next_segment", 0) < total else "gather"
+    def next_after_worker(self, state: GroundedState) -> Literal["worker", "gather"]:
+        return "worker" if state.get("next_segment", 0) < self.total else "gather"
 
     # -- gathering and collapsing ------------------------------------------------------------------------------------
-    def manager_fits(claims: Sequence[Claim]) -> bool:
-        return manager.fitting(claims) is not None
+    def manager_fits(self, claims: Sequence[Claim]) -> bool:
+        return self.manager.fitting(claims) is not None
 
-    def gather(state: GroundedState) -> GroundedState:
+    def gather(self, state: GroundedState) -> GroundedState:
+        """Node `gather`: the claims in document order; groups to collapse when they do not fit the manager."""
         claims = sorted(so_far(state), key=lambda c: (c.part, c.spans[:1]))
-        if not claims or manager.items_kind or manager_fits(claims):  # code lists items: no window to fit
+        if not claims or self.manager.items_kind or self.manager_fits(claims):  # code lists items: no window to fit
             return {"stage": claims_to_dicts(claims), "pending": [], "merged": [], "rounds": 0}
-        groups = manager.groups(claims)
+        groups = self.manager.groups(claims)
         return {"stage": claims_to_dicts(claims), "pending": [claims_to_dicts(g) for g in groups], "merged": [],
                 "rounds": 1}
 
-    def collapse_update(state: GroundedState, completion: Completion) -> GroundedState:
+    def collapse(self, state: GroundedState) -> Steps[GroundedState]:
+        """Node `collapse`: one manager call merges the first pending group."""
+        self.started("manager", None)
+        completion = yield from self.manager.collapsing(claims_from_dicts(state["pending"][0]), self.path)
+        return self.collapse_update(state, completion)
+
+    def collapse_update(self, state: GroundedState, completion: Completion) -> GroundedState:
+        """The merged group; at a round's end, the next round's groups, or the stage the manager reads (it fits,
+        the rounds ran out, or a round merged nothing)."""
         group = claims_from_dicts(state["pending"][0])
-        items, dropped = manager.collapsed(group, completion.text)
-        record = recorded("manager", None, completion, manager.collapse_tokens)
+        items, dropped = self.manager.collapsed(group, completion.text)
+        record = self.recorded("manager", None, completion, self.manager.collapse_tokens)
         merged = [*claims_from_dicts(state.get("merged", [])), *items]
         rest = state["pending"][1:]
         update: GroundedState = {"calls": [record], "dropped": [d.to_dict() for d in dropped]}
@@ -140,21 +213,43 @@ def build_grounded_graph(
         rounds = state.get("rounds", 1)
         before = len(claims_from_dicts(state.get("stage", [])))
         trace = {**state.get("trace", {}), "collapse_rounds": rounds}
-        if manager_fits(merged) or rounds >= MAX_COLLAPSE_ROUNDS or len(merged) >= before:
+        if self.manager_fits(merged) or rounds >= MAX_COLLAPSE_ROUNDS or len(merged) >= before:
             return {**update, "pending": [], "merged": [], "stage": claims_to_dicts(merged), "trace": trace}
-        groups = manager.groups(merged)
+        groups = self.manager.groups(merged)
         return {**update, "pending": [claims_to_dicts(g) for g in groups], "merged": [],
                 "stage": claims_to_dicts(merged), "rounds": rounds + 1, "trace": trace}
 
-    def collapse(state: GroundedState) -> Steps[GroundedState]:
-        started("manager", None)
-        return collapse_update(state, (yield from manager.collapsing(claims_from_dicts(state["pending"][0]), path)))
-
-    def next_after_collapse(state: GroundedState) -> Literal["collapse", "manager"]:
+    def next_after_collapse(self, state: GroundedState) -> Literal["collapse", "manager"]:
         return "collapse" if state.get("pending") else "manager"
 
     # -- the manager -------------------------------------------------------------------------------------------------
-    def manager_inputs(state: GroundedState) -> tuple[Any, list[str], str, list[int], dict[str, Any]]:
+    def write(self, state: GroundedState) -> Steps[GroundedState]:
+        """Node `manager`: a list or count by code, "not found" without a call, or the manager's answer."""
+        if (items := self.listed(state)) is not None:
+            return items
+        reading = self.manager_reading(state)
+        if self.nothing(reading):
+            return self.not_found(reading.trace)
+        self.started("manager", None)
+        completion = yield from self.manager.writing(reading.prepared.notes, reading.extra, reading.sources,
+                                                     path=self.path, on_text=self.stream())
+        return self.answered(reading, completion)
+
+    def listed(self, state: GroundedState) -> GroundedState | None:
+        """A list or a count: every checked claim, listed by code (no manager call); None for other questions."""
+        claims = claims_from_dicts(state.get("stage", []))
+        answer = self.manager.items_answer(claims, self.total)
+        if answer is None:
+            return None
+        trace = {**state.get("trace", {}), "items": self.manager.items_kind, "shown": claims_to_dicts(claims)}
+        self.shown(answer)
+        evidence = tuple(sorted({p for c in claims for p in c.cited_parts}))
+        return {"output": answer, "calls": [], "not_found": False, "lookback": [], "trace": trace,
+                "notes": CommunicationUnit(render_claims(claims, numbered=False, source=False), evidence).to_dict()}
+
+    def manager_reading(self, state: GroundedState) -> ManagerReading:
+        """The stage's claims as they fit the manager's window, with recalled notes and looked-back sources."""
+        manager = self.manager
         claims = claims_from_dicts(state.get("stage", []))
         prepared = manager.fitting(claims) or manager.prepare(claims, compact=True, bridged=False)
         trace = dict(state.get("trace", {}))
@@ -173,113 +268,83 @@ def build_grounded_graph(
                 trace["bridged"] = followed
         evidence = tuple(sorted({p for c in prepared.claims for p in c.cited_parts}))
         notes = CommunicationUnit(prepared.notes if prepared.claims else "", evidence)
-        extra = list(hooks.recall(notes)) if hooks.recall else []
-        sources, looked = hooks.lookback(notes, extra) if hooks.lookback else ("", [])
+        extra = list(self.hooks.recall(notes)) if self.hooks.recall else []
+        sources, looked = self.hooks.lookback(notes, extra) if self.hooks.lookback else ("", [])
         trace["shown"] = claims_to_dicts(prepared.claims)
-        return prepared, extra, sources, looked, trace
+        return ManagerReading(prepared, extra, sources, looked, trace)
 
-    def not_found(trace: dict[str, Any]) -> GroundedState:
-        answer = manager.not_found(total) if manager.mode == "query" else manager.prompts.nothing_to_summarize.format(
-            parts=total)
-        if hooks.on_text:
-            hooks.on_text(answer)
+    def nothing(self, reading: ManagerReading) -> bool:
+        """Nothing to read: no claim, no recalled note, no source (a dry run calls anyway: it counts the call)."""
+        if getattr(self.manager.model, "upper_bound", False):
+            return False
+        return not reading.prepared.claims and not reading.extra and not reading.sources.strip()
+
+    def not_found(self, trace: dict[str, Any]) -> GroundedState:
+        manager = self.manager
+        if manager.mode == "query":
+            answer = manager.not_found(self.total)
+        else:
+            answer = manager.prompts.nothing_to_summarize.format(parts=self.total)
+        self.shown(answer)
         return {"output": answer, "calls": [], "not_found": True, "lookback": [], "trace": trace,
                 "notes": CommunicationUnit().to_dict()}
 
-    def answered(prepared: Any, completion: Completion, looked: list[int], trace: dict[str, Any]) -> GroundedState:
-        record = recorded("manager", None, completion, manager.budget.answer_tokens)
+    def stream(self) -> Any:
+        # a summary is checked before anyone sees it, so it is not streamed as it is written
+        return self.hooks.on_text if self.manager.mode == "query" else None
+
+    def answered(self, reading: ManagerReading, completion: Completion) -> GroundedState:
+        """The manager's answer; a summary checked against the document first, kept as a draft for `fix` when it
+        names what the document lacks (or in a dry run, which counts the retry)."""
+        prepared, trace = reading.prepared, reading.trace
+        record = self.recorded("manager", None, completion, self.manager.budget.answer_tokens)
         evidence = tuple(sorted({p for c in prepared.claims for p in c.cited_parts}))
-        update: GroundedState = {"calls": [record], "not_found": False, "lookback": looked,
+        update: GroundedState = {"calls": [record], "not_found": False, "lookback": reading.looked,
                                  "notes": CommunicationUnit(prepared.notes, evidence).to_dict()}
-        if manager.mode == "summary":
-            check = check_summary(completion.text, folded())
+        if self.manager.mode == "summary":
+            check = check_summary(completion.text, self.folded)
             trace["summary_check"] = check.to_dict()
-            if check.unsupported or getattr(manager.model, "upper_bound", False):  # a dry run counts the retry
+            if check.unsupported or getattr(self.manager.model, "upper_bound", False):  # a dry run counts the retry
                 return {**update, "draft": check.text, "trace": trace}
-            if hooks.on_text:
-                hooks.on_text(check.text)
+            self.shown(check.text)
             return {**update, "output": check.text, "trace": trace}
         return {**update, "output": completion.text, "trace": trace}
 
-    def stream() -> Any:
-        # a summary is checked before anyone sees it, so it is not streamed as it is written
-        return hooks.on_text if manager.mode == "query" else None
-
-    def nothing(prepared: Any, extra: Sequence[str], sources: str) -> bool:
-        if getattr(manager.model, "upper_bound", False):
-            return False
-        return not prepared.claims and not extra and not sources.strip()
-
-    def listed(state: GroundedState) -> GroundedState | None:
-        """A list or a count: every checked claim, listed by code (no manager call); None for other questions."""
-        claims = claims_from_dicts(state.get("stage", []))
-        answer = manager.items_answer(claims, total)
-        if answer is None:
-            return None
-        trace = {**state.get("trace", {}), "items": manager.items_kind, "shown": claims_to_dicts(claims)}
-        if hooks.on_text:
-            hooks.on_text(answer)
-        evidence = tuple(sorted({p for c in claims for p in c.cited_parts}))
-        return {"output": answer, "calls": [], "not_found": False, "lookback": [], "trace": trace,
-                "notes": CommunicationUnit(render_claims(claims, numbered=False, source=False), evidence).to_dict()}
-
-    def write(state: GroundedState) -> Steps[GroundedState]:
-        if (items := listed(state)) is not None:
-            return items
-        prepared, extra, sources, looked, trace = manager_inputs(state)
-        if nothing(prepared, extra, sources):
-            return not_found(trace)
-        started("manager", None)
-        completion = yield from manager.writing(prepared.notes, extra, sources, path=path, on_text=stream())
-        return answered(prepared, completion, looked, trace)
-
-    def next_after_manager(state: GroundedState) -> Literal["fix", "__end__"]:
+    def next_after_manager(self, state: GroundedState) -> Literal["fix", "__end__"]:
         return "fix" if state.get("draft") and not state.get("output") else END
 
-    # -- a summary's one retry -------------------------------------------------------------------------------------
-    def fixed(state: GroundedState, completion: Completion) -> GroundedState:
-        record = recorded("manager", None, completion, manager.budget.answer_tokens)
+    # -- a summary's one retry ---------------------------------------------------------------------------------------
+    def fix(self, state: GroundedState) -> Steps[GroundedState]:
+        """Node `fix`: one manager call rewrites a draft summary without what the document lacks."""
+        self.started("manager", None)
+        unsupported = state.get("trace", {}).get("summary_check", {}).get("unsupported", [])
+        return self.fixed(state, (yield from self.manager.fixing(state["draft"], unsupported, self.path)))
+
+    def fixed(self, state: GroundedState, completion: Completion) -> GroundedState:
+        """The retried summary, checked; what the checks leave thin falls back to the draft or to the claims."""
+        record = self.recorded("manager", None, completion, self.manager.budget.answer_tokens)
+        folded = self.folded
         trace = dict(state.get("trace", {}))
         first = trace.get("summary_check", {})
-        check = check_summary(completion.text, folded())
+        check = check_summary(completion.text, folded)
         if check.unsupported:
-            check = drop_unsupported(check.text, folded())
+            check = drop_unsupported(check.text, folded)
         if not check.text.strip():  # the retry lost everything: the first draft, its bad sentences dropped
-            check = drop_unsupported(state["draft"], folded())
+            check = drop_unsupported(state["draft"], folded)
         trace["summary_check"] = {**first, "retried": True, "after_retry": check.to_dict()}
         left, written = len(grounding.words(check.text)), len(grounding.words(completion.text))
         if left < THIN_SUMMARY_WORDS and left < written / 2:  # the checks took most of it: the claims themselves
-            extract = check_summary(manager.claims_summary(claims_from_dicts(state.get("stage", []))), folded())
+            extract = check_summary(self.manager.claims_summary(claims_from_dicts(state.get("stage", []))), folded)
             if len(grounding.words(extract.text)) > len(grounding.words(check.text)):
                 check = extract
                 trace["summary_check"]["extractive"] = True
-        if hooks.on_text:
-            hooks.on_text(check.text)
+        self.shown(check.text)
         return {"output": check.text, "calls": [record], "trace": trace}
 
-    def fix(state: GroundedState) -> Steps[GroundedState]:
-        started("manager", None)
-        unsupported = state.get("trace", {}).get("summary_check", {}).get("unsupported", [])
-        return fixed(state, (yield from manager.fixing(state["draft"], unsupported, path)))
 
-    graph = StateGraph(GroundedState)
-    if worker.shared:
-        graph.add_node("worker", steps_node(read_next, "worker"))
-        graph.add_conditional_edges(START, next_after_worker, ["worker", "gather"])
-        graph.add_conditional_edges("worker", next_after_worker, ["worker", "gather"])
-    else:
-        graph.add_node("read", steps_node(read_part, "read"))
-        graph.add_conditional_edges(START, fan_out, ["read", "gather"])
-        graph.add_edge("read", "gather")
-    graph.add_node("gather", gather)
-    graph.add_node("collapse", steps_node(collapse, "collapse"))
-    graph.add_node("manager", steps_node(write, "manager"))
-    graph.add_node("fix", steps_node(fix, "fix"))
-    graph.add_conditional_edges("gather", next_after_collapse, ["collapse", "manager"])
-    graph.add_conditional_edges("collapse", next_after_collapse, ["collapse", "manager"])
-    graph.add_conditional_edges("manager", next_after_manager, ["fix", END])
-    graph.add_edge("fix", END)
-    return graph.compile(checkpointer=checkpointer)
+def so_far(state: GroundedState) -> list[Claim]:
+    """The workers' claims so far, merged."""
+    return merge_claims([], claims_from_dicts(state.get("claims", [])))
 
 
 def used_claims(final: dict[str, Any], answer: str, question: str | None) -> list[Claim]:
