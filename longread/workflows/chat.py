@@ -13,10 +13,11 @@
   pass over the document with the question (its notes are archived, and recalled for its manager);
 - **write_back** archives the question and answer in the memory stream and appends the turn to the history.
 
-The nodes are thin: each calls one step of a `ChatSteps` (the memory policy lives in memory/reading.py and the
-controller; `Reader.chat_steps()` builds one, and the rule is documented on Reader). The checkpointer is passed
-in (SqliteSaver per session in the CLI) and the thread id is the session, so reopening a session restores its
-turn history; the memory stream restores its memory.
+The nodes are thin methods of `ChatGraph`: each calls one step of a `ChatSteps` (the memory policy lives in
+memory/reading.py and the controller; `Reader.chat_steps()` builds one, and the rule is documented on Reader). The
+checkpointer is passed in (SqliteSaver per session in the CLI) and the thread id is the session, so reopening a
+session restores its turn history; the memory stream restores its memory. Node names and state keys are the
+checkpoint's format: a session saved by an earlier version reopens only if they stay as they are.
 """
 
 from __future__ import annotations
@@ -137,16 +138,43 @@ class ChatSteps:
 def build_chat_graph(source: Any, *, checkpointer: Any = None, on_event: Any = None):
     """The compiled session graph over ChatSteps, or over a Reader with memory (its `chat_steps`). `on_event`
     sees the calls of a fallback read."""
-    from ..memory import Recalled
-
     steps: ChatSteps = source.chat_steps(on_event=on_event) if hasattr(source, "chat_steps") else source
-    memory = steps.memory
+    return ChatGraph(steps).build(checkpointer)
 
-    def acquire(state: ChatState) -> ChatState:
+
+@dataclass
+class ChatGraph:
+    """The session's nodes, one method each, over what they share (the `ChatSteps`); `build` wires them."""
+
+    steps: ChatSteps
+
+    @property
+    def memory(self) -> "ReadingMemory":
+        return self.steps.memory
+
+    def build(self, checkpointer: Any = None) -> Any:
+        """The compiled graph. The checkpointer is passed in (SqliteSaver per session in the CLI)."""
+        graph = StateGraph(ChatState)
+        for name, node in (("acquire", self.acquire), ("activate", self.activate), ("retrieve", self.retrieve),
+                           ("fuse", self.fuse), ("respond", self.respond), ("read", self.read),
+                           ("write_back", self.write_back)):
+            graph.add_node(name, node)
+        graph.add_edge(START, "acquire")
+        graph.add_conditional_edges("acquire", after_acquire, ["activate", "read"])
+        graph.add_conditional_edges("activate", after_activate, ["retrieve", "fuse"])
+        graph.add_conditional_edges("retrieve", after_retrieve, ["fuse", "read"])
+        graph.add_edge("fuse", "respond")
+        graph.add_conditional_edges("respond", after_respond, ["write_back", "read"])
+        graph.add_edge("read", "write_back")
+        graph.add_edge("write_back", END)
+        return graph.compile(checkpointer=checkpointer)
+
+    def acquire(self, state: ChatState) -> ChatState:
+        """Takes the user's turn (resetting the turn's keys) and checks that memory holds notes of the document."""
         question = (state.get("question") or "").strip()
         if not question:
             raise ValueError("the question is empty")
-        has_notes = memory.has_notes()
+        has_notes = self.memory.has_notes()
         return {
             "question": question, "has_notes": has_notes, "needed": False, "activated": [], "prompt": [], "used": [],
             "recalled": [], "reply": "", "sufficient": False, "answered_from": "memory", "citations": [], "calls": [],
@@ -154,52 +182,51 @@ def build_chat_graph(source: Any, *, checkpointer: Any = None, on_event: Any = N
             "reason": "" if has_notes else "memory holds no notes of the document yet",
         }
 
-    def activate(state: ChatState) -> ChatState:
-        needed, calls = memory.needs_memory(state["question"])
+    def activate(self, state: ChatState) -> ChatState:
+        """SCM's activation gate: does this turn need archived memory?"""
+        needed, calls = self.memory.needs_memory(state["question"])
         update: ChatState = {"needed": needed, "calls": _calls(state, calls)}
         if not needed:
             update["reason"] = "the activation gate judged archived memory not needed"
         return update
 
-    def retrieve(state: ChatState) -> ChatState:
-        recalled, calls = memory.activate(state["question"])
+    def retrieve(self, state: ChatState) -> ChatState:
+        """Ranks archived memory for the question (recency + relevance + keyword), with the summary gate."""
+        recalled, calls = self.memory.activate(state["question"])
         update: ChatState = {"activated": [_activated_item(r) for r in recalled], "calls": _calls(state, calls)}
         if not recalled:
             update["reason"] = "no archived memory matched the question"
         return update
 
-    def fuse(state: ChatState) -> ChatState:
-        items = {item.id: item for item in memory.stream.get_many([a["id"] for a in state["activated"]])}
+    def fuse(self, state: ChatState) -> ChatState:
+        """The answer prompt, [related memory][flash memory][question], within the window."""
+        from ..memory import Recalled
+
+        items = {item.id: item for item in self.memory.stream.get_many([a["id"] for a in state["activated"]])}
         recalled = [
             Recalled(items[a["id"]], a["text"], a["tokens"], a["summarized"])
             for a in state["activated"]
             if a["id"] in items
         ]
         question = state["question"]
-        prompt = memory.prompt(question, recalled, steps.window, steps.answer_tokens(question))
+        prompt = self.memory.prompt(question, recalled, self.steps.window, self.steps.answer_tokens(question))
         return {"prompt": [dict(m) for m in prompt.messages], "used": [r.item.id for r in prompt.kept]}
 
-    def respond(state: ChatState) -> ChatState:
-        completion, record = steps.respond(state["question"], state["prompt"])  # type: ignore[arg-type]
+    def respond(self, state: ChatState) -> ChatState:
+        """One model call from the fused prompt; a reply that says memory was insufficient sends the turn to read."""
+        completion, record = self.steps.respond(state["question"], state["prompt"])  # type: ignore[arg-type]
         reply = completion.text.strip()
-        sufficient = not memory.insufficient(reply)
+        sufficient = not self.memory.insufficient(reply)
         used = set(state["used"])
         spans = [Citation(**sp) for a in state["activated"] if a["id"] in used for sp in a["spans"]]
-        if sufficient and not state["needed"]:
-            reason = f"{state['reason']}: answered from the most recent memory alone"
-        elif sufficient:
-            reason = f"the {len(used)} activated item(s) in the prompt held the answer; no segment was read again"
-        elif state["needed"]:
-            reason = f"memory judged insufficient: the reply from {len(used)} activated item(s) was {reply[:60]!r}"
-        else:
-            reason = f"{state['reason']}, and the reply without it was {reply[:60]!r}"
         return {
-            "reply": reply, "sufficient": sufficient, "reason": reason, "calls": _calls(state, [record]),
-            "citations": [c.to_dict() for c in unique_citations(spans)],
+            "reply": reply, "sufficient": sufficient, "reason": _respond_reason(state, reply, sufficient, len(used)),
+            "calls": _calls(state, [record]), "citations": [c.to_dict() for c in unique_citations(spans)],
         }
 
-    def read(state: ChatState) -> ChatState:
-        result = steps.read(state["question"])
+    def read(self, state: ChatState) -> ChatState:
+        """A fresh pass over the document with the question (the reader's strategy)."""
+        result = self.steps.read(state["question"])
         return {
             "reply": result.text.strip(), "answered_from": "chain",
             "reason": f"{state['reason']}: a chain pass read the document",
@@ -208,9 +235,10 @@ def build_chat_graph(source: Any, *, checkpointer: Any = None, on_event: Any = N
             "recalled": list(result.extras.get("recalled", [])),
         }
 
-    def write_back(state: ChatState) -> ChatState:
+    def write_back(self, state: ChatState) -> ChatState:
+        """Archives the question and answer in the memory stream and appends the turn to the history."""
         citations = [Citation(**c) for c in state["citations"]]
-        memory.remember(state["question"], state["reply"], citations)
+        self.memory.remember(state["question"], state["reply"], citations)
         turn = Turn(
             question=state["question"], answer=state["reply"], answered_from=state["answered_from"],
             reason=state["reason"], citations=state["citations"],
@@ -220,19 +248,16 @@ def build_chat_graph(source: Any, *, checkpointer: Any = None, on_event: Any = N
         )
         return {"history": [turn]}
 
-    graph = StateGraph(ChatState)
-    for name, node in (("acquire", acquire), ("activate", activate), ("retrieve", retrieve), ("fuse", fuse),
-                       ("respond", respond), ("read", read), ("write_back", write_back)):
-        graph.add_node(name, node)
-    graph.add_edge(START, "acquire")
-    graph.add_conditional_edges("acquire", after_acquire, ["activate", "read"])
-    graph.add_conditional_edges("activate", after_activate, ["retrieve", "fuse"])
-    graph.add_conditional_edges("retrieve", after_retrieve, ["fuse", "read"])
-    graph.add_edge("fuse", "respond")
-    graph.add_conditional_edges("respond", after_respond, ["write_back", "read"])
-    graph.add_edge("read", "write_back")
-    graph.add_edge("write_back", END)
-    return graph.compile(checkpointer=checkpointer)
+
+def _respond_reason(state: ChatState, reply: str, sufficient: bool, used: int) -> str:
+    """Why the turn was answered from memory, or why memory was not enough."""
+    if sufficient and not state["needed"]:
+        return f"{state['reason']}: answered from the most recent memory alone"
+    if sufficient:
+        return f"the {used} activated item(s) in the prompt held the answer; no segment was read again"
+    if state["needed"]:
+        return f"memory judged insufficient: the reply from {used} activated item(s) was {reply[:60]!r}"
+    return f"{state['reason']}, and the reply without it was {reply[:60]!r}"
 
 
 def history(graph: Any, session: str) -> list[Turn]:
