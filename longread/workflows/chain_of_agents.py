@@ -9,6 +9,7 @@ the notes and the call records (each with the model's reply), not the book. `ord
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Sequence, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -46,68 +47,89 @@ def build_chain_graph(
     path: int | None = None,
 ):
     """The compiled graph. The checkpointer is passed in (SqliteSaver in the CLI), never created here."""
-    hooks = hooks or ChainHooks()
     order = list(range(len(segments))) if order is None else list(order)
-    total = len(order)
+    return ChainGraph(segments, worker, manager, hooks or ChainHooks(), order, path).build(checkpointer)
 
-    def started(agent: Agent, segment: int | None) -> None:
-        if hooks.started:
-            hooks.started(agent, segment)
 
-    def worker_update(position: int, step: WorkerStep) -> ChainState:
-        segment = segments[order[position]]
-        if hooks.archive:
-            hooks.archive(segment, step.notes, step.passed_on)
-        record = CallRecord.of("worker", segment.index, step.completion, worker.budget.notes_tokens,
-                               passed_on=step.passed_on, path=path)
-        if hooks.finished:
-            hooks.finished(record)
+@dataclass
+class ChainGraph:
+    """What the chain's nodes share (the segments, the agents, the hooks, the reading order); one method per node,
+    `build` wires them. Node names and state keys are the checkpoint's format: keep them as they are."""
+
+    segments: Sequence[Segment]
+    worker: Worker
+    manager: Manager
+    hooks: ChainHooks
+    order: list[int]  # the reading order (positions into `segments`)
+    path: int | None  # multipath's path, named in the call records
+
+    def build(self, checkpointer: Any = None) -> Any:
+        graph = StateGraph(ChainState)
+        # Each node's body is written once and runs under `invoke` and `ainvoke` alike (runs.steps_node).
+        graph.add_node("worker", steps_node(self.read_segment, "worker"))
+        graph.add_node("manager", steps_node(self.write_answer, "manager"))
+        graph.add_conditional_edges(START, self.route, ["worker", "manager"])
+        graph.add_conditional_edges("worker", self.route, ["worker", "manager"])
+        graph.add_edge("manager", END)
+        return graph.compile(checkpointer=checkpointer)
+
+    def started(self, agent: Agent, segment: int | None) -> None:
+        if self.hooks.started:
+            self.hooks.started(agent, segment)
+
+    def route(self, state: ChainState) -> Literal["worker", "manager"]:
+        """After START and each worker: the next segment, or the manager once the order is read."""
+        return after_worker(state, len(self.order))
+
+    # -- the workers -------------------------------------------------------------------------------------------------
+    def read_segment(self, state: ChainState) -> Steps[ChainState]:
+        """Node `worker`: reads the next segment of the order with the notes so far."""
+        position = state["next_segment"]
+        segment = self.segments[self.order[position]]
+        self.started("worker", segment.index)
+        step = yield from self.worker.reading(segment, CommunicationUnit.from_dict(state["notes"]), self.path)
+        return self.worker_update(position, step)
+
+    def worker_update(self, position: int, step: WorkerStep) -> ChainState:
+        """The worker's notes and call, archived first where memory keeps notes."""
+        segment = self.segments[self.order[position]]
+        if self.hooks.archive:
+            self.hooks.archive(segment, step.notes, step.passed_on)
+        record = CallRecord.of("worker", segment.index, step.completion, self.worker.budget.notes_tokens,
+                               passed_on=step.passed_on, path=self.path)
+        if self.hooks.finished:
+            self.hooks.finished(record)
         return {"next_segment": position + 1, "notes": step.notes.to_dict(), "calls": [record.to_dict()]}
 
-    def read_segment(state: ChainState) -> Steps[ChainState]:
-        position = state["next_segment"]
-        segment = segments[order[position]]
-        started("worker", segment.index)
-        step = yield from worker.reading(segment, CommunicationUnit.from_dict(state["notes"]), path)
-        return worker_update(position, step)
+    # -- the manager -------------------------------------------------------------------------------------------------
+    def write_answer(self, state: ChainState) -> Steps[ChainState]:
+        """Node `manager`: the answer from the last notes (with recalled notes and looked-back sources), or "not
+        found" without a call when there is nothing to read."""
+        notes, extra, sources, looked = self.manager_inputs(state)
+        if self.manager.nothing_to_read(notes, extra, sources):
+            return self.not_found()
+        self.started("manager", None)
+        completion = yield from self.manager.writing(notes, extra, sources, path=self.path, on_text=self.hooks.on_text)
+        return self.answered(completion, looked)
 
-    def manager_inputs(state: ChainState) -> tuple[CommunicationUnit, Sequence[str], str, list[int]]:
+    def manager_inputs(self, state: ChainState) -> tuple[CommunicationUnit, Sequence[str], str, list[int]]:
+        """The last notes, the archived notes recalled beside them, and the looked-back sources (their segments)."""
         notes = CommunicationUnit.from_dict(state["notes"])
-        extra = list(hooks.recall(notes)) if hooks.recall else []
-        sources, looked = hooks.lookback(notes, extra) if hooks.lookback else ("", [])
+        extra = list(self.hooks.recall(notes)) if self.hooks.recall else []
+        sources, looked = self.hooks.lookback(notes, extra) if self.hooks.lookback else ("", [])
         return notes, extra, sources, looked
 
-    def answered(completion: Completion, looked: list[int]) -> ChainState:
-        record = CallRecord.of("manager", None, completion, manager.budget.answer_tokens, path=path)
-        if hooks.finished:
-            hooks.finished(record)
+    def answered(self, completion: Completion, looked: list[int]) -> ChainState:
+        record = CallRecord.of("manager", None, completion, self.manager.budget.answer_tokens, path=self.path)
+        if self.hooks.finished:
+            self.hooks.finished(record)
         return {"output": completion.text, "calls": [record.to_dict()], "not_found": False, "lookback": looked}
 
-    def not_found() -> ChainState:
-        answer = manager.not_found(total)
-        if hooks.on_text:
-            hooks.on_text(answer)
+    def not_found(self) -> ChainState:
+        answer = self.manager.not_found(len(self.order))
+        if self.hooks.on_text:
+            self.hooks.on_text(answer)
         return {"output": answer, "calls": [], "not_found": True, "lookback": []}
-
-    def write_answer(state: ChainState) -> Steps[ChainState]:
-        notes, extra, sources, looked = manager_inputs(state)
-        if manager.nothing_to_read(notes, extra, sources):
-            return not_found()
-        started("manager", None)
-        completion = yield from manager.writing(notes, extra, sources, path=path, on_text=hooks.on_text)
-        return answered(completion, looked)
-
-    def route(state: ChainState) -> Literal["worker", "manager"]:
-        return after_worker(state, total)
-
-    graph = StateGraph(ChainState)
-    # Each node's body is written once and runs under `invoke` and `ainvoke` alike (runs.steps_node).
-    graph.add_node("worker", steps_node(read_segment, "worker"))
-    graph.add_node("manager", steps_node(write_answer, "manager"))
-    graph.add_conditional_edges(START, route, ["worker", "manager"])
-    graph.add_conditional_edges("worker", route, ["worker", "manager"])
-    graph.add_edge("manager", END)
-    return graph.compile(checkpointer=checkpointer)
 
 
 def initial_state() -> ChainState:
