@@ -17,9 +17,8 @@ from langgraph.graph import END, START, StateGraph
 from ..agents import CommunicationUnit, Manager, Worker, WorkerStep
 from ..backends.base import Completion
 from ..backends.calls import Steps
-from ..results import Agent, CallRecord
 from ..segmenting import Segment
-from .hooks import ChainHooks
+from .hooks import ChainHooks, HookedNodes
 from .runs import steps_node
 
 
@@ -48,20 +47,17 @@ def build_chain_graph(
 ):
     """The compiled graph. The checkpointer is passed in (SqliteSaver in the CLI), never created here."""
     order = list(range(len(segments))) if order is None else list(order)
-    return ChainGraph(segments, worker, manager, hooks or ChainHooks(), order, path).build(checkpointer)
+    nodes = ChainGraph(segments, hooks or ChainHooks(), order, path, worker=worker, manager=manager)
+    return nodes.build(checkpointer)
 
 
 @dataclass
-class ChainGraph:
+class ChainGraph(HookedNodes):
     """What the chain's nodes share (the segments, the agents, the hooks, the reading order); one method per node,
     `build` wires them. Node names and state keys are the checkpoint's format: keep them as they are."""
 
-    segments: Sequence[Segment]
     worker: Worker
     manager: Manager
-    hooks: ChainHooks
-    order: list[int]  # the reading order (positions into `segments`)
-    path: int | None  # multipath's path, named in the call records
 
     def build(self, checkpointer: Any = None) -> Any:
         graph = StateGraph(ChainState)
@@ -73,13 +69,9 @@ class ChainGraph:
         graph.add_edge("manager", END)
         return graph.compile(checkpointer=checkpointer)
 
-    def started(self, agent: Agent, segment: int | None) -> None:
-        if self.hooks.started:
-            self.hooks.started(agent, segment)
-
     def route(self, state: ChainState) -> Literal["worker", "manager"]:
         """After START and each worker: the next segment, or the manager once the order is read."""
-        return after_worker(state, len(self.order))
+        return after_worker(state, self.total)
 
     # -- the workers -------------------------------------------------------------------------------------------------
     def read_segment(self, state: ChainState) -> Steps[ChainState]:
@@ -95,11 +87,9 @@ class ChainGraph:
         segment = self.segments[self.order[position]]
         if self.hooks.archive:
             self.hooks.archive(segment, step.notes, step.passed_on)
-        record = CallRecord.of("worker", segment.index, step.completion, self.worker.budget.notes_tokens,
-                               passed_on=step.passed_on, path=self.path)
-        if self.hooks.finished:
-            self.hooks.finished(record)
-        return {"next_segment": position + 1, "notes": step.notes.to_dict(), "calls": [record.to_dict()]}
+        record = self.recorded("worker", segment.index, step.completion, self.worker.budget.notes_tokens,
+                               passed_on=step.passed_on)
+        return {"next_segment": position + 1, "notes": step.notes.to_dict(), "calls": [record]}
 
     # -- the manager -------------------------------------------------------------------------------------------------
     def write_answer(self, state: ChainState) -> Steps[ChainState]:
@@ -120,15 +110,12 @@ class ChainGraph:
         return notes, extra, sources, looked
 
     def answered(self, completion: Completion, looked: list[int]) -> ChainState:
-        record = CallRecord.of("manager", None, completion, self.manager.budget.answer_tokens, path=self.path)
-        if self.hooks.finished:
-            self.hooks.finished(record)
-        return {"output": completion.text, "calls": [record.to_dict()], "not_found": False, "lookback": looked}
+        record = self.recorded("manager", None, completion, self.manager.budget.answer_tokens)
+        return {"output": completion.text, "calls": [record], "not_found": False, "lookback": looked}
 
     def not_found(self) -> ChainState:
-        answer = self.manager.not_found(len(self.order))
-        if self.hooks.on_text:
-            self.hooks.on_text(answer)
+        answer = self.manager.not_found(self.total)
+        self.shown(answer)
         return {"output": answer, "calls": [], "not_found": True, "lookback": []}
 
 

@@ -29,9 +29,8 @@ from ..agents.grounded import ClaimManager, ClaimStep, ClaimWorker, ManagerInput
 from ..agents.notes import CommunicationUnit
 from ..backends.base import Completion
 from ..backends.calls import Steps
-from ..results import Agent, CallRecord
 from ..segmenting import Segment
-from .hooks import ChainHooks
+from .hooks import ChainHooks, HookedNodes
 from .runs import steps_node
 
 MAX_COLLAPSE_ROUNDS = 4
@@ -84,20 +83,18 @@ def build_grounded_graph(
 ):
     """The compiled graph; `worker.shared` picks the chain form (earlier claims shown) or the map form."""
     order = list(range(len(segments))) if order is None else list(order)
-    return GroundedGraph(segments, worker, manager, document, hooks or ChainHooks(), order, path).build(checkpointer)
+    nodes = GroundedGraph(segments, hooks or ChainHooks(), order, path, worker=worker, manager=manager,
+                          document=document)
+    return nodes.build(checkpointer)
 
 
 @dataclass
-class GroundedGraph:
+class GroundedGraph(HookedNodes):
     """What the grounded graph's nodes share; one method per node (and per router), `build` wires them."""
 
-    segments: Sequence[Segment]
     worker: ClaimWorker
     manager: ClaimManager
     document: str
-    hooks: ChainHooks
-    order: list[int]  # the reading order (positions into `segments`)
-    path: int | None  # multipath's path, named in the call records
 
     def build(self, checkpointer: Any = None) -> Any:
         """The compiled graph. The checkpointer is passed in (SqliteSaver in the CLI), never created here."""
@@ -120,31 +117,10 @@ class GroundedGraph:
         graph.add_edge("fix", END)
         return graph.compile(checkpointer=checkpointer)
 
-    @property
-    def total(self) -> int:
-        return len(self.order)
-
     @functools.cached_property
     def folded(self) -> grounding.Folded:
         """The document folded on first need (a summary's check), once."""
         return grounding.fold(self.document)
-
-    # -- the hooks ---------------------------------------------------------------------------------------------------
-    def started(self, agent: Agent, segment: int | None) -> None:
-        if self.hooks.started:
-            self.hooks.started(agent, segment)
-
-    def recorded(self, agent: Agent, segment: int | None, completion: Completion, cap: int,
-                 **kw: Any) -> dict[str, Any]:
-        """The call's record, shown to `hooks.finished`, as the state keeps it."""
-        record = CallRecord.of(agent, segment, completion, cap, path=self.path, **kw)
-        if self.hooks.finished:
-            self.hooks.finished(record)
-        return record.to_dict()
-
-    def shown(self, text: str) -> None:
-        if self.hooks.on_text:
-            self.hooks.on_text(text)
 
     # -- reading -----------------------------------------------------------------------------------------------------
     def read_next(self, state: GroundedState) -> Steps[GroundedState]:

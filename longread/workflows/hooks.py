@@ -1,13 +1,14 @@
 """The callbacks a strategy hangs around the chain's calls (ChainHooks), apart from the graphs that call them, so
-that base.py (and the registry beside it) imports no LangGraph."""
+that base.py (and the registry beside it) imports no LangGraph; and `HookedNodes`, what the chain graphs' nodes
+share to call them (chain_of_agents.py, grounded_graph.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..agents import CommunicationUnit
-from ..backends.base import TextCallback
+from ..backends.base import Completion, TextCallback
 from ..results import Agent, CallRecord
 from ..segmenting import Segment
 
@@ -29,3 +30,34 @@ class ChainHooks:
     started: Callable[[Agent, int | None], None] | None = None
     finished: Callable[[CallRecord], None] | None = None
     on_text: TextCallback | None = None
+
+
+@dataclass
+class HookedNodes:
+    """What a chain graph's nodes share around their calls: the segments, the reading order, the path, the hooks;
+    and the calling of the hooks (each only where it is set)."""
+
+    segments: Sequence[Segment]
+    hooks: ChainHooks
+    order: list[int]  # the reading order (positions into `segments`)
+    path: int | None  # multipath's path, named in the call records
+
+    @property
+    def total(self) -> int:
+        return len(self.order)
+
+    def started(self, agent: Agent, segment: int | None) -> None:
+        if self.hooks.started:
+            self.hooks.started(agent, segment)
+
+    def recorded(self, agent: Agent, segment: int | None, completion: Completion, cap: int,
+                 **kw: Any) -> dict[str, Any]:
+        """The call's record, shown to `hooks.finished`, as the state keeps it."""
+        record = CallRecord.of(agent, segment, completion, cap, path=self.path, **kw)
+        if self.hooks.finished:
+            self.hooks.finished(record)
+        return record.to_dict()
+
+    def shown(self, text: str) -> None:
+        if self.hooks.on_text:
+            self.hooks.on_text(text)
