@@ -45,6 +45,13 @@ class ScoredPolicy(KVPolicy):
         along positions (observe.py)."""
         return window_scores(queries, query_positions, keys, positions, self.pool)
 
+    def ranking(self, queries: torch.Tensor, query_positions: torch.Tensor, keys: torch.Tensor,
+                positions: torch.Tensor, seen: int) -> torch.Tensor:
+        """`score()`, with the observation window (the keys at the `window` latest of `seen` positions) ranked
+        above every other key: SnapKV keeps it verbatim. The one rule of the dynamic layers and the static form."""
+        scores = self.score(queries, query_positions, keys, positions)
+        return scores.masked_fill(positions >= seen - self.window, float("inf"))
+
 
 @dataclass(frozen=True)
 class SnapPolicy(ScoredPolicy):
@@ -125,9 +132,7 @@ class ScoredLayer(KVLayer):
 
     def _scores(self, keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         queries, query_positions = self._query_window()
-        scores = self.policy.score(queries, query_positions, keys, positions)
-        # The observation window itself is always kept (SnapKV keeps it verbatim).
-        return scores.masked_fill(positions >= self.seen - self.window, float("inf"))
+        return self.policy.ranking(queries, query_positions, keys, positions, self.seen)
 
     def _select(self, keep: torch.Tensor) -> None:
         """Keeps the (b, kv_heads, k) indices of self.keys/values/positions, in position order."""
@@ -226,8 +231,7 @@ class StaticSnap(StaticPolicyCache):
 
     def _scores(self, row: int, index: int, keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         queries, query_positions = self._window_queries(row, index)
-        scores = self.policy.score(queries, query_positions, keys, positions)
-        return scores.masked_fill(positions >= self.host_seen[row] - self.policy.window, float("inf"))
+        return self.policy.ranking(queries, query_positions, keys, positions, self.host_seen[row])
 
     def _maintain(self) -> None:
         for row in range(self.active):
